@@ -1,0 +1,52 @@
+"""MGR Lab: streamlit run app.py
+
+For now one page: the datasets this machine can load and the generators it ships. The training
+and exploration pages (Train, Latents, Feature space, Consistency, Compare) come with the trainer.
+"""
+import streamlit as st
+
+from mgr.data import DEBIAN_FASHION_MNIST, dataset_info, known_datasets
+from mgr.gan import list_generators
+from mgr.paths import checkpoints_dir
+
+st.set_page_config(page_title="MGR Lab", page_icon="🧪", layout="wide")
+st.title("MGR Lab")
+st.markdown(
+    "Synthetic images from a class-conditional generator can **lower** a classifier's accuracy when "
+    "added to its training data. **Meta Generative Regularization** uses them only to regularize the "
+    "feature extractor (a consistency loss, PCR) and meta-learns which latents to sample (MPS)."
+)
+
+
+def available(name: str) -> str:
+    if name == "digits":
+        return "bundled"
+    if name == "fashion-mnist" and DEBIAN_FASHION_MNIST.exists():
+        return "installed (Debian package)"
+    return "needs a download"
+
+
+st.subheader("Datasets")
+st.dataframe(
+    [{"dataset": n, "shape": f"{i.channels}×{i.resolution}×{i.resolution}", "source": i.source, "here": available(n)}
+     for n in known_datasets() if not n.startswith("imagefolder:") for i in [dataset_info(n)]],
+    hide_index=True,
+)
+
+st.subheader("Generators")
+found = list_generators()
+if not found:
+    st.info(f"No generators in {checkpoints_dir() / 'generators'}. Train one with "
+            "`python -m mgr train-generator --dataset digits --ratio 0.1`.")
+for path, meta in found:
+    if isinstance(meta, str):
+        st.error(f"{path.name}: {meta}")
+        continue
+    size = f"{meta['per_class']} per class" if "per_class" in meta else f"ratio {meta['ratio']:g}"
+    fid = f"FID {meta['fid']:.2f}" if "fid" in meta else "FID not measured"
+    with st.expander(f"{meta['dataset']} · {size} · data seed {meta['data_seed']} · {fid}", expanded=len(found) <= 4):
+        grid = path.with_suffix(".png")
+        cols = st.columns([2, 3])
+        if grid.exists():
+            cols[0].image(str(grid), caption="one row per class, fixed latents")
+        cols[1].json({k: v for k, v in meta.items() if k not in ("classes", "recipe")}, expanded=False)

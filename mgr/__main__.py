@@ -1,0 +1,148 @@
+"""Command line: `python -m mgr <command> --help`.
+
+  datasets           the datasets known, and whether each is available offline
+  generators         the shipped / trained generators and their metadata
+  train-generator    train a class-conditional GAN on a reduced training split
+  train-extractor    train the offline FID feature extractor of a dataset
+  fid                FID of a generator checkpoint against the test split
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from . import paths
+from .data import DataConfig, DataError, dataset_info, known_datasets
+
+
+def add_data_args(p: argparse.ArgumentParser, default_dataset: str = "digits") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=default_dataset, help=f"one of: {', '.join(known_datasets())}")
+    size = g.add_mutually_exclusive_group()
+    size.add_argument("--ratio", type=float, help="fraction of each class kept, in (0, 1] (default 1)")
+    size.add_argument("--per-class", type=int, help="images kept per class (instead of --ratio)")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the subset (not of training)")
+    g.add_argument("--resolution", type=int, help="image side for variable-size datasets (default per dataset)")
+    g.add_argument("--data-root", default=None, help="where torchvision datasets live (default $MGR_DATA_ROOT or data/)")
+    g.add_argument("--no-download", action="store_true", help="never try to download a dataset")
+
+
+def data_config(a) -> DataConfig:
+    kw = {"root": a.data_root} if a.data_root else {}
+    return DataConfig(a.dataset, ratio=a.ratio, per_class=a.per_class, data_seed=a.data_seed,
+                      resolution=a.resolution, download=not a.no_download, **kw)
+
+
+def cmd_datasets(a) -> None:
+    for name in known_datasets():
+        if name.startswith("imagefolder:"):
+            print(f"{name:16s} your own images: one sub-folder per class (optional train/ and test/)")
+            continue
+        info = dataset_info(name)
+        print(f"{name:16s} {info.channels}x{info.resolution}x{info.resolution}  {info.source}")
+
+
+def cmd_generators(a) -> None:
+    from .gan import list_generators
+    found = list_generators()
+    if not found:
+        print(f"no generators in {paths.checkpoints_dir() / 'generators'}")
+    for path, meta in found:
+        if isinstance(meta, str):
+            print(f"{path}: UNREADABLE: {meta}")
+            continue
+        size = f"per_class={meta['per_class']}" if "per_class" in meta else f"ratio={meta.get('ratio')}"
+        fid = f"FID {meta['fid']} ({meta.get('fid_extractor', '?')})" if "fid" in meta else "FID not measured"
+        print(f"{path}: {meta['dataset']} {size} data_seed={meta['data_seed']} {meta['resolution']}px "
+              f"steps={meta['steps']} {fid}")
+
+
+def cmd_train_generator(a) -> None:
+    from .gan import GanConfig, train_generator
+    data_cfg = data_config(a)
+    cfg = GanConfig(steps=a.steps, batch_size=a.batch_size, lr_g=a.lr_g, lr_d=a.lr_d, n_dis=a.n_dis, z_dim=a.z_dim,
+                    g_width=a.width, d_width=a.width, diffaug=a.diffaug, sample_every=a.sample_every,
+                    checkpoint_every=a.sample_every, seed=a.seed)
+    out = Path(a.out) if a.out else paths.generator_path(data_cfg.subset)
+    print(f"generator -> {out}", flush=True)
+    command = "python -m mgr " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    meta = train_generator(data_cfg, cfg, out, a.work_dir, resume=a.resume, device=a.device,
+                           fid=not a.no_fid, quiet=a.quiet, command=command)
+    print(json.dumps({k: v for k, v in meta.items() if k not in ("recipe", "classes")}, indent=1))
+
+
+def cmd_train_extractor(a) -> None:
+    from .fid import train_extractor
+    meta = train_extractor(a.dataset, a.out, steps=a.steps, device=a.device, quiet=a.quiet, data_root=a.data_root)
+    print(json.dumps(meta, indent=1))
+
+
+def cmd_fid(a) -> None:
+    from .data import load
+    from .fid import evaluate_generator
+    from .gan import load_generator
+    from .runtime import resolve_device
+    dev = resolve_device(a.device)
+    G, meta = load_generator(a.generator, device=dev)
+    subset = {k: meta[k] for k in ("ratio", "per_class") if k in meta}
+    cfg = DataConfig(meta["dataset"], data_seed=meta["data_seed"], **subset)
+    print(json.dumps(evaluate_generator(G, load(cfg, dev), cfg, extractor=a.extractor, num=a.num), indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mgr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("datasets", help="list datasets").set_defaults(fn=cmd_datasets)
+    sub.add_parser("generators", help="list generator checkpoints").set_defaults(fn=cmd_generators)
+
+    g = sub.add_parser("train-generator", help="train a class-conditional GAN on a reduced split")
+    add_data_args(g)
+    g.add_argument("--seed", type=int, default=0, help="training seed of the GAN")
+    g.add_argument("--out", help="checkpoint path (default checkpoints/generators/<dataset>_<size>_seed<data seed>.pt)")
+    g.add_argument("--work-dir", help="resumable state, sample grids and log (default <out>.work/)")
+    g.add_argument("--resume", action="store_true", help="continue from the state in --work-dir")
+    g.add_argument("--steps", type=int, default=3000)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr-g", type=float, default=2e-4)
+    g.add_argument("--lr-d", type=float, default=2e-4)
+    g.add_argument("--n-dis", type=int, default=1, help="discriminator steps per generator step")
+    g.add_argument("--z-dim", type=int, default=64)
+    g.add_argument("--width", type=int, default=32, help="base channel width of G and D (64 is better on a GPU)")
+    g.add_argument("--diffaug", default="color,translation,cutout", help="DiffAugment policy (comma-separated)")
+    g.add_argument("--sample-every", type=int, default=500, help="steps between sample grids and saved states")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--no-fid", action="store_true", help="skip the FID measurement at the end")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(fn=cmd_train_generator)
+
+    e = sub.add_parser("train-extractor", help="train the offline FID feature extractor of a dataset")
+    e.add_argument("--dataset", default="digits")
+    e.add_argument("--out", help="default checkpoints/feature_extractors/<dataset>.pt")
+    e.add_argument("--steps", type=int, default=3000)
+    e.add_argument("--data-root", default=None)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(fn=cmd_train_extractor)
+
+    f = sub.add_parser("fid", help="FID of a generator checkpoint against its dataset's test split")
+    f.add_argument("generator")
+    f.add_argument("--extractor", default="auto", help="auto (Inception when its weights are on disk), inception, classifier")
+    f.add_argument("--num", type=int, help="generated images (default max(test size, 2000))")
+    f.add_argument("--device", default="auto")
+    f.set_defaults(fn=cmd_fid)
+
+    a = p.parse_args(argv)
+    try:
+        a.fn(a)
+    except (DataError, ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Checkpoint files: tensors plus JSON-able metadata, written atomically, read weights-only.
+
+A checkpoint is a dict {"format": KIND, "version": N, "meta": {...}, **tensor dicts}. It is
+loaded with `torch.load(weights_only=True)`, so a file from elsewhere can never execute code;
+every problem (missing, truncated, pickled code, wrong kind, wrong dataset) becomes a
+CheckpointError that names the file and what is wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(tmp_path), then rename over `path`: readers see the old file or the new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a plain exclusive create (not mkstemp, whose files are private): the result gets the umask's mode
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    open(tmp, "xb").close()
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save(path: str | Path, kind: str, version: int, meta: dict, **tensors) -> None:
+    json.dumps(meta)  # metadata must stay plain JSON: fail here, not at load time
+    atomic_write(path, lambda tmp: torch.save({"format": kind, "version": version, "meta": meta, **tensors}, tmp))
+
+
+def load(path: str | Path, kind: str, version: int, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable weights-only checkpoint ({first}). The file may be truncated or "
+            "corrupt, or hold pickled objects other than tensors, which are never executed here") from e
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise CheckpointError(f"{path}: not an MGR Lab checkpoint (expected a {kind!r} file)")
+    if ckpt["format"] != kind:
+        raise CheckpointError(f"{path}: is a {ckpt['format']!r} checkpoint, expected a {kind!r} one")
+    if ckpt.get("version") != version:
+        raise CheckpointError(f"{path}: {kind} format version {ckpt.get('version')!r}; this MGR Lab reads version {version}")
+    if not isinstance(ckpt.get("meta"), dict):
+        raise CheckpointError(f"{path}: metadata missing")
+    return ckpt
+
+
+def check_meta(path, meta: dict, required: dict[str, type], expect: dict | None = None, why: str = "") -> None:
+    """Fail if a required field is missing or of the wrong type, or differs from `expect`."""
+    for key, typ in required.items():
+        if key not in meta:
+            raise CheckpointError(f"{path}: metadata lacks {key!r}")
+        if not isinstance(meta[key], typ):
+            raise CheckpointError(f"{path}: metadata {key!r} is {meta[key]!r}, expected {typ.__name__}")
+    for key, want in (expect or {}).items():
+        have = meta.get(key)
+        if have != want:
+            raise CheckpointError(f"{path} was made for {key}={have!r}, but {key}={want!r} is needed" + (f"; {why}" if why else ""))
+
+
+def load_state(module: torch.nn.Module, state: dict, path) -> None:
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its metadata describes: "
+                              f"{str(e).splitlines()[0]} ...") from e

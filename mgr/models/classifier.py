@@ -1,0 +1,101 @@
+"""Classifiers f = h_ω ∘ g_ψ with the two halves exposed: `features(x)` is g_ψ (pooled
+penultimate features), `head` is h_ω (the final linear layer). Methods use them separately:
+PCR regularises g_ψ only, so ω must never see its gradient.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MODELS = ("smallcnn", "resnet18")
+
+
+class Classifier(nn.Module):
+    """Base class: subclasses define `body` (image -> pooled features) and `head`."""
+    feature_dim: int
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class SmallCNN(Classifier):
+    """Three conv stages (32-64-128 channels, BN, ReLU), max-pool between stages, global average
+    pool. ~0.3M parameters: a few hundred images/s per core at 28x28, enough for CPU demos."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32):
+        super().__init__()
+        w = (width, 2 * width, 4 * width)
+
+        def stage(cin, cout, pool):
+            layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                      nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+        self.body = nn.Sequential(*stage(in_channels, w[0], True), *stage(w[0], w[1], True),
+                                  *stage(w[1], w[2], False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = w[2]
+        self.head = nn.Linear(self.feature_dim, num_classes)
+
+
+class ResNet18(Classifier):
+    """torchvision's ResNet-18 adapted to small images as in the MGR paper: a 3x3 stride-1 stem,
+    no max-pool, any number of input channels."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, pretrained: bool = False):
+        super().__init__()
+        import torchvision
+        net = torchvision.models.resnet18(num_classes=1000 if pretrained else num_classes)
+        if pretrained:
+            net.load_state_dict(_cached_imagenet_weights())
+            net.fc = nn.Linear(net.fc.in_features, num_classes)
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        self.feature_dim = net.fc.in_features
+        self.head = net.fc
+        net.fc = nn.Identity()
+        self.body = net  # with fc removed, torchvision's forward ends at the flattened avg-pool
+
+
+def _cached_imagenet_weights() -> dict:
+    """ImageNet weights from torch's hub cache (never downloaded at run time here: the stem is
+    replaced anyway, and an offline machine would fail mid-run)."""
+    from torchvision.models import ResNet18_Weights
+    url = ResNet18_Weights.IMAGENET1K_V1.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if not path.exists():
+        raise FileNotFoundError(
+            f"pretrained ResNet-18 weights are not cached at {path}; fetch them once while online "
+            "(python -c 'import torchvision; torchvision.models.resnet18(weights=\"IMAGENET1K_V1\")') "
+            "or train from scratch (drop --pretrained)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def build_classifier(name: str, num_classes: int, in_channels: int, pretrained: bool = False) -> Classifier:
+    if name == "smallcnn":
+        if pretrained:
+            raise ValueError("model 'smallcnn' has no pretrained weights; pretrained is only for 'resnet18'")
+        return SmallCNN(num_classes, in_channels)
+    if name == "resnet18":
+        return ResNet18(num_classes, in_channels, pretrained)
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy in eval mode (restores the model's previous mode)."""
+    was_training = model.training
+    model.eval()
+    correct = sum((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
+                  for i in range(0, len(y), batch_size))
+    model.train(was_training)
+    return correct / max(1, len(y))
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)

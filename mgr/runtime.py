@@ -1,0 +1,66 @@
+"""Where and how training runs: device choice, seeding, mixed precision, a progress bar."""
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise ValueError(f"device {name!r} is not one of {', '.join(DEVICES)} (or cuda:N)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but this machine has no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain fp32 on the CPU (where bf16 convolutions are slow)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Progress:
+    """A one-line progress bar on stderr: tqdm when installed, a plain line otherwise
+    (the trainer must run on machines that have only torch)."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "", disable: bool = False):
+        self.total, self.n, self.desc, self.disable = total, initial, desc, disable
+        self._t0, self._last = time.time(), 0.0
+        try:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True)
+        except ImportError:
+            self._bar = None
+
+    def update(self, n: int = 1, **postfix) -> None:
+        self.n += n
+        if self._bar is not None:
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(n)
+        elif not self.disable and (time.time() - self._last > 2 or self.n == self.total):
+            self._last = time.time()
+            info = " ".join(f"{k}={v}" for k, v in postfix.items())
+            print(f"\r{self.desc} {self.n}/{self.total} {info}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif not self.disable:
+            print(file=sys.stderr)

@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+import pytest
+
+from mgr.__main__ import main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train-generator", "--dataset", "mnist3d"], "unknown dataset 'mnist3d'; known: digits"),
+    (["train-generator", "--ratio", "0"], "ratio=0.0 is outside (0, 1]"),
+    (["train-generator", "--ratio", "2"], "ratio=2.0 is outside (0, 1]"),
+    (["train-generator", "--per-class", "1000"], "per_class=1000 but class"),
+    (["train-generator", "--steps", "-5"], "steps=-5 must be a positive integer"),
+    (["train-generator", "--diffaug", "blur"], "unknown augmentation 'blur'"),
+    (["train-generator", "--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda"),
+    (["fid", "no/such/file.pt"], "no such checkpoint file"),
+])
+def test_bad_options_fail_with_a_message_and_no_work(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MGR_CHECKPOINTS", str(tmp_path))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not any(tmp_path.rglob("*.pt"))  # nothing was written
+
+
+def test_datasets_and_generators_listings(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "digits" in out and "fashion-mnist" in out and "imagefolder:<path>" in out
+    assert main(["generators"]) == 0
+    assert "digits_ratio0.1_seed0.pt" in capsys.readouterr().out
+
+
+def test_train_generator_command_end_to_end(tmp_path):
+    out = tmp_path / "g.pt"
+    r = subprocess.run([sys.executable, "-m", "mgr", "train-generator", "--dataset", "digits", "--ratio", "0.1",
+                        "--steps", "2", "--width", "8", "--batch-size", "8", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == f"generator -> {out}"
+    assert '"fid":' in r.stdout and '"split_hash":' in r.stdout
+    assert out.exists() and out.with_suffix(".png").exists()

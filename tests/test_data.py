@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+
+from mgr.data import DEBIAN_FASHION_MNIST, DataConfig, DataError, known_datasets, load, reduce_split
+
+
+def test_digits_split_is_stratified_disjoint_and_normalised():
+    d = load(DataConfig("digits", ratio=0.25, data_seed=3))
+    assert d.x_train.shape[1:] == (1, 8, 8) and d.num_classes == 10
+    assert d.x_train.min() >= -1 and d.x_train.max() <= 1 and d.x_train.min() == -1 and d.x_train.max() == 1
+    assert not set(d.train_idx) & set(d.val_idx)
+    # every class is in train and val, in proportion to its share
+    for y in (d.y_train, d.y_val):
+        assert torch.bincount(y, minlength=10).min() >= 1
+    n_val = torch.bincount(d.y_val, minlength=10)
+    n_all = n_val + torch.bincount(d.y_train, minlength=10)
+    assert ((n_val - 0.1 * n_all).abs() <= 1).all()
+    # digits has no official split: ours holds out 30% of the 1797 images, never seen in train/val
+    assert 530 <= len(d.y_test) <= 545
+    assert max(d.train_idx.max(), d.val_idx.max()) < 1797 - len(d.y_test)
+
+
+def test_split_depends_on_data_seed_only_and_nests_across_ratios():
+    labels = np.repeat(np.arange(5), 100)
+    a = reduce_split(labels, ratio=0.2, data_seed=7)
+    b = reduce_split(labels, ratio=0.2, data_seed=7)
+    c = reduce_split(labels, ratio=0.2, data_seed=8)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+    small, large = reduce_split(labels, ratio=0.05, data_seed=7), reduce_split(labels, ratio=0.5, data_seed=7)
+    assert set(np.concatenate(small)) <= set(np.concatenate(large))
+    assert len(np.concatenate(small)) == 25 and len(small[1]) == 5  # 5 per class, 1 of them val
+
+
+def test_per_class_count_and_data_seed_changes_subset_not_test():
+    a = load(DataConfig("digits", per_class=20, data_seed=0))
+    b = load(DataConfig("digits", per_class=20, data_seed=1))
+    assert torch.bincount(a.y_train).tolist() == [18] * 10 and torch.bincount(a.y_val).tolist() == [2] * 10
+    assert a.split_hash != b.split_hash
+    assert torch.equal(a.x_test, b.x_test)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dataset="mnist-3d"), "unknown dataset 'mnist-3d'; known: digits, fashion-mnist"),
+    (dict(ratio=0.0), "ratio=0.0 is outside (0, 1]"),
+    (dict(ratio=1.5), "ratio=1.5 is outside (0, 1]"),
+    (dict(ratio=-0.1), "outside (0, 1]"),
+    (dict(ratio=0.1, per_class=5), "either ratio or per_class"),
+    (dict(per_class=1), "at least 2"),
+])
+def test_bad_config_is_refused_on_construction(kwargs, message):
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        DataConfig(**kwargs)
+
+
+def test_per_class_larger_than_a_class_names_the_class():
+    with pytest.raises(DataError, match=r"per_class=500 but class '\d' has only \d+ training images"):
+        load(DataConfig("digits", per_class=500))
+
+
+def test_ratio_too_small_to_keep_two_per_class():
+    with pytest.raises(DataError, match="at least 2"):
+        load(DataConfig("digits", ratio=0.005))
+
+
+def test_missing_torchvision_dataset_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataError, match="needs a download.*network access"):
+        load(DataConfig("cifar10", root=str(tmp_path), download=False))
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["cat", "dog", "owl"]):
+        (tmp_path / name).mkdir()
+        for i in range(12):
+            arr = (rng.random((20, 30, 3)) * 80 + 80 * c).astype(np.uint8)
+            Image.fromarray(arr).save(tmp_path / name / f"{i}.png")
+    d = load(DataConfig(f"imagefolder:{tmp_path}", ratio=0.5, resolution=16))
+    assert d.classes == ["cat", "dog", "owl"] and d.x_train.shape[1:] == (3, 16, 16)
+    assert len(d.y_test) == 3 * 4 and len(d.y_train) + len(d.y_val) == 3 * 4  # 30% of 12 held out, half of 8 kept
+    # brighter class folders stay brighter: labels follow folders
+    assert d.x_test[d.y_test == 2].mean() > d.x_test[d.y_test == 0].mean()
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load(DataConfig(f"imagefolder:{tmp_path / 'nope'}"))
+    (tmp_path / "only").mkdir()
+    with pytest.raises(DataError, match="1 class folder.*at least 2"):
+        load(DataConfig(f"imagefolder:{tmp_path}"))
+
+
+def test_known_datasets_lists_the_papers_sets():
+    assert {"digits", "fashion-mnist", "cifar10", "cifar100", "svhn", "cars", "aircraft", "dtd",
+            "flowers102", "pets"} <= set(known_datasets())
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(),
+                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_from_debian_package():
+    d = load(DataConfig("fashion-mnist", ratio=0.01))
+    assert d.x_train.shape[1:] == (1, 28, 28) and len(d.y_test) == 10000
+    assert len(d.y_train) == 540 and len(d.y_val) == 60
+    assert d.classes[9] == "Ankle boot"

@@ -1,0 +1,138 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from mgr import checkpoint
+from mgr.checkpoint import CheckpointError
+from mgr.data import DataConfig
+from mgr.gan import GanConfig, load_generator, save_generator, train_generator
+from mgr.models import Generator
+from mgr.runtime import seed_everything
+
+DIGITS = DataConfig("digits", ratio=0.1)
+
+
+def tiny(**kw):
+    return GanConfig(**{**dict(steps=4, batch_size=16, z_dim=16, g_width=8, d_width=8, sample_every=2,
+                               checkpoint_every=2), **kw})
+
+
+def test_training_changes_weights_and_saves_a_loadable_generator(tmp_path):
+    cfg = tiny()
+    meta = train_generator(DIGITS, cfg, tmp_path / "g.pt", fid=False, quiet=True, device="cpu")
+    G, loaded = load_generator(tmp_path / "g.pt")
+    assert loaded == meta and meta["steps"] == 4 and meta["dataset"] == "digits" and meta["ratio"] == 0.1
+    assert meta["resolution"] == 8 and meta["num_classes"] == 10 and len(meta["split_hash"]) == 16
+    seed_everything(cfg.seed)
+    fresh = Generator(10, 8, 1, cfg.z_dim, cfg.g_width)
+    assert not torch.allclose(G.linear.weight, fresh.linear.weight)
+    assert not any(p.requires_grad for p in G.parameters()) and not G.training
+    # the work folder keeps the resumable state and the sample grids; a grid sits next to the checkpoint
+    work = tmp_path / "g.work"
+    assert (work / "state.pt").exists() and (work / "samples_000002.png").exists()
+    assert (tmp_path / "g.png").exists()
+
+
+def test_resume_gives_the_same_generator_as_an_uninterrupted_run(tmp_path):
+    train_generator(DIGITS, tiny(steps=4), tmp_path / "a.pt", fid=False, quiet=True, device="cpu")
+    train_generator(DIGITS, tiny(steps=2), tmp_path / "b.pt", fid=False, quiet=True, device="cpu")
+    meta = train_generator(DIGITS, tiny(steps=4), tmp_path / "b.pt", resume=True, fid=False, quiet=True, device="cpu")
+    assert meta["steps"] == 4
+    a, b = load_generator(tmp_path / "a.pt")[0].state_dict(), load_generator(tmp_path / "b.pt")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nothing_is_overwritten_or_resumed_by_accident(tmp_path):
+    train_generator(DIGITS, tiny(steps=2), tmp_path / "g.pt", fid=False, quiet=True, device="cpu")
+    before = (tmp_path / "g.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="exists"):
+        train_generator(DIGITS, tiny(steps=2), tmp_path / "g.pt", fid=False, quiet=True, device="cpu")
+    assert (tmp_path / "g.pt").read_bytes() == before
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_generator(DIGITS, tiny(steps=2), tmp_path / "other.pt", work_dir=tmp_path / "g.work", fid=False,
+                        quiet=True, device="cpu")
+    with pytest.raises(CheckpointError, match="model_recipe"):
+        train_generator(DIGITS, tiny(steps=4, g_width=16), tmp_path / "g.pt", resume=True, fid=False, quiet=True,
+                        device="cpu")
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        train_generator(DIGITS, tiny(), tmp_path / "new.pt", resume=True, fid=False, quiet=True, device="cpu")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "steps=0 must be a positive integer"),
+    ("lr_g", -1e-4, "lr_g=-0.0001 must be > 0"),
+    ("diffaug", "color,blur", "unknown augmentation 'blur'"),
+    ("ema_decay", 1.0, r"ema_decay=1.0 must be in \[0, 1\)"),
+])
+def test_bad_gan_config(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        GanConfig(**{field: value})
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    G = Generator(10, 8, 1, z_dim=16, width=8).eval()
+    meta = {"dataset": "digits", "ratio": 0.1, "data_seed": 0, "split_hash": "abc", "resolution": 8, "channels": 1,
+            "num_classes": 10, "classes": list("0123456789"), "z_dim": 16, "g_width": 8, "steps": 0, "recipe": {}}
+    save_generator(tmp_path / "g.pt", G, meta)
+    return tmp_path / "g.pt", G, meta
+
+
+def test_checkpoint_round_trip(saved):
+    path, G, meta = saved
+    G2, meta2 = load_generator(path, expect={"dataset": "digits", "split_hash": "abc", "resolution": 8})
+    z, y = torch.randn(5, 16), torch.arange(5)
+    assert meta2 == meta and torch.equal(G(z, y), G2(z, y))
+
+
+def test_mismatched_generator_is_refused_with_the_field_named(saved):
+    path, _, _ = saved
+    with pytest.raises(CheckpointError, match=r"split_hash='abc', but split_hash='def' is needed.*leak"):
+        load_generator(path, expect={"split_hash": "def"})
+    with pytest.raises(CheckpointError, match="resolution=8, but resolution=28"):
+        load_generator(path, expect={"resolution": 28})
+
+
+def test_truncated_checkpoint_is_refused_naming_the_file(saved):
+    path, _, _ = saved
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=f"{path.name}: not a readable weights-only checkpoint.*truncated"):
+        load_generator(path)
+
+
+def test_weights_that_do_not_fit_their_metadata_are_refused(saved, tmp_path):
+    path, G, meta = saved
+    save_generator(tmp_path / "bad.pt", G, {**meta, "g_width": 16})
+    with pytest.raises(CheckpointError, match="do not fit the model"):
+        load_generator(tmp_path / "bad.pt")
+
+
+def test_other_kind_and_missing_file(tmp_path, saved):
+    checkpoint.save(tmp_path / "x.pt", "mgr-feature-extractor", 1, {})
+    with pytest.raises(CheckpointError, match="is a 'mgr-feature-extractor' checkpoint, expected a 'mgr-generator'"):
+        load_generator(tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_generator(tmp_path / "nope.pt")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_runs_code_when_unpickled_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "mgr-generator", "version": 1, "meta": {}, "state_dict": _Exploit(marker)}, path)
+    with pytest.raises(CheckpointError, match="never executed"):
+        load_generator(path)
+    assert not marker.exists()
+    # and the exploit is real: plain pickle would have run it
+    pickle.loads(pickle.dumps(_Exploit(marker)))
+    assert marker.exists()

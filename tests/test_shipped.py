@@ -1,0 +1,41 @@
+"""The generators shipped in checkpoints/generators/: they load, cover every class, were trained
+on exactly the split their metadata names, and their samples look like their class."""
+import pytest
+import torch
+
+from mgr.data import DEBIAN_FASHION_MNIST, DataConfig, load
+from mgr.fid import load_extractor
+from mgr.gan import list_generators, load_generator
+from mgr.models.classifier import accuracy
+from mgr.paths import checkpoints_dir, generator_path
+
+SHIPPED = [p for p, _ in list_generators()]
+REQUIRED = [generator_path({"dataset": "digits", "ratio": 0.1, "data_seed": 0}),
+            generator_path({"dataset": "fashion-mnist", "ratio": 0.01, "data_seed": 0}),
+            generator_path({"dataset": "fashion-mnist", "ratio": 0.1, "data_seed": 0})]
+
+
+def test_the_generators_the_presets_and_benchmarks_need_are_shipped():
+    assert set(REQUIRED) <= set(SHIPPED), f"missing: {set(REQUIRED) - set(SHIPPED)}"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_generator(path):
+    G, meta = load_generator(path)
+    if meta["dataset"] == "fashion-mnist" and not DEBIAN_FASHION_MNIST.exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    subset = {k: meta[k] for k in ("ratio", "per_class") if k in meta}
+    data = load(DataConfig(meta["dataset"], data_seed=meta["data_seed"], **subset))
+    assert meta["split_hash"] == data.split_hash, "trained on other images than its split"
+    assert meta["fid"] > 0 and meta["fid_extractor"] and meta["fid_n_real"] == len(data.y_test)
+    torch.manual_seed(0)
+    y = torch.arange(10 * data.num_classes) % data.num_classes
+    x = G(torch.randn(len(y), G.z_dim), y)
+    assert x.shape == (len(y), data.channels, data.resolution, data.resolution) and x.isfinite().all()
+    # every class recognisable: the offline FID classifier labels most samples of each class correctly
+    ext, _ = load_extractor(meta["dataset"])
+    torch.manual_seed(1)
+    y = torch.arange(50 * data.num_classes) % data.num_classes
+    x = G(torch.randn(len(y), G.z_dim), y)
+    per_class = [accuracy(ext, x[y == c], y[y == c]) for c in range(data.num_classes)]
+    assert min(per_class) >= 0.5, f"per-class label accuracy {per_class}"
