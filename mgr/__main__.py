@@ -1,5 +1,6 @@
 """Command line: `python -m mgr <command> --help`.
 
+  train              train a classifier with base, gda, gda-mps, pcr or mgr (or --resume a run)
   datasets           the datasets known, and whether each is available offline
   generators         the shipped / trained generators and their metadata
   train-generator    train a class-conditional GAN on a reduced training split
@@ -34,6 +35,27 @@ def data_config(a) -> DataConfig:
     kw = {"root": a.data_root} if a.data_root else {}
     return DataConfig(a.dataset, ratio=a.ratio, per_class=a.per_class, data_seed=a.data_seed,
                       resolution=a.resolution, download=not a.no_download, **kw)
+
+
+def cmd_train(a) -> None:
+    from . import train
+    from .runstore import default_runs_dir
+
+    def started(run):
+        print(run.path, flush=True)  # first line: where to look (the app and scripts read it)
+
+    if a.resume:
+        train.resume(a.resume, quiet=a.quiet, on_start=started)
+        return
+    cfg = train.TrainConfig(
+        data=data_config(a), method=a.method, model=a.model, pretrained=a.pretrained, steps=a.steps,
+        batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay, schedule=a.schedule,
+        warmup_steps=a.warmup_steps, lam=a.lam, lam_kl=a.lam_kl, finder=a.finder, finder_lr=a.finder_lr,
+        order=a.order, fd_eps=a.fd_eps, pcr_aug=a.pcr_aug, eval_every=a.eval_every, probes_per_class=a.probes_per_class,
+        probe_real=a.probe_real, seed=a.seed, device=a.device, compile=a.compile, generator=a.generator)
+    run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started)
+    st = run.status()
+    print(f"{st['state']}: best val acc {st.get('best_val_acc')} at step {st.get('best_step')}", flush=True)
 
 
 def cmd_datasets(a) -> None:
@@ -96,6 +118,42 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mgr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
+    from .finder import FINDERS
+    from .models.classifier import MODELS
+    from .train import METHODS, ORDERS, SCHEDULES
+    t = sub.add_parser("train", help="train a classifier (prints the run directory first)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_args(t)
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run (all other options come from it)")
+    t.add_argument("--method", default="mgr", choices=METHODS)
+    t.add_argument("--model", default="smallcnn", choices=MODELS)
+    t.add_argument("--pretrained", action="store_true", help="ImageNet weights for resnet18 (from torch's cache)")
+    t.add_argument("--steps", type=int, default=500)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, help="classifier learning rate (default 0.05 smallcnn, 0.1 resnet18)")
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--schedule", default="cosine", choices=SCHEDULES)
+    t.add_argument("--warmup-steps", type=int, help="linear warm-up (default 5%% of steps)")
+    t.add_argument("--lam", type=float, default=1.0, help="λ, weight of the synthetic term")
+    t.add_argument("--lam-kl", type=float, default=0.1, help="λ_KL, weight of the finder's batch KL")
+    t.add_argument("--finder", default="residual", choices=FINDERS)
+    t.add_argument("--finder-lr", type=float, default=1e-4)
+    t.add_argument("--order", default="second", choices=ORDERS, help="hypergradient: exact, or finite-difference HVP")
+    t.add_argument("--fd-eps", type=float, default=0.01, help="first order: finite-difference step / ‖v‖")
+    t.add_argument("--pcr-aug", help="PCR's T, e.g. translation,flip,color,cutout (default per dataset)")
+    t.add_argument("--eval-every", type=int, default=50)
+    t.add_argument("--probes-per-class", type=int, default=16)
+    t.add_argument("--probe-real", type=int, default=1000, help="real images whose features each probe keeps")
+    t.add_argument("--seed", type=int, default=0, help="training seed (the subset has --data-seed)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--compile", action="store_true", help="torch.compile the plain forwards")
+    t.add_argument("--generator", help="generator checkpoint (default: the shipped one for this split)")
+    t.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
+    t.add_argument("--run-id", help="name of the run directory (default: generated)")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(fn=cmd_train)
+
     sub.add_parser("datasets", help="list datasets").set_defaults(fn=cmd_datasets)
     sub.add_parser("generators", help="list generator checkpoints").set_defaults(fn=cmd_generators)
 
@@ -105,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", help="checkpoint path (default checkpoints/generators/<dataset>_<size>_seed<data seed>.pt)")
     g.add_argument("--work-dir", help="resumable state, sample grids and log (default <out>.work/)")
     g.add_argument("--resume", action="store_true", help="continue from the state in --work-dir")
-    g.add_argument("--steps", type=int, default=3000)
+    g.add_argument("--steps", type=int, default=2000)
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--lr-g", type=float, default=2e-4)
     g.add_argument("--lr-d", type=float, default=2e-4)
@@ -141,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:
+        print(f"failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

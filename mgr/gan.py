@@ -30,7 +30,7 @@ RESUMABLE_CHANGES = ("steps", "sample_every", "checkpoint_every")
 
 @dataclass(frozen=True)
 class GanConfig:
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 64
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -39,7 +39,9 @@ class GanConfig:
     g_width: int = 32  # sized for CPU training; 64 is better where a GPU is at hand
     d_width: int = 32
     diffaug: str = "color,translation,cutout"
-    ema_decay: float = 0.999
+    # a 200-step time constant: runs here are thousands of steps, not BigGAN's 100k+, and a slower
+    # EMA lagged far behind G (measured on digits: label accuracy 0.11 for the EMA vs 0.57 for G at 600 steps)
+    ema_decay: float = 0.995
     ema_start: int = 500  # EMA copies G exactly before this step
     sample_every: int = 500
     checkpoint_every: int = 500

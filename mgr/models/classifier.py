@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 MODELS = ("smallcnn", "resnet18")
 
@@ -20,8 +19,10 @@ class Classifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def forward(self, x: torch.Tensor, features: bool = False) -> torch.Tensor:
+        # `features=True` returns g_ψ(x): torch.func.functional_call can only call forward
+        f = self.features(x)
+        return f if features else self.head(f)
 
 
 class SmallCNN(Classifier):
@@ -96,6 +97,3 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.train(was_training)
     return correct / max(1, len(y))
 
-
-def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(x), y)

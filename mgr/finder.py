@@ -1,0 +1,40 @@
+"""The finder F_φ: rewrites latents z ~ N(0, I) into the latents MPS samples from.
+
+`residual` (default): F(z) = z + MLP(z) with the MLP's last layer zero-initialised, so MPS starts
+as uniform sampling. `linear`: F(z) = Wz + b from the identity. `mlp`: F(z) = MLP(z), which the
+paper reports moves latents too far (offered for that comparison).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+FINDERS = ("residual", "mlp", "linear")
+
+
+class Finder(nn.Module):
+    def __init__(self, z_dim: int, kind: str = "residual", hidden: int = 256):
+        super().__init__()
+        if kind not in FINDERS:
+            raise ValueError(f"finder {kind!r} is not one of {', '.join(FINDERS)}")
+        self.kind = kind
+        if kind == "linear":
+            self.net = nn.Linear(z_dim, z_dim)
+            nn.init.eye_(self.net.weight)
+            nn.init.zeros_(self.net.bias)
+        else:
+            self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, z_dim))
+            if kind == "residual":
+                nn.init.zeros_(self.net[-1].weight)
+                nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.net(z) if self.kind == "residual" else self.net(z)
+
+
+def kl_batch(z: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) || N(0, I)) of a diagonal Gaussian fitted to the batch, mean over dimensions:
+    keeps the finder's latents where the generator was trained."""
+    mu, var = z.mean(0), z.var(0, unbiased=False).clamp_min(1e-8)
+    return 0.5 * (var + mu.pow(2) - 1 - var.log()).mean()

@@ -1,0 +1,511 @@
+"""The classifier trainer: base, gda, gda-mps, pcr and mgr (METHOD.md §1) on one loop.
+
+Read `plain_step` (base, gda, pcr) and `mps_step` (gda-mps, mgr): each is one iteration, top to
+bottom. Everything else here is set-up, evaluation, probes and bookkeeping of the run directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint, meta, paths
+from .augment import Augment, parse_policy
+from .data import DataConfig, dataset_info, load
+from .finder import FINDERS, Finder, kl_batch
+from .gan import load_generator
+from .models.classifier import MODELS, build_classifier
+from .runstore import Run, RunError, default_runs_dir
+from .runtime import DEVICES, Progress, autocast, resolve_device, seed_everything
+
+METHODS = ("base", "gda", "gda-mps", "pcr", "mgr")
+ORDERS = ("second", "first")
+SCHEDULES = ("cosine", "step", "constant")
+DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
+CKPT_KIND, CKPT_VERSION = "mgr-run-checkpoint", 1
+LOG_EVERY = 25  # steps between the lagged host syncs (finite-loss check, progress bar)
+MODEL_KIND, MODEL_VERSION = "mgr-classifier", 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=lambda: DataConfig("digits", ratio=0.1))
+    method: str = "mgr"
+    model: str = "smallcnn"
+    pretrained: bool = False
+    steps: int = 500
+    batch_size: int = 128
+    lr: float | None = None  # None: 0.05 for smallcnn, 0.1 for resnet18
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_steps: int | None = None  # None: 5% of steps
+    lam: float = 1.0  # λ, weight of the synthetic term
+    lam_kl: float = 0.1  # λ_KL
+    finder: str = "residual"
+    finder_lr: float = 1e-4
+    order: str = "second"  # hypergradient
+    fd_eps: float = 0.01  # first order: the finite difference steps fd_eps / ‖v‖ along v
+    pcr_aug: str | None = None  # None: the dataset's default T
+    eval_every: int = 50
+    probes_per_class: int = 16
+    probe_real: int = 1000  # real images whose features each probe stores
+    seed: int = 0
+    device: str = "auto"
+    compile: bool = False
+    generator: str | None = None  # None: checkpoints/generators/ for the dataset, ratio and data seed
+
+    def __post_init__(self):
+        def bad(name, allowed):
+            return ValueError(f"{name}={getattr(self, name)!r} is not allowed; {allowed}")
+        for name, options in (("method", METHODS), ("model", MODELS), ("finder", FINDERS), ("order", ORDERS),
+                              ("schedule", SCHEDULES)):
+            if getattr(self, name) not in options:
+                raise bad(name, f"choose one of {', '.join(options)}")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
+        for name in ("steps", "batch_size", "eval_every", "probes_per_class"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise bad(name, "it must be a positive integer")
+        for name in ("lr", "finder_lr", "fd_eps"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise bad(name, "it must be a number > 0")
+        for name in ("lam", "lam_kl", "weight_decay", "probe_real", "seed"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise bad(name, "it must be a number >= 0")
+        if not 0 <= self.momentum < 1:
+            raise bad("momentum", "it must be in [0, 1)")
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
+            raise bad("warmup_steps", f"it must be in [0, steps={self.steps})")
+        if self.pretrained and self.model != "resnet18":
+            raise bad("pretrained", "pretrained weights exist only for model resnet18")
+        # resolve the defaults, so config.json holds what actually ran
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        if self.lr is None:
+            set_("lr", DEFAULT_LR[self.model])
+        if self.warmup_steps is None:
+            set_("warmup_steps", int(0.05 * self.steps))
+        if self.pcr_aug is None:
+            flip = dataset_info(self.data.dataset).hflip
+            set_("pcr_aug", "translation,flip,color,cutout" if flip else "translation,color,cutout")
+        parse_policy(self.pcr_aug)
+
+    @property
+    def uses_generator(self) -> bool:
+        return self.method != "base"
+
+    @property
+    def uses_finder(self) -> bool:
+        return self.method in ("gda-mps", "mgr")
+
+    @property
+    def synthetic_kind(self) -> str:
+        return "pcr" if self.method in ("pcr", "mgr") else "ce"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(**{**d, "data": DataConfig(**d["data"])})
+
+
+# ----------------------------------------------------------------------------- state
+
+@dataclass
+class State:
+    cfg: TrainConfig
+    device: torch.device
+    data: object
+    model: torch.nn.Module
+    forward: object  # the model's plain forward, compiled with --compile
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    G: torch.nn.Module | None = None
+    finder: Finder | None = None
+    finder_opt: torch.optim.Optimizer | None = None
+    T: Augment | None = None
+    step: int = 0
+    best_val_acc: float = -1.0
+    best_step: int = -1
+    sums: dict = field(default_factory=dict)  # running sums of losses since the last evaluation (on device)
+    first_bad: torch.Tensor | None = None  # first step whose loss was not finite, -1 if none (on device)
+
+    def accumulate(self, loss: torch.Tensor, **values):
+        """Sum losses on the device; remember the first step with a non-finite loss. No host sync."""
+        if self.first_bad is None:
+            self.first_bad = torch.tensor(-1, device=self.device)
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss.detach()), self.step + 1, self.first_bad)
+        for k, v in {"loss": loss, **values}.items():
+            self.sums[k] = self.sums.get(k, 0) + v.detach().float()
+        self.sums["n"] = self.sums.get("n", 0) + 1
+
+    def check_finite(self) -> None:
+        """The lagged check (one host sync every LOG_EVERY steps)."""
+        if self.first_bad is not None and (bad := int(self.first_bad)) >= 0:
+            parts = ", ".join(f"{k}={v.item():.4g}" for k, v in self.sums.items() if k != "n")
+            raise FloatingPointError(f"the loss became non-finite at step {bad} (sums since the last evaluation: "
+                                     f"{parts}); the run stopped without saving the broken weights")
+
+
+def lr_lambda(cfg: TrainConfig):
+    def f(step):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * p))
+        if cfg.schedule == "step":
+            return 0.1 ** int(p >= 0.5) * 0.1 ** int(p >= 0.75)
+        return 1.0
+    return f
+
+
+def find_generator(cfg: TrainConfig) -> str:
+    path = cfg.generator or str(paths.generator_path(cfg.data.subset))
+    if not os.path.exists(path):
+        size = (f"--per-class {cfg.data.per_class}" if cfg.data.per_class is not None
+                else f"--ratio {cfg.data.subset['ratio']:g}")
+        raise FileNotFoundError(
+            f"method {cfg.method!r} needs a generator trained on this split, and {path} does not exist; train it with: "
+            f"python -m mgr train-generator --dataset {cfg.data.dataset} {size} --data-seed {cfg.data.data_seed}")
+    return path
+
+
+def build(cfg: TrainConfig) -> State:
+    """Everything a run needs, checked before any training starts."""
+    device = resolve_device(cfg.device)
+    if cfg.uses_generator:
+        gen_path = find_generator(cfg)
+        checkpoint.load(gen_path, "mgr-generator", 1)  # readable at all? (fails before data loading)
+    data = load(cfg.data, device=device)
+    seed_everything(cfg.seed)
+    model = build_classifier(cfg.model, data.num_classes, data.channels, cfg.pretrained).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        data.x_train, data.x_val, data.x_test = (x.contiguous(memory_format=torch.channels_last)
+                                                 for x in (data.x_train, data.x_val, data.x_test))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                          weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    s = State(cfg, device, data, model, torch.compile(model) if cfg.compile else model, opt, sched)
+    if cfg.uses_generator:
+        s.G, _ = load_generator(gen_path, device=device, expect={
+            "dataset": cfg.data.dataset, "split_hash": data.split_hash, "resolution": data.resolution,
+            "channels": data.channels, "num_classes": data.num_classes})
+        s.T = Augment(cfg.pcr_aug)
+    if cfg.uses_finder:
+        s.finder = Finder(s.G.z_dim, cfg.finder).to(device)
+        s.finder_opt = torch.optim.Adam(s.finder.parameters(), lr=cfg.finder_lr)
+    return s
+
+
+# ----------------------------------------------------------------------------- steps
+
+def batches(s: State):
+    """A real training batch and a validation batch, sampled on the device (no host sync)."""
+    d, B = s.data, s.cfg.batch_size
+    i = torch.randint(len(d.y_train), (B,), device=s.device)
+    j = torch.randint(len(d.y_val), (min(B, len(d.y_val)),), device=s.device)
+    return d.x_train[i], d.y_train[i], d.x_val[j], d.y_val[j]
+
+
+def latents(s: State, n: int):
+    z = torch.randn(n, s.G.z_dim, device=s.device)
+    return z, torch.randint(s.data.num_classes, (n,), device=s.device)  # y uniform over classes
+
+
+def plain_step(s: State, x, y) -> None:
+    """base: CE. gda: CE + λ CE(synthetic). pcr: CE + λ ℓ_PCR(synthetic). Uniform latents."""
+    cfg = s.cfg
+    with autocast(s.device):
+        ce = F.cross_entropy(s.forward(x), y)
+        loss = ce
+        if cfg.uses_generator:
+            with torch.no_grad():
+                z, y_p = latents(s, len(x))
+                x_p = s.G(z, y_p)  # one synthetic sample per real sample
+            params = dict(s.model.named_parameters())
+            syn = meta.synthetic_loss(s.model, params, x_p, y_p, s.T.draw(x_p), s.T, cfg.synthetic_kind)
+            loss = ce + cfg.lam * syn
+            s.accumulate(loss, ce=ce, **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
+        else:
+            s.accumulate(loss, ce=ce)
+    s.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    s.opt.step()
+    s.sched.step()
+
+
+def mps_step(s: State, x, y, x_val, y_val) -> None:
+    """gda-mps and mgr: the finder takes one meta step through a one-step lookahead of the
+    classifier, then the classifier takes its step with the same ∇_θ L(θ; φ)."""
+    cfg = s.cfg
+    lr = s.sched.get_last_lr()[0]  # η, the classifier's current learning rate
+    z, y_p = latents(s, len(x))
+    with autocast(s.device):
+        z_f = s.finder(z)  # F_φ(z)
+        x_p = s.G(z_f, y_p)  # synthetic images, differentiable in φ
+        t = s.T.draw(x_p)  # one draw of T, reused by every evaluation of ℓ_PCR this step
+        params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
+        ce = F.cross_entropy(meta.call(s.model, params, buffers, x), y)
+        syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
+        loss = ce + cfg.lam * syn  # L(θ; φ)
+        grads = meta.grads_of(loss, params, create_graph=cfg.order == "second")
+        phi_grads, ce_val = meta.finder_hypergradient(
+            s.model, params, grads, lr, x_val, y_val, s.finder, z_f, x_p, y_p, t, s.T,
+            kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl, order=cfg.order, fd_eps=cfg.fd_eps)
+    for p, g in zip(s.finder.parameters(), phi_grads):
+        p.grad = g
+    s.finder_opt.step()
+    for p, g in zip(params.values(), grads):  # the classifier's step, without the graph
+        p.grad = g.detach()
+    s.opt.step()
+    s.sched.step()
+    with torch.no_grad():  # the real batch's BatchNorm statistics, as a plain step would update them
+        for name, b in s.model.named_buffers():
+            b.copy_(buffers[name])
+        shift = (z_f - z).norm(dim=1).mean()
+    s.accumulate(loss, ce=ce, kl=kl_batch(z_f), latent_shift=shift, meta_val_ce=ce_val,
+                 **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size: int = 1000) -> tuple[float, float]:
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        logits = model(x[i:i + batch_size]).float()
+        loss += F.cross_entropy(logits, y[i:i + batch_size], reduction="sum").item()
+        correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
+    model.train()
+    return correct / len(y), loss / len(y)
+
+
+def probe_static(s: State) -> dict:
+    """The fixed probe latents (per class) and the fixed real subset, drawn once per run."""
+    d, gen = s.data, torch.Generator().manual_seed(1234)
+    k, C = s.cfg.probes_per_class, d.num_classes
+    real = {}
+    n_train = min(len(d.y_train), s.cfg.probe_real // 2)
+    n_test = min(len(d.y_test), s.cfg.probe_real - n_train)
+    train_idx = torch.randperm(len(d.y_train), generator=gen)[:n_train].to(s.device)
+    test_idx = torch.randperm(len(d.y_test), generator=gen)[:n_test].to(s.device)
+    real["images"] = torch.cat([d.x_train[train_idx], d.x_test[test_idx]])
+    real["labels"] = torch.cat([d.y_train[train_idx], d.y_test[test_idx]])
+    out = {"real_images": _u8(real["images"]), "real_labels": real["labels"].cpu().numpy(),
+           "real_split": np.array(["train"] * n_train + ["test"] * n_test), "classes": np.array(d.classes)}
+    if s.G is not None:
+        out["probe_z"] = torch.randn(k * C, s.G.z_dim, generator=gen).numpy()
+        out["probe_y"] = np.repeat(np.arange(C), k)
+    return out
+
+
+def _u8(x: torch.Tensor) -> np.ndarray:
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def probe(s: State, static: dict) -> dict:
+    """What the views need at this step, computed once here so they read arrays, not models."""
+    model = s.model.eval()
+    out = {}
+    real = torch.from_numpy(static["real_images"]).to(s.device).float().div(127.5).sub(1)
+    out["real_features"] = torch.cat([model.features(c) for c in real.split(500)]).float().cpu().numpy()
+    if s.G is not None:
+        z = torch.from_numpy(static["probe_z"]).to(s.device)
+        y = torch.from_numpy(static["probe_y"]).to(s.device)
+        z_f = s.finder(z) if s.finder is not None else z
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(99)
+            t = s.T.draw(torch.empty(len(z), s.data.channels, s.data.resolution, s.data.resolution))
+        t = [tuple(p.to(s.device) for p in params) for params in t]  # the same T at every step
+        out["finder_z"] = z_f.float().cpu().numpy()
+        for name, lat in (("uniform", z), ("finder", z_f)):
+            x = s.G(lat, y)
+            xt = s.T.apply(x, t)
+            f, ft = model.features(x), model.features(xt)
+            out[f"{name}_images"] = _u8(x)
+            out[f"augmented_{name}"] = _u8(xt)
+            out[f"{name}_features"] = f.float().cpu().numpy()
+            out[f"{name}_probs"] = F.softmax(model.head(f).float(), 1).cpu().numpy()
+            out[f"{name}_gap"] = (ft - f).float().pow(2).mean(1).cpu().numpy()
+    model.train()
+    return out
+
+
+# ----------------------------------------------------------------------------- the loop
+
+class Stop(Exception):
+    pass
+
+
+def save_checkpoint(run: Run, s: State) -> None:
+    tensors = {"model": s.model.state_dict(), "opt": s.opt.state_dict(), "sched": s.sched.state_dict(),
+               "rng": torch.get_rng_state()}
+    if s.device.type == "cuda":
+        tensors["cuda_rng"] = torch.cuda.get_rng_state(s.device)
+    if s.finder is not None:
+        tensors["finder"], tensors["finder_opt"] = s.finder.state_dict(), s.finder_opt.state_dict()
+    checkpoint.save(run.path / "last.pt", CKPT_KIND, CKPT_VERSION,
+                    {"step": s.step, "best_val_acc": s.best_val_acc, "best_step": s.best_step}, **tensors)
+
+
+def load_checkpoint(run: Run, s: State) -> None:
+    ck = checkpoint.load(run.path / "last.pt", CKPT_KIND, CKPT_VERSION, map_location=s.device)
+    s.model.load_state_dict(ck["model"])
+    s.opt.load_state_dict(ck["opt"])
+    s.sched.load_state_dict(ck["sched"])
+    torch.set_rng_state(ck["rng"].cpu())
+    if "cuda_rng" in ck and s.device.type == "cuda":
+        torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), s.device)
+    if s.finder is not None:
+        s.finder.load_state_dict(ck["finder"])
+        s.finder_opt.load_state_dict(ck["finder_opt"])
+    s.step, s.best_val_acc, s.best_step = ck["meta"]["step"], ck["meta"]["best_val_acc"], ck["meta"]["best_step"]
+
+
+def load_classifier(path, device="cpu"):
+    """A trained classifier (best.pt) for inference: the model only, no G, finder or co-learner."""
+    ck = checkpoint.load(path, MODEL_KIND, MODEL_VERSION, map_location=device)
+    m = ck["meta"]
+    model = build_classifier(m["model"], m["num_classes"], m["channels"])
+    checkpoint.load_state(model, ck["model"], path)
+    return model.to(device).eval(), m
+
+
+def train(cfg: TrainConfig, runs_dir=None, run_id: str | None = None, quiet: bool = False, on_start=None) -> Run:
+    """Create a run directory and train in it. `on_start(run)` is called once it exists."""
+    s = build(cfg)  # every check that can fail does so before the run directory exists
+    run = Run.create(runs_dir or default_runs_dir(), cfg.to_dict(), run_id)
+    if on_start:
+        on_start(run)
+    return _loop(run, s, quiet)
+
+
+def resume(run_dir, quiet: bool = False, on_start=None) -> Run:
+    run = Run(run_dir)
+    if not (run.path / "config.json").exists():
+        raise RunError(f"{run.path} is not a run directory (no config.json)")
+    state = run.status().get("state")
+    if state == "finished":
+        raise RunError(f"run {run.id} has finished; nothing to resume")
+    if state == "running" and _alive(run.status().get("pid")):
+        raise RunError(f"run {run.id} is still running (pid {run.status()['pid']})")
+    s = build(TrainConfig.from_dict(run.config))
+    if (run.path / "last.pt").exists():
+        load_checkpoint(run, s)
+    run.truncate_after(s.step)  # what happened after the checkpoint is redone, never duplicated
+    if on_start:
+        on_start(run)
+    return _loop(run, s, quiet)
+
+
+def _alive(pid) -> bool:
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except (OSError, TypeError):
+        return False
+
+
+def _loop(run: Run, s: State, quiet: bool) -> Run:
+    cfg = s.cfg
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signal.Signals(signum).name
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    run.write_status(state="running", step=s.step, total_steps=cfg.steps, pid=os.getpid(), error=None,
+                     started=time.time(), device=str(s.device),
+                     best_val_acc=s.best_val_acc if s.best_step >= 0 else None, best_step=s.best_step)
+    static = probe_static(s)
+    run.save_probe("static", static)
+    bar = Progress(cfg.steps, s.step, desc=run.id, disable=quiet)
+    t0, steps_since = time.time(), 0
+    step_fn = mps_step if cfg.uses_finder else None
+    try:
+        while s.step < cfg.steps:
+            x, y, x_val, y_val = batches(s)
+            if step_fn:
+                step_fn(s, x, y, x_val, y_val)
+            else:
+                plain_step(s, x, y)
+            s.step += 1
+            steps_since += 1
+            if s.step % LOG_EVERY == 0:
+                s.check_finite()
+                bar.update(s.step - bar.n)
+            if s.step % cfg.eval_every == 0 or s.step == cfg.steps:
+                s.check_finite()
+                elapsed = time.time() - t0
+                record = _eval_record(s, steps_since, elapsed)
+                run.save_probe(f"step_{s.step:07d}", probe(s, static))
+                run.append_metrics(record)
+                if record["val_acc"] > s.best_val_acc:
+                    s.best_val_acc, s.best_step = record["val_acc"], s.step
+                    _save_best(run, s, record)
+                save_checkpoint(run, s)
+                run.write_status(step=s.step, best_val_acc=s.best_val_acc, best_step=s.best_step)
+                bar.update(s.step - bar.n, val=f"{record['val_acc']:.3f}", test=f"{record['test_acc']:.3f}")
+                t0, steps_since = time.time(), 0
+            if stop["signal"]:
+                raise Stop(stop["signal"])
+        run.write_status(state="finished", step=s.step)
+    except Stop as e:
+        save_checkpoint(run, s)
+        run.write_status(state="stopped", step=s.step, error=f"stopped by {e}")
+    except FloatingPointError as e:
+        run.write_status(state="failed", step=s.step, error=str(e))
+        raise
+    except BaseException as e:
+        run.write_status(state="failed", step=s.step, error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        bar.close()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return run
+
+
+def _eval_record(s: State, steps: int, elapsed: float) -> dict:
+    sums = {k: (v.item() if torch.is_tensor(v) else v) for k, v in s.sums.items()}
+    n = max(1, sums.pop("n", 0))
+    s.sums = {}
+    means = {k: v / n for k, v in sums.items()}
+    d = s.data
+    val_acc, val_loss = evaluate(s.forward, d.x_val, d.y_val)
+    test_acc, test_loss = evaluate(s.forward, d.x_test, d.y_test)
+    train_acc, _ = evaluate(s.forward, d.x_train[:2000], d.y_train[:2000])
+    record = {"step": s.step, "epoch": round(s.step * s.cfg.batch_size / len(d.y_train), 3),
+              "lr": s.sched.get_last_lr()[0], **{k: round(v, 6) for k, v in means.items()},
+              "train_acc": train_acc, "val_acc": val_acc, "val_loss": round(val_loss, 6),
+              "test_acc": test_acc, "test_loss": round(test_loss, 6),
+              "img_per_s": round(steps * s.cfg.batch_size / max(elapsed, 1e-9), 1), "elapsed": round(elapsed, 3)}
+    return record
+
+
+def _save_best(run: Run, s: State, record: dict) -> None:
+    d = s.data
+    checkpoint.save(run.path / "best.pt", MODEL_KIND, MODEL_VERSION,
+                    {"model": s.cfg.model, "num_classes": d.num_classes, "channels": d.channels,
+                     "resolution": d.resolution, "classes": d.classes, "step": s.step, "val_acc": record["val_acc"],
+                     "test_acc": record["test_acc"], "dataset": d.name}, model=s.model.state_dict())
