@@ -54,6 +54,20 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def ensure_writable(runs_dir: str | Path) -> Path:
+    """Create runs_dir if needed and prove a file can be written there (fails at start, not mid-run)."""
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        probe = runs_dir / f".write-test-{secrets.token_hex(4)}"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"runs directory {runs_dir} is not writable ({e.strerror or e}); "
+                       "choose another with --runs-dir or $MGR_RUNS_DIR") from e
+    return runs_dir
+
+
 def new_run_id(dataset: str, method: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-")[:24]
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{method}-{secrets.token_hex(2)}"
@@ -68,15 +82,7 @@ class Run:
 
     @classmethod
     def create(cls, runs_dir: str | Path, config: dict, run_id: str | None = None) -> "Run":
-        runs_dir = Path(runs_dir)
-        try:
-            runs_dir.mkdir(parents=True, exist_ok=True)
-            probe = runs_dir / f".write-test-{secrets.token_hex(4)}"
-            probe.write_bytes(b"x" * 4096)
-            probe.unlink()
-        except OSError as e:
-            raise RunError(f"runs directory {runs_dir} is not writable ({e.strerror or e}); "
-                           "choose another with --runs-dir or $MGR_RUNS_DIR") from e
+        runs_dir = ensure_writable(runs_dir)
         run_id = check_run_id(run_id or new_run_id(config["data"]["dataset"], config["method"]))
         path = runs_dir / run_id
         try:

@@ -22,7 +22,7 @@ from .data import DataConfig, dataset_info, load
 from .finder import FINDERS, Finder, kl_batch
 from .gan import load_generator
 from .models.classifier import MODELS, build_classifier
-from .runstore import Run, RunError, default_runs_dir
+from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable
 from .runtime import DEVICES, Progress, autocast, resolve_device, seed_everything
 
 METHODS = ("base", "gda", "gda-mps", "pcr", "mgr")
@@ -391,8 +391,12 @@ def load_classifier(path, device="cpu"):
 
 def train(cfg: TrainConfig, runs_dir=None, run_id: str | None = None, quiet: bool = False, on_start=None) -> Run:
     """Create a run directory and train in it. `on_start(run)` is called once it exists."""
+    runs_dir = runs_dir or default_runs_dir()
+    if run_id is not None:
+        check_run_id(run_id)
+    ensure_writable(runs_dir)
     s = build(cfg)  # every check that can fail does so before the run directory exists
-    run = Run.create(runs_dir or default_runs_dir(), cfg.to_dict(), run_id)
+    run = Run.create(runs_dir, cfg.to_dict(), run_id)
     if on_start:
         on_start(run)
     return _loop(run, s, quiet)

@@ -1,0 +1,180 @@
+"""The trainer end to end on digits: every method writes a valid run directory; stop, kill and
+resume keep the metrics whole; bad options fail before any work."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from mgr import meta
+from mgr.__main__ import main
+from mgr.data import DataConfig
+from mgr.runstore import PROBE_FIELDS, Run
+from mgr.train import TrainConfig, batches, build, load_classifier, mps_step, train
+
+DIGITS = DataConfig("digits", ratio=0.1)
+REQUIRED = ("step", "epoch", "lr", "ce", "val_acc", "val_loss", "test_acc", "img_per_s")
+
+
+def tiny(**kw):
+    return TrainConfig(**{**dict(data=DIGITS, steps=6, eval_every=3, batch_size=32, probes_per_class=2,
+                                 probe_real=40, device="cpu"), **kw})
+
+
+@pytest.mark.parametrize("method, order", [("base", "second"), ("gda", "second"), ("gda-mps", "second"),
+                                           ("pcr", "second"), ("mgr", "second"), ("mgr", "first")])
+def test_each_method_writes_a_valid_run_directory(tmp_path, method, order):
+    run = train(tiny(method=method, order=order), tmp_path, quiet=True)
+    cfg = json.loads((run.path / "config.json").read_text())
+    assert cfg["method"] == method and cfg["lr"] == 0.05 and cfg["pcr_aug"] == "translation,color,cutout"
+    st = run.status()
+    assert st["state"] == "finished" and st["step"] == 6 and st["pid"] == os.getpid()
+    rows = run.metrics()
+    assert [r["step"] for r in rows] == [3, 6]
+    for r in rows:
+        assert all(k in r for k in REQUIRED) and 0 <= r["val_acc"] <= 1
+        if method in ("pcr", "mgr"):
+            assert r["pcr"] >= 0
+        if method in ("gda", "gda-mps"):
+            assert r["syn_ce"] > 0
+        if method in ("gda-mps", "mgr"):
+            assert r["latent_shift"] >= 0 and r["kl"] >= 0
+    assert run.probe_steps() == [3, 6]
+    static, last = run.load_probe("static"), run.load_probe(6)
+    assert static["real_images"].dtype == np.uint8 and len(static["real_labels"]) == 40
+    assert last["real_features"].shape == (40, 128)
+    if method != "base":
+        assert set(PROBE_FIELDS["step"]) <= set(last)
+        assert last["uniform_images"].shape == (20, 1, 8, 8) and last["finder_probs"].shape == (20, 10)
+        assert np.allclose(last["uniform_probs"].sum(1), 1, atol=1e-5)
+    model, m = load_classifier(run.path / "best.pt")
+    assert m["step"] in (3, 6) and m["val_acc"] == max(r["val_acc"] for r in rows)
+    assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_finder_moves_latents_only_under_mps(tmp_path):
+    first = train(tiny(method="mgr", finder_lr=1e-2), tmp_path, quiet=True).load_probe(6)
+    assert not np.allclose(first["finder_z"], Run(tmp_path / os.listdir(tmp_path)[0]).load_probe("static")["probe_z"])
+    pcr = train(tiny(method="pcr"), tmp_path, quiet=True).load_probe(6)
+    assert np.array_equal(pcr["uniform_images"], pcr["finder_images"])
+
+
+def test_seeded_cpu_runs_are_identical(tmp_path):
+    a = train(tiny(method="mgr"), tmp_path, quiet=True).metrics()
+    b = train(tiny(method="mgr"), tmp_path, quiet=True).metrics()
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "elapsed")} for r in rows]  # noqa: E731
+    assert drop(a) == drop(b)
+    c = train(tiny(method="mgr", seed=1), tmp_path, quiet=True).metrics()
+    assert drop(a) != drop(c)
+
+
+def test_mps_step_updates_batchnorm_exactly_as_a_plain_forward(tmp_path):
+    s = build(tiny(method="mgr"))
+    x, y, x_val, y_val = batches(s)
+    reference = {n: b.clone() for n, b in s.model.named_buffers()}
+    ref_model = type(s.model)(10, 1)
+    ref_model.load_state_dict(s.model.state_dict())
+    ref_model.train()(x)
+    mps_step(s, x, y, x_val, y_val)
+    for n, b in s.model.named_buffers():
+        assert torch.allclose(b.float(), dict(ref_model.named_buffers())[n].float())
+        if n.endswith("running_mean"):
+            assert not torch.equal(b, reference[n])
+
+
+def _train_cli(tmp_path, *args):
+    return subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1",
+                             "--device", "cpu", "--runs-dir", str(tmp_path), "--quiet", "--batch-size", "32",
+                             "--probes-per-class", "2", "--probe-real", "40", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_metrics(run_dir, n, proc, timeout=120):
+    t = time.time()
+    while time.time() - t < timeout:
+        if len(Run(run_dir).metrics()) >= n:
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    raise TimeoutError
+
+
+@pytest.mark.parametrize("sig, state", [(signal.SIGTERM, "stopped"), (signal.SIGKILL, "running")])
+def test_stop_or_kill_then_resume_keeps_every_metric_line_once(tmp_path, sig, state):
+    p = _train_cli(tmp_path, "--method", "pcr", "--steps", "60", "--eval-every", "5")
+    run_dir = p.stdout.readline().strip()  # the first line is the run directory
+    _wait_for_metrics(run_dir, 2, p)
+    p.send_signal(sig)
+    p.wait(60)
+    run = Run(run_dir)
+    assert run.status()["state"] == state
+    stopped_at = run.status()["step"]
+    assert stopped_at < 60
+    r = subprocess.run([sys.executable, "-m", "mgr", "train", "--resume", run_dir, "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == run_dir
+    steps = [m["step"] for m in run.metrics()]
+    assert steps == list(range(5, 61, 5))
+    assert run.status()["state"] == "finished" and run.probe_steps() == steps
+
+
+def test_resume_refuses_finished_runs(tmp_path, capsys):
+    run = train(tiny(method="base"), tmp_path, quiet=True)
+    assert main(["train", "--resume", str(run.path)]) == 2
+    assert "has finished" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "0"], "lr=0.0 is not allowed; it must be a number > 0"),
+    (["--lr", "-1"], "lr=-1.0 is not allowed"),
+    (["--steps", "0"], "steps=0 is not allowed; it must be a positive integer"),
+    (["--lam", "-0.5"], "lam=-0.5 is not allowed; it must be a number >= 0"),
+    (["--ratio", "1.5"], "ratio=1.5 is outside (0, 1]"),
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--pcr-aug", "zoom"], "unknown augmentation 'zoom'"),
+    (["--pretrained"], "pretrained weights exist only for model resnet18"),
+    (["--data-seed", "5"], "digits_ratio0.1_seed5.pt does not exist; train it with: python -m mgr train-generator "
+                           "--dataset digits --ratio 0.1 --data-seed 5"),
+    (["--run-id", "../escape"], "run id '../escape' is not allowed"),
+])
+def test_bad_options_fail_before_any_work(tmp_path, capsys, argv, message):
+    assert main(["train", "--ratio", "0.1", "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", "--steps", "3",
+                 *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_generator_of_another_split_is_refused(tmp_path, capsys):
+    gen = "checkpoints/generators/digits_ratio0.1_seed0.pt"
+    assert main(["train", "--ratio", "0.1", "--data-seed", "1", "--generator", gen, "--runs-dir", str(tmp_path),
+                 "--steps", "3", "--device", "cpu"]) == 2
+    assert "split_hash=" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_unknown_method_names_the_choices(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--method", "magic"])
+    assert e.value.code == 2
+    assert "invalid choice: 'magic'" in capsys.readouterr().err
+
+
+def test_unwritable_runs_dir_fails_at_start(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["train", "--method", "base", "--runs-dir", str(blocker / "runs"), "--steps", "3", "--device", "cpu"]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_non_finite_loss_fails_the_run_naming_the_step(tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite at step"):
+        train(tiny(method="base", lr=1e12, steps=50, eval_every=50), tmp_path, quiet=True)
+    (run_dir,) = tmp_path.iterdir()
+    st = Run(run_dir).status()
+    assert st["state"] == "failed" and "non-finite at step" in st["error"]
+    assert not (run_dir / "last.pt").exists() and Run(run_dir).metrics() == []
