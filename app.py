@@ -49,4 +49,14 @@ for path, meta in found:
         cols = st.columns([2, 3])
         if grid.exists():
             cols[0].image(str(grid), caption="one row per class, fixed latents")
-        cols[1].json({k: v for k, v in meta.items() if k not in ("classes", "recipe")}, expanded=False)
+        a, b, c = cols[1].columns(3)
+        a.metric("FID (test split)", f"{meta['fid']:.2f}" if "fid" in meta else "—")
+        b.metric("label accuracy", f"{meta['label_acc']:.1%}" if "label_acc" in meta else "—",
+                 help="the FID classifier's accuracy on samples of each class: do samples look like their class?")
+        c.metric("training time", f"{meta.get('train_seconds', 0) / 60:.0f} min",
+                 help=f"{meta['steps']} steps on {meta.get('device', '?')}")
+        cols[1].caption(f"FID features: {meta.get('fid_extractor', 'not measured')}; {meta.get('fid_n_fake', '?')} generated vs "
+                        f"{meta.get('fid_n_real', '?')} test images. Split fingerprint `{meta['split_hash']}`.")
+        cols[1].code(meta.get("command") or "(command not recorded)", language="bash")
+        with cols[1].expander("all metadata"):
+            st.json(meta)

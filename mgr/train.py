@@ -239,7 +239,8 @@ def plain_step(s: State, x, y) -> None:
                 z, y_p = latents(s, len(x))
                 x_p = s.G(z, y_p)  # one synthetic sample per real sample
             params = dict(s.model.named_parameters())
-            syn = meta.synthetic_loss(s.model, params, x_p, y_p, s.T.draw(x_p), s.T, cfg.synthetic_kind)
+            t = s.T.draw(x_p) if cfg.synthetic_kind == "pcr" else None
+            syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
             loss = ce + cfg.lam * syn
             s.accumulate(loss, ce=ce, **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
         else:
@@ -445,12 +446,11 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
     run.save_probe("static", static)
     bar = Progress(cfg.steps, s.step, desc=run.id, disable=quiet)
     t0, steps_since = time.time(), 0
-    step_fn = mps_step if cfg.uses_finder else None
     try:
         while s.step < cfg.steps:
             x, y, x_val, y_val = batches(s)
-            if step_fn:
-                step_fn(s, x, y, x_val, y_val)
+            if cfg.uses_finder:
+                mps_step(s, x, y, x_val, y_val)
             else:
                 plain_step(s, x, y)
             s.step += 1
@@ -459,7 +459,7 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
                 s.check_finite()
                 bar.update(s.step - bar.n)
             if s.step % cfg.eval_every == 0 or s.step == cfg.steps:
-                s.check_finite()
+                s.check_finite()  # a host sync: queued GPU work is done before the clock is read
                 elapsed = time.time() - t0
                 record = _eval_record(s, steps_since, elapsed)
                 run.save_probe(f"step_{s.step:07d}", probe(s, static))

@@ -41,3 +41,12 @@ def test_train_generator_command_end_to_end(tmp_path):
     assert r.stdout.splitlines()[0] == f"generator -> {out}"
     assert '"fid":' in r.stdout and '"split_hash":' in r.stdout
     assert out.exists() and out.with_suffix(".png").exists()
+
+
+def test_trainer_never_imports_the_app_packages():
+    # the trainer must run on a GPU box that has only torch: no Streamlit, Plotly or UMAP
+    code = ("import sys, mgr.train, mgr.gan, mgr.fid, mgr.__main__; "
+            "bad = [m for m in ('streamlit', 'plotly', 'umap', 'numba') if m in sys.modules]; "
+            "sys.exit(', '.join(bad) if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, f"imported: {r.stderr}"

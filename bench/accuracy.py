@@ -1,0 +1,81 @@
+"""Test accuracy of each method over seeds, at one setting (default: the app's digits preset).
+
+    python bench/accuracy.py                                   # digits 10%, SmallCNN, 500 steps, 3 seeds
+    python bench/accuracy.py --dataset fashion-mnist --ratio 0.01 --steps 2000
+    python bench/accuracy.py --quick                           # smoke test
+
+Reports, per method, the test accuracy at the best validation step (model selection on val)
+and at the last step, as mean ± std over seeds. Appends records to bench/results/accuracy.json
+(one per run: dataset, ratio, model, method, procedure, co_learner, seed, steps, val_acc, test_acc).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mgr.data import DataConfig  # noqa: E402
+from mgr.train import TrainConfig, train  # noqa: E402
+
+VARIANTS = {"base": {"method": "base"}, "gda": {"method": "gda"}, "gda-mps": {"method": "gda-mps"},
+            "pcr": {"method": "pcr"}, "mgr": {"method": "mgr"}, "mgr-first": {"method": "mgr", "order": "first"}}
+
+
+def mean_std(xs):
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--ratio", type=float, default=0.1)
+    p.add_argument("--model", default="smallcnn")
+    p.add_argument("--methods", default="base,gda,pcr,mgr")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs-dir", help="keep the runs here (default: a temporary directory)")
+    p.add_argument("--quick", action="store_true", help="6 steps, one seed, for the test suite")
+    p.add_argument("--out", default="bench/results/accuracy.json")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.steps, a.eval_every, a.seeds = 6, 3, "0"
+    runs_dir = a.runs_dir or tempfile.mkdtemp(prefix="mgr-bench-")
+    records = []
+    for name in a.methods.split(","):
+        for seed in map(int, a.seeds.split(",")):
+            cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), model=a.model, steps=a.steps,
+                              eval_every=a.eval_every, seed=seed, device=a.device, probes_per_class=2,
+                              probe_real=100, **VARIANTS[name])
+            t = time.time()
+            run = train(cfg, runs_dir, quiet=True)
+            rows = run.metrics()
+            best = max(rows, key=lambda r: (r["val_acc"], -r["step"]))  # earliest of the best
+            records.append({"dataset": a.dataset, "ratio": a.ratio, "model": a.model, "method": cfg.method,
+                            "variant": name, "order": cfg.order, "procedure": "standard", "co_learner": False,
+                            "seed": seed, "steps": a.steps, "best_step": best["step"], "val_acc": best["val_acc"],
+                            "test_acc": best["test_acc"], "final_test_acc": rows[-1]["test_acc"],
+                            "seconds": round(time.time() - t, 1), "run": str(run.path)})
+            print(f"{name:10s} seed {seed}: val {best['val_acc']:.3f} test@best-val {best['test_acc']:.4f} "
+                  f"final test {rows[-1]['test_acc']:.4f} ({records[-1]['seconds']} s)", flush=True)
+    print(f"\n| method | test acc @ best val | final test acc | n |\n|---|---|---|---|")
+    for name in a.methods.split(","):
+        rs = [r for r in records if r["variant"] == name]
+        (m1, s1), (m2, s2) = mean_std([r["test_acc"] for r in rs]), mean_std([r["final_test_acc"] for r in rs])
+        print(f"| {name} | {100 * m1:.2f} ± {100 * s1:.2f} | {100 * m2:.2f} ± {100 * s2:.2f} | {len(rs)} |")
+    if not a.quick:
+        out = Path(a.out)
+        old = json.loads(out.read_text()) if out.exists() else []
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(old + records, indent=1))
+    return records
+
+
+if __name__ == "__main__":
+    main()
