@@ -1,6 +1,7 @@
 """Command line: `python -m mgr <command> --help`.
 
   train              train a classifier with base, gda, gda-mps, pcr or mgr (or --resume a run)
+  runs               the runs in --runs-dir: state, progress, best validation accuracy
   datasets           the datasets known, and whether each is available offline
   generators         the shipped / trained generators and their metadata
   train-generator    train a class-conditional GAN on a reduced training split
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -56,6 +58,24 @@ def cmd_train(a) -> None:
     run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started)
     st = run.status()
     print(f"{st['state']}: best val acc {st.get('best_val_acc')} at step {st.get('best_step')}", flush=True)
+
+
+def cmd_runs(a) -> None:
+    from .runstore import default_runs_dir, list_runs
+    runs = list_runs(a.runs_dir or default_runs_dir())
+    if not runs:
+        print(f"no runs in {a.runs_dir or default_runs_dir()}; start one with `python -m mgr train`")
+    for run in runs:
+        try:
+            cfg = run.config
+        except (OSError, ValueError) as e:
+            print(f"{run.id}  unreadable config.json: {e}")
+            continue
+        st = run.status()
+        best = st.get("best_val_acc")
+        what = f"{cfg['data']['dataset']} {cfg['method']}/{cfg['model']}"
+        print(f"{run.id}  {st.get('state', '?'):9s} {st.get('step', 0):>6}/{cfg['steps']:<6} {what:32s} "
+              f"best val {best if best is not None else '-'}" + (f"  ({st['error']})" if st.get("error") else ""))
 
 
 def cmd_datasets(a) -> None:
@@ -154,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=cmd_train)
 
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
+    r.set_defaults(fn=cmd_runs)
+
     sub.add_parser("datasets", help="list datasets").set_defaults(fn=cmd_datasets)
     sub.add_parser("generators", help="list generator checkpoints").set_defaults(fn=cmd_generators)
 
@@ -202,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as err:
         print(f"failed: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -80,7 +80,7 @@ class DataConfig:
     download: bool = True
 
     def __post_init__(self):
-        dataset_info(self.dataset)  # raises for an unknown name
+        info = dataset_info(self.dataset)  # raises for an unknown name
         if self.ratio is not None and self.per_class is not None:
             raise DataError("give either ratio or per_class, not both "
                             f"(got ratio={self.ratio}, per_class={self.per_class})")
@@ -91,6 +91,9 @@ class DataConfig:
                             "images (one for training, one for validation)")
         if self.resolution is not None and not (4 <= self.resolution <= 256):
             raise DataError(f"resolution={self.resolution} is outside [4, 256]")
+        if self.resolution is not None and info.fixed_size and self.resolution != info.resolution:
+            raise DataError(f"dataset {self.dataset!r} has a fixed size of {info.resolution}x{info.resolution}; "
+                            "resolution applies only to cars, aircraft, dtd, flowers102, pets and imagefolder:")
         if self.data_seed < 0:
             raise DataError(f"data_seed={self.data_seed} must be >= 0")
 

@@ -48,6 +48,8 @@ def test_per_class_count_and_data_seed_changes_subset_not_test():
     (dict(ratio=-0.1), "outside (0, 1]"),
     (dict(ratio=0.1, per_class=5), "either ratio or per_class"),
     (dict(per_class=1), "at least 2"),
+    (dict(dataset="cifar10", resolution=64), "fixed size of 32x32"),
+    (dict(dataset="pets", resolution=2), "resolution=2 is outside"),
 ])
 def test_bad_config_is_refused_on_construction(kwargs, message):
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -57,6 +57,14 @@ def test_each_method_writes_a_valid_run_directory(tmp_path, method, order):
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
 
 
+def test_resnet18_runs_mgr_and_the_runs_listing_shows_it(tmp_path, capsys):
+    run = train(tiny(method="mgr", model="resnet18", steps=2, eval_every=2, batch_size=8), tmp_path, quiet=True)
+    assert run.config["lr"] == 0.1 and run.load_probe(2)["real_features"].shape == (40, 512)
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert run.id in out and "finished" in out and "digits mgr/resnet18" in out
+
+
 def test_finder_moves_latents_only_under_mps(tmp_path):
     first = train(tiny(method="mgr", finder_lr=1e-2), tmp_path, quiet=True).load_probe(6)
     assert not np.allclose(first["finder_z"], Run(tmp_path / os.listdir(tmp_path)[0]).load_probe("static")["probe_z"])
