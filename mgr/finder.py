@@ -36,5 +36,6 @@ class Finder(nn.Module):
 def kl_batch(z: torch.Tensor) -> torch.Tensor:
     """KL(N(μ, σ²) || N(0, I)) of a diagonal Gaussian fitted to the batch, mean over dimensions:
     keeps the finder's latents where the generator was trained."""
+    z = z.to(torch.promote_types(z.dtype, torch.float32))  # bf16 would lose the small deviations that matter
     mu, var = z.mean(0), z.var(0, unbiased=False).clamp_min(1e-8)
     return 0.5 * (var + mu.pow(2) - 1 - var.log()).mean()

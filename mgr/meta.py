@@ -28,7 +28,7 @@ def pcr_gap(model, params: dict, x_p: torch.Tensor, t, T) -> torch.Tensor:
     """Per-sample ℓ_PCR = ‖g_ψ(T(x_p)) − g_ψ(x_p)‖², averaged over feature dimensions. Both views go
     through one forward, so they share batch statistics; gradients flow through both branches."""
     f = call(model, params, clone_buffers(model), torch.cat([x_p, T.apply(x_p, t)]), features=True)
-    f_p, f_t = f.chunk(2)
+    f_p, f_t = f.to(torch.promote_types(f.dtype, torch.float32)).chunk(2)  # bf16 would round small gaps to 0
     return (f_t - f_p).pow(2).mean(1)
 
 
