@@ -53,7 +53,7 @@ def cmd_train(a) -> None:
         data=data_config(a), method=a.method, model=a.model, pretrained=a.pretrained, steps=a.steps,
         batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay, schedule=a.schedule,
         warmup_steps=a.warmup_steps, lam=a.lam, lam_kl=a.lam_kl, finder=a.finder, finder_lr=a.finder_lr,
-        order=a.order, fd_eps=a.fd_eps, pcr_aug=a.pcr_aug, eval_every=a.eval_every, probes_per_class=a.probes_per_class,
+        order=a.order, fd_eps=a.fd_eps, pcr_aug=a.pcr_aug, eval_every=a.eval_every, log_every=a.log_every, probes_per_class=a.probes_per_class,
         probe_real=a.probe_real, seed=a.seed, device=a.device, compile=a.compile, generator=a.generator)
     run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started)
     st = run.status()
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--order", default="second", choices=ORDERS, help="hypergradient: exact, or finite-difference HVP")
     t.add_argument("--fd-eps", type=float, default=0.01, help="first order: finite-difference step / ‖v‖")
     t.add_argument("--pcr-aug", help="PCR's T, e.g. translation,flip,color,cutout (default per dataset)")
-    t.add_argument("--eval-every", type=int, default=50)
+    t.add_argument("--eval-every", type=int, default=50, help="steps between evaluations, probes and checkpoints")
+    t.add_argument("--log-every", type=int, default=10, help="steps between training-scalar lines (scalars.jsonl)")
     t.add_argument("--probes-per-class", type=int, default=16)
     t.add_argument("--probe-real", type=int, default=1000, help="real images whose features each probe keeps")
     t.add_argument("--seed", type=int, default=0, help="training seed (the subset has --data-seed)")

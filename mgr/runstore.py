@@ -5,6 +5,7 @@
       status.json      {"state": running|finished|failed|stopped, "step", "total_steps", "error",
                         "pid", "started", "updated", "best_val_acc", "best_step"}
       metrics.jsonl    one JSON object per evaluation (fields: METRIC_FIELDS below)
+      scalars.jsonl    training scalars (losses, lr, throughput) every log_every steps
       probes/static.npz         arrays that never change: probe latents, real subset images
       probes/step_0000050.npz   arrays of one evaluation (PROBE_FIELDS below)
       last.pt, best.pt checkpoints (weights-only loadable)
@@ -117,15 +118,28 @@ class Run:
         atomic_write_text(self.path / "status.json", json.dumps(current, indent=1))
 
     def append_metrics(self, record: dict) -> None:
+        self._append("metrics.jsonl", record, fsync=True)
+
+    def append_scalars(self, record: dict) -> None:
+        self._append("scalars.jsonl", record, fsync=False)  # frequent, and redone on resume anyway
+
+    def _append(self, name: str, record: dict, fsync: bool) -> None:
         line = json.dumps(record, allow_nan=False) + "\n"
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(line)
+        with open(self.path / name, "a") as f:
+            f.write(line)  # one write of a whole line: a reader sees all of it or none
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
 
     def metrics(self) -> list[dict]:
+        return self._records("metrics.jsonl")
+
+    def scalars(self) -> list[dict]:
+        return self._records("scalars.jsonl")
+
+    def _records(self, name: str) -> list[dict]:
         try:
-            text = (self.path / "metrics.jsonl").read_text()
+            text = (self.path / name).read_text()
         except FileNotFoundError:
             return []
         records = []
@@ -137,9 +151,10 @@ class Run:
         return records
 
     def truncate_after(self, step: int) -> None:
-        """Forget what a resumed run will redo: metric lines and probes after `step`."""
-        kept = [r for r in self.metrics() if r["step"] <= step]
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        """Forget what a resumed run will redo: metric and scalar lines and probes after `step`."""
+        for name in ("metrics.jsonl", "scalars.jsonl"):
+            kept = [r for r in self._records(name) if r["step"] <= step]
+            atomic_write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
         for s in self.probe_steps():
             if s > step:
                 (self.path / "probes" / f"step_{s:07d}.npz").unlink(missing_ok=True)

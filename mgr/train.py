@@ -30,7 +30,7 @@ ORDERS = ("second", "first")
 SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
 CKPT_KIND, CKPT_VERSION = "mgr-run-checkpoint", 1
-LOG_EVERY = 25  # steps between the lagged host syncs (finite-loss check, progress bar)
+STATUS_EVERY_S = 1.0  # status.json (progress, throughput) is rewritten at most this often
 MODEL_KIND, MODEL_VERSION = "mgr-classifier", 1
 
 
@@ -55,6 +55,7 @@ class TrainConfig:
     fd_eps: float = 0.01  # first order: the finite difference steps fd_eps / ‖v‖ along v
     pcr_aug: str | None = None  # None: the dataset's default T
     eval_every: int = 50
+    log_every: int = 10  # steps between training-scalar lines (scalars.jsonl): one host sync each
     probes_per_class: int = 16
     probe_real: int = 1000  # real images whose features each probe stores
     seed: int = 0
@@ -71,7 +72,7 @@ class TrainConfig:
                 raise bad(name, f"choose one of {', '.join(options)}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
-        for name in ("steps", "batch_size", "eval_every", "probes_per_class"):
+        for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise bad(name, "it must be a positive integer")
         for name in ("lr", "finder_lr", "fd_eps"):
@@ -141,11 +142,12 @@ class State:
     step: int = 0
     best_val_acc: float = -1.0
     best_step: int = -1
-    sums: dict = field(default_factory=dict)  # running sums of losses since the last evaluation (on device)
+    sums: dict = field(default_factory=dict)  # sums of the step's scalars since the last log line (on device)
     first_bad: torch.Tensor | None = None  # first step whose loss was not finite, -1 if none (on device)
+    eval_sums: dict = field(default_factory=dict)  # host-side sums since the last evaluation
 
     def accumulate(self, loss: torch.Tensor, **values):
-        """Sum losses on the device; remember the first step with a non-finite loss. No host sync."""
+        """Sum the step's scalars on the device; remember the first step with a non-finite loss. No host sync."""
         if self.first_bad is None:
             self.first_bad = torch.tensor(-1, device=self.device)
         self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss.detach()), self.step + 1, self.first_bad)
@@ -153,12 +155,23 @@ class State:
             self.sums[k] = self.sums.get(k, 0) + v.detach().float()
         self.sums["n"] = self.sums.get("n", 0) + 1
 
-    def check_finite(self) -> None:
-        """The lagged check (one host sync every LOG_EVERY steps)."""
-        if self.first_bad is not None and (bad := int(self.first_bad)) >= 0:
-            parts = ", ".join(f"{k}={v.item():.4g}" for k, v in self.sums.items() if k != "n")
-            raise FloatingPointError(f"the loss became non-finite at step {bad} (sums since the last evaluation: "
-                                     f"{parts}); the run stopped without saving the broken weights")
+    def flush(self) -> dict:
+        """Means of the scalars since the last flush, brought to the host in one sync (every log_every
+        steps), and added to the evaluation's sums. Raises if a loss was not finite."""
+        keys = [k for k in self.sums if k != "n"]
+        n = self.sums.get("n", 0)
+        if self.first_bad is None or n == 0:
+            return {}
+        *values, bad = torch.stack([self.sums[k] for k in keys] + [self.first_bad.float()]).tolist()
+        self.sums = {}
+        if bad >= 0:
+            parts = ", ".join(f"{k}={v / n:.4g}" for k, v in zip(keys, values))
+            raise FloatingPointError(f"the loss became non-finite at step {int(bad)} (means over the last {n} "
+                                     f"steps: {parts}); the run stopped without saving the broken weights")
+        for k, v in zip(keys, values):
+            self.eval_sums[k] = self.eval_sums.get(k, 0.0) + v
+        self.eval_sums["n"] = self.eval_sums.get("n", 0) + n
+        return {k: v / n for k, v in zip(keys, values)}
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -445,7 +458,8 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
     static = probe_static(s)
     run.save_probe("static", static)
     bar = Progress(cfg.steps, s.step, desc=run.id, disable=quiet)
-    t0, steps_since = time.time(), 0
+    t_eval = t_log = t_status = time.time()
+    since_eval = since_log = 0
     try:
         while s.step < cfg.steps:
             x, y, x_val, y_val = batches(s)
@@ -454,23 +468,33 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
             else:
                 plain_step(s, x, y)
             s.step += 1
-            steps_since += 1
-            if s.step % LOG_EVERY == 0:
-                s.check_finite()
+            since_eval, since_log = since_eval + 1, since_log + 1
+            evaluating = s.step % cfg.eval_every == 0 or s.step == cfg.steps
+            if s.step % cfg.log_every == 0 or evaluating:
+                means = s.flush()  # the host sync: queued GPU work is done before the clock is read
+                now = time.time()
+                img_per_s = since_log * cfg.batch_size / max(now - t_log, 1e-9)
+                run.append_scalars({"step": s.step, "lr": s.sched.get_last_lr()[0],
+                                    **{k: round(v, 6) for k, v in means.items()}, "img_per_s": round(img_per_s, 1)})
+                t_log, since_log = now, 0
                 bar.update(s.step - bar.n)
-            if s.step % cfg.eval_every == 0 or s.step == cfg.steps:
-                s.check_finite()  # a host sync: queued GPU work is done before the clock is read
-                elapsed = time.time() - t0
-                record = _eval_record(s, steps_since, elapsed)
+                if now - t_status >= STATUS_EVERY_S and not evaluating:
+                    run.write_status(step=s.step, img_per_s=round(img_per_s, 1))
+                    t_status = now
+            if evaluating:
+                elapsed = time.time() - t_eval
+                record = _eval_record(s, since_eval, elapsed)
                 run.save_probe(f"step_{s.step:07d}", probe(s, static))
                 run.append_metrics(record)
                 if record["val_acc"] > s.best_val_acc:
                     s.best_val_acc, s.best_step = record["val_acc"], s.step
                     _save_best(run, s, record)
                 save_checkpoint(run, s)
-                run.write_status(step=s.step, best_val_acc=s.best_val_acc, best_step=s.best_step)
+                run.write_status(step=s.step, best_val_acc=s.best_val_acc, best_step=s.best_step,
+                                 img_per_s=record["img_per_s"])
                 bar.update(s.step - bar.n, val=f"{record['val_acc']:.3f}", test=f"{record['test_acc']:.3f}")
-                t0, steps_since = time.time(), 0
+                t_eval = t_status = time.time()
+                since_eval = 0
             if stop["signal"]:
                 raise Stop(stop["signal"])
         run.write_status(state="finished", step=s.step)
@@ -491,10 +515,9 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
 
 
 def _eval_record(s: State, steps: int, elapsed: float) -> dict:
-    sums = {k: (v.item() if torch.is_tensor(v) else v) for k, v in s.sums.items()}
-    n = max(1, sums.pop("n", 0))
-    s.sums = {}
-    means = {k: v / n for k, v in sums.items()}
+    n = max(1, s.eval_sums.pop("n", 0))
+    means = {k: v / n for k, v in s.eval_sums.items()}
+    s.eval_sums = {}
     d = s.data
     val_acc, val_loss = evaluate(s.forward, d.x_val, d.y_val)
     test_acc, test_loss = evaluate(s.forward, d.x_test, d.y_test)

@@ -22,7 +22,7 @@ REQUIRED = ("step", "epoch", "lr", "ce", "val_acc", "val_loss", "test_acc", "img
 
 
 def tiny(**kw):
-    return TrainConfig(**{**dict(data=DIGITS, steps=6, eval_every=3, batch_size=32, probes_per_class=2,
+    return TrainConfig(**{**dict(data=DIGITS, steps=6, eval_every=3, log_every=2, batch_size=32, probes_per_class=2,
                                  probe_real=40, device="cpu"), **kw})
 
 
@@ -45,6 +45,8 @@ def test_each_method_writes_a_valid_run_directory(tmp_path, method, order):
         if method in ("gda-mps", "mgr"):
             assert r["latent_shift"] >= 0 and r["kl"] >= 0
     assert run.probe_steps() == [3, 6]
+    scalars = run.scalars()  # log_every=2, eval_every=3: a line at steps 2, 3, 4, 6
+    assert [r["step"] for r in scalars] == [2, 3, 4, 6] and all(r["ce"] > 0 and r["img_per_s"] > 0 for r in scalars)
     static, last = run.load_probe("static"), run.load_probe(6)
     assert static["real_images"].dtype == np.uint8 and len(static["real_labels"]) == 40
     assert last["real_features"].shape == (40, 128)
@@ -114,7 +116,7 @@ def _wait_for_metrics(run_dir, n, proc, timeout=120):
 
 @pytest.mark.parametrize("sig, state", [(signal.SIGTERM, "stopped"), (signal.SIGKILL, "running")])
 def test_stop_or_kill_then_resume_keeps_every_metric_line_once(tmp_path, sig, state):
-    p = _train_cli(tmp_path, "--method", "pcr", "--steps", "60", "--eval-every", "5")
+    p = _train_cli(tmp_path, "--method", "pcr", "--steps", "60", "--eval-every", "5", "--log-every", "2")
     run_dir = p.stdout.readline().strip()  # the first line is the run directory
     _wait_for_metrics(run_dir, 2, p)
     p.send_signal(sig)
@@ -130,6 +132,8 @@ def test_stop_or_kill_then_resume_keeps_every_metric_line_once(tmp_path, sig, st
     steps = [m["step"] for m in run.metrics()]
     assert steps == list(range(5, 61, 5))
     assert run.status()["state"] == "finished" and run.probe_steps() == steps
+    # training scalars: a line every 2 steps and at every evaluation, none lost or repeated by the stop
+    assert [r["step"] for r in run.scalars()] == [k for k in range(1, 61) if k % 2 == 0 or k % 5 == 0]
 
 
 def test_resume_refuses_finished_runs(tmp_path, capsys):
