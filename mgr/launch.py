@@ -85,7 +85,7 @@ def form_fields() -> list[Field]:
 
 
 # Teaching demos on digits 10% with the shipped generator: each pair runs in a few minutes on a CPU.
-_DEMO = {"data.dataset": "digits", "data.ratio": 0.1, "steps": 300, "eval_every": 25, "batch_size": 64,
+_DEMO = {"data.dataset": "digits", "data.ratio": 0.1, "steps": 200, "eval_every": 20, "batch_size": 64,
          "probes_per_class": 16, "probe_real": 1000, "seed": 0, "device": "auto"}
 PRESETS = {
     "GDA hurts: base vs gda": ("Synthetic images in the cross-entropy loss (gda) against real data only (base).",

@@ -3,6 +3,7 @@ Streamlit code lives here and in the pages; mgr/ has none."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -16,6 +17,21 @@ STATE_ICON = {"running": "🟢", "finished": "✅", "failed": "❌", "stopped": 
 CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 # what a deleted or half-written run can raise while a page reads it
 BROKEN = (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile)
+
+
+@st.cache_resource(show_spinner=False)
+def umap_warmup() -> dict:
+    """Compile UMAP's numba kernels once per app process, in a background thread."""
+    state = {"done": False, "seconds": None, "error": None}
+
+    def work():
+        try:
+            state["seconds"] = analysis.warm_umap()
+        except Exception as e:  # UMAP missing or broken: PCA still works
+            state["error"] = f"{type(e).__name__}: {e}"
+        state["done"] = True
+    threading.Thread(target=work, name="umap-warmup", daemon=True).start()
+    return state
 
 
 def runs_dir() -> Path:

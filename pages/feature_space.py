@@ -4,7 +4,8 @@ import streamlit as st
 
 from mgr import analysis, figures
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner
+from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner,
+                      umap_warmup
 
 st.title("🗺️ Feature space")
 st.caption("A 2-D map of the classifier's features g_ψ at one evaluation: real images (dots, coloured by class) "
@@ -40,8 +41,15 @@ with guarded(s):
     c = st.columns([3, 1, 1, 1])
     with c[0]:
         step = pick_step(run)
+    warm = umap_warmup()
+    if "projection" not in st.session_state:  # UMAP by default once numba is compiled; PCA meanwhile
+        st.session_state["projection"] = "umap" if warm["done"] and not warm["error"] else "pca"
     method = c[1].radio("projection", ["umap", "pca"], horizontal=True, key="projection",
                         help="UMAP keeps local neighbourhoods (seconds to fit, then cached); PCA is instant and linear")
+    if method == "pca" and not warm["done"]:
+        c[1].caption("UMAP is compiling in the background (once per app process)")
+    elif warm["error"]:
+        c[1].caption(f"UMAP unavailable: {warm['error']}")
     max_real = c[2].select_slider("real points (max)", [500, 1000, 2000, 5000, 10000], value=5000, key="max-real")
     n_neighbors = c[3].select_slider("UMAP neighbours", [5, 10, 15, 30, 50], value=15, key="nn",
                                      disabled=method != "umap")

@@ -27,15 +27,15 @@ def app_runs(tmp_path_factory):
     """A runs folder with finished base, pcr and mgr runs, a failed run and a running one
     (a real trainer process, paused with SIGSTOP after its first evaluation so it costs no CPU)."""
     d = tmp_path_factory.mktemp("app-runs")
-    for method in ("base", "pcr", "mgr"):
-        train(tiny_config(method), d, f"t-{method}", quiet=True)
-    with pytest.raises(FloatingPointError):
-        train(tiny_config("pcr", lr=1e12), d, "t-failed", quiet=True)
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # started first: its start-up overlaps the trainings below
         [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--method", "mgr",
          "--steps", "100000", "--eval-every", "5", "--batch-size", "16", "--probes-per-class", "4",
          "--probe-real", "100", "--device", "cpu", "--runs-dir", str(d), "--run-id", "t-running", "--quiet"],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for method in ("base", "pcr", "mgr"):
+        train(tiny_config(method), d, f"t-{method}", quiet=True)
+    with pytest.raises(FloatingPointError):
+        train(tiny_config("pcr", lr=1e12), d, "t-failed", quiet=True)
     running = Run(d / "t-running")
     deadline = time.time() + 300
     while not (running.metrics() and running.probe_steps() and (running.path / "last.pt").exists()):

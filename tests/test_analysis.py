@@ -83,7 +83,7 @@ def test_pca_fit_finds_the_direction_of_a_line():
     t = np.linspace(-1, 1, 11)
     x = np.stack([t, 2 * t, np.zeros_like(t)], 1) + 5
     xy, mean, comps, ratio = analysis.pca_fit(x)
-    assert np.allclose(mean, [5, 5, 0]) and np.isclose(ratio[0], 1.0) and np.isclose(ratio[1], 0, atol=1e-12)
+    assert np.allclose(mean, [5, 5, 5]) and np.isclose(ratio[0], 1.0) and np.isclose(ratio[1], 0, atol=1e-12)
     assert np.allclose(np.abs(comps[0]), np.array([1, 2, 0]) / np.sqrt(5))
     assert np.allclose(np.abs(xy[:, 0]), np.abs(t) * np.sqrt(5))
 

@@ -85,7 +85,8 @@ def test_bad_form_input_names_the_field_and_spawns_nothing(tmp_path, change, fie
 
 def test_a_launch_that_fails_before_its_run_directory_is_reported(tmp_path):
     L = launch.Launcher(tmp_path)
-    L._spawn("never-made", ["--dataset", "digits", "--ratio", "0.1", "--method", "base", "--steps", "0"])
+    L._spawn("never-made", ["--dataset", "digits", "--ratio", "0.1", "--method", "base", "--steps", "0",
+                            "--run-id", "never-made", "--runs-dir", str(tmp_path)])
     wait_for(lambda: L.pending() and L.pending()[0]["state"] == "failed to start", "the failed launch", 120)
     assert "steps=0 is not allowed" in L.pending()[0]["log"]
     L.dismiss("never-made")
