@@ -206,9 +206,9 @@ class LatentView:
     finder_conf: np.ndarray
     uniform_pred: np.ndarray
     finder_pred: np.ndarray
-    z_2d: np.ndarray  # PCA of z and F(z) in one basis
+    z_2d: np.ndarray  # z and F(z) in one basis: the top-2 principal directions of the shifts F(z) − z
     fz_2d: np.ndarray
-    explained: np.ndarray
+    explained: np.ndarray  # variance ratio of the shifts (or of z without a finder) along each axis
     shift: np.ndarray  # ‖F(z) − z‖ per sample
 
 
@@ -217,7 +217,12 @@ def latent_view(run: Run, step: int) -> LatentView:
     if "uniform_images" not in p:
         raise ValueError(f"run {run.id} uses no generator (method base): it has no synthetic samples to show")
     z, fz, y = static["probe_z"], p["finder_z"], static["probe_y"]
-    xy, _, _, ratio = pca_fit(np.concatenate([z, fz]))
+    shift = fz - z
+    if np.abs(shift).max() > 1e-6:  # the plane in which the finder moves latents most
+        _, _, comps, ratio = pca_fit(shift)
+        xy = (np.concatenate([z, fz]) - z.mean(0)) @ comps.T
+    else:  # no finder: the plane of largest variance of z
+        xy, _, _, ratio = pca_fit(np.concatenate([z, fz]))
     idx = np.arange(len(y))
     return LatentView(step, [str(c) for c in static["classes"]], y, p["uniform_images"], p["finder_images"],
                       p["uniform_probs"][idx, y], p["finder_probs"][idx, y], p["uniform_probs"].argmax(1),

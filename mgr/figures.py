@@ -24,7 +24,7 @@ def _rgba(hex_colour: str, alpha: float) -> str:
 def _layout(fig: go.Figure, title: str = "", height: int = 320, **kw) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0, font=dict(size=14)), height=height,
                       margin=dict(l=10, r=10, t=36 if title else 10, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1), **kw)
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0), **kw)
     return fig
 
 
@@ -49,12 +49,14 @@ def curves(series: list[tuple[str, np.ndarray, np.ndarray]], smoothing: float = 
     return _layout(fig, title, height, hovermode="x unified")
 
 
-def latent_pca(view: LatentView, classes: list[int] | None = None) -> go.Figure:
-    """z (circles) and F(z) (crosses) in one PCA basis, an arrow-like segment from each z to F(z)."""
+def latent_pca(view: LatentView, classes: list[int] | None = None, magnify: float = 1.0) -> go.Figure:
+    """z (circles) and F(z) (crosses) in one PCA basis, a segment from each z to F(z); `magnify`
+    stretches each shift F(z) − z (the finder moves latents little compared with their spread)."""
     keep = np.isin(view.y, classes) if classes else np.ones(len(view.y), bool)
+    fz_2d = view.z_2d + magnify * (view.fz_2d - view.z_2d)
     fig = go.Figure()
     xs, ys = [], []
-    for a, b in zip(view.z_2d[keep], view.fz_2d[keep]):
+    for a, b in zip(view.z_2d[keep], fz_2d[keep]):
         xs += [a[0], b[0], None]
         ys += [a[1], b[1], None]
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(120,120,120,0.5)", width=1),
@@ -63,13 +65,16 @@ def latent_pca(view: LatentView, classes: list[int] | None = None) -> go.Figure:
         m = keep & (view.y == c)
         fig.add_trace(go.Scatter(x=view.z_2d[m, 0], y=view.z_2d[m, 1], mode="markers", name=f"z · {view.classes[c]}",
                                  marker=dict(color=colour(int(c)), symbol="circle-open", size=7), legendgroup=str(c)))
-        fig.add_trace(go.Scatter(x=view.fz_2d[m, 0], y=view.fz_2d[m, 1], mode="markers", showlegend=False,
+        fig.add_trace(go.Scatter(x=fz_2d[m, 0], y=fz_2d[m, 1], mode="markers", showlegend=False,
                                  name=f"F(z) · {view.classes[c]}", legendgroup=str(c),
                                  marker=dict(color=colour(int(c)), symbol="x", size=7)))
     ev = view.explained
-    fig.update_xaxes(title_text=f"PC1 ({ev[0]:.0%})")
-    fig.update_yaxes(title_text=f"PC2 ({ev[1]:.0%})" if len(ev) > 1 else "PC2")
-    return _layout(fig, "latents: z (○) and F(z) (×), PCA of both", 420)
+    moved = bool(np.abs(view.shift).max() > 1e-6)
+    what = "of the shifts" if moved else "of z"
+    fig.update_xaxes(title_text=f"PC1 {what} ({ev[0]:.0%})")
+    fig.update_yaxes(title_text=f"PC2 {what} ({ev[1]:.0%})" if len(ev) > 1 else "PC2")
+    what = "F(z)" if magnify == 1 else f"z + {magnify:g}·(F(z) − z)"
+    return _layout(fig, f"latents: z (○) and {what} (×)", 440)
 
 
 def confidence_bars(view: LatentView) -> go.Figure:
@@ -79,6 +84,7 @@ def confidence_bars(view: LatentView) -> go.Figure:
         fig.add_trace(go.Bar(x=[view.classes[c] for c in classes], y=[conf[view.y == c].mean() for c in classes],
                              name=kind, marker_color=KIND_COLOUR["uniform" if kind.startswith("u") else "finder"]))
     fig.update_yaxes(title_text="p(intended class)", range=[0, 1])
+    fig.update_xaxes(type="category")
     return _layout(fig, "classifier confidence in the intended class, mean per class", 300, barmode="group")
 
 
@@ -132,6 +138,7 @@ def gap_by_class(history: dict, index: int) -> go.Figure:
         fig.add_trace(go.Box(x=[history["classes"][c] for c in y], y=g, name=kind, marker_color=KIND_COLOUR[kind],
                              boxpoints=False))
     fig.update_yaxes(title_text="PCR gap", type="log")
+    fig.update_xaxes(type="category")
     return _layout(fig, f"PCR gap per class at step {history['steps'][index]}", 320, boxmode="group")
 
 

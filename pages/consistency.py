@@ -56,5 +56,5 @@ with guarded(s):
     for title, part in (("largest gaps", ex["largest"]), ("smallest gaps", ex["smallest"])):
         st.markdown(f"**{title}** · each pair: x_p, then T(x_p)")
         scale = max(1, 48 // part["images"].shape[-1])
-        pairs = [analysis.mosaic(np.stack([x, t]), 2, scale) for x, t in zip(part["images"], part["augmented"])]
+        pairs = [analysis.mosaic(np.stack([x, t]), 2, scale, pad=4) for x, t in zip(part["images"], part["augmented"])]
         st.image(pairs, width=110, caption=[f"{names[c]} · {g:.3g}" for c, g in zip(part["y"], part["gap"])])

@@ -4,8 +4,8 @@ import streamlit as st
 
 from mgr import analysis, figures
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner,
-                      umap_warmup
+from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner,
+                       umap_warmup)
 
 st.title("🗺️ Feature space")
 st.caption("A 2-D map of the classifier's features g_ψ at one evaluation: real images (dots, coloured by class) "

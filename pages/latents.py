@@ -55,7 +55,9 @@ with guarded(s):
     a, b = st.columns([3, 2])
     shown = a.multiselect("classes in the latent plot", range(len(names)), default=[cls],
                           format_func=lambda c: names[c], key="pca-classes")
-    a.plotly_chart(figures.latent_pca(view, shown or None), config=CHART_CONFIG)
+    magnify = a.select_slider("magnify the shifts F(z) − z", [1, 2, 5, 10, 20, 50], value=1, key="magnify",
+                              help="axes: the two directions in which the finder moves latents most")
+    a.plotly_chart(figures.latent_pca(view, shown or None, magnify), config=CHART_CONFIG)
     b.plotly_chart(figures.confidence_bars(view), config=CHART_CONFIG)
     b.metric("mean latent shift ‖F(z) − z‖ at this step", f"{view.shift.mean():.3f}",
              help="0 for uniform sampling; the KL term keeps F(z) near N(0, I)")
