@@ -310,7 +310,7 @@ def feature_map(run: Run, step: int, method: str = "umap", max_real: int = 5000,
         parts += [p["uniform_features"], p["finder_features"]]
     x = np.concatenate(parts).astype(np.float32)
     t0 = time.time()
-    xy = project(x, method, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed).astype(np.float32)
+    xy = project(x, method, n_neighbors=n_neighbors, min_dist=min_dist).astype(np.float32)
     seconds = time.time() - t0
     n, k = len(idx), len(p["uniform_features"]) if has_syn else 0
     probe_y = static["probe_y"] if has_syn else np.zeros(0, int)
@@ -328,11 +328,14 @@ def feature_map(run: Run, step: int, method: str = "umap", max_real: int = 5000,
     return out
 
 
-def project(x: np.ndarray, method: str, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0) -> np.ndarray:
+def project(x: np.ndarray, method: str, n_neighbors: int = 15, min_dist: float = 0.1,
+            seed: int | None = None) -> np.ndarray:
     if method == "pca" or len(x) < 10:
         return pca_fit(x)[0]
     import umap  # lazily: numba compilation is slow, and the trainer never needs it
-    # random_state makes the map reproducible (and UMAP single-threaded: measured in bench/app_speed.py)
+    # No random_state by default: it makes UMAP single-threaded, 4.6x slower on the 7 000-point map here
+    # (bench/app_speed.py: 318 s vs 69 s, contended 2-core CPU). The map a user sees again is the one
+    # cached on disk, so a re-fit being slightly different costs little.
     return umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, random_state=seed,
                      init="pca").fit_transform(x)
 
