@@ -66,3 +66,113 @@ def test_centroid_margins_find_samples_between_clusters():
     assert list(m["nearest"][1:]) == [0, 1]
     assert m["margin"][0] < 0.01 and m["margin"][1] > 0.99
     assert between_pairs(m, threshold=0.1) == {(0, 1): 1}
+
+
+# ----------------------------------------------------------------------------- the app's analysis layer
+
+from mgr import analysis  # noqa: E402
+
+
+def test_columns_pick_up_any_new_numeric_field():
+    cols = analysis.columns([{"step": 1, "ce": 2.0, "alpha_mean": 0.1, "note": "x"}, {"step": 2, "ce": 1.0}])
+    assert analysis.curve_fields(cols) == ["alpha_mean", "ce"]
+    assert np.isnan(cols["alpha_mean"][1]) and "note" not in cols
+
+
+def test_pca_fit_finds_the_direction_of_a_line():
+    t = np.linspace(-1, 1, 11)
+    x = np.stack([t, 2 * t, np.zeros_like(t)], 1) + 5
+    xy, mean, comps, ratio = analysis.pca_fit(x)
+    assert np.allclose(mean, [5, 5, 5]) and np.isclose(ratio[0], 1.0) and np.isclose(ratio[1], 0, atol=1e-12)
+    assert np.allclose(np.abs(comps[0]), np.array([1, 2, 0]) / np.sqrt(5))
+    assert np.allclose(np.abs(xy[:, 0]), np.abs(t) * np.sqrt(5))
+
+
+def test_mosaic_tiles_row_major_with_white_gaps():
+    imgs = np.arange(3, dtype=np.uint8)[:, None, None, None].repeat(2, 2).repeat(2, 3)  # 3 grey 2×2 tiles
+    m = analysis.mosaic(imgs, ncols=2, scale=1, pad=1)
+    assert m.shape == (5, 5, 3)
+    assert (m[0, 0] == 0).all() and (m[0, 3] == 1).all() and (m[3, 0] == 2).all() and (m[2, 2] == 255).all()
+
+
+def test_place_on_map_is_exact_on_fitted_points_and_weights_by_distance():
+    feats = np.array([[0.0, 0], [1, 0], [10, 10]])
+    xy = np.array([[0.0, 0], [2, 0], [50, 50]])
+    out = analysis.place_on_map(feats, xy, np.array([[1.0, 0], [0.5, 0]]), k=2)
+    assert np.allclose(out[0], [2, 0]) and np.allclose(out[1], [1, 0])
+
+
+def test_feature_map_is_cached_on_disk_and_refitted_when_the_probe_changes(runs_copy):
+    run = Run(runs_copy / "t-mgr")
+    first = analysis.feature_map(run, 20, "pca")
+    assert not first.cached and first.real_xy.shape == (100, 2) and first.uniform_xy.shape == (40, 2)
+    again = analysis.feature_map(run, 20, "pca")
+    assert again.cached and np.array_equal(again.real_xy, first.real_xy)
+    assert len(list((run.path / "analysis").glob("map_step0000020_*.npz"))) == 1
+    probe = run.path / "probes" / "step_0000020.npz"
+    probe.write_bytes(probe.read_bytes())  # rewritten (as a resume does): the cache is stale
+    assert not analysis.feature_map(run, 20, "pca").cached
+    # PCA of the map equals PCA of the stacked features
+    p = run.load_probe(20)
+    x = np.concatenate([p["real_features"], p["uniform_features"], p["finder_features"]])
+    assert np.allclose(np.abs(first.real_xy), np.abs(analysis.pca_fit(x)[0][:100]), atol=1e-4)
+
+
+def test_feature_map_with_umap(runs_copy):
+    fmap = analysis.feature_map(Run(runs_copy / "t-pcr"), 20, "umap", n_neighbors=5)
+    assert fmap.real_xy.shape == (100, 2) and np.isfinite(fmap.finder_xy).all()
+
+
+def test_margin_table_counts_the_samples_between_classes(app_runs):
+    run = Run(app_runs / "t-mgr")
+    table = analysis.margin_table(run, 20, threshold=0.2)
+    p, static = run.load_probe(20), run.load_probe("static")
+    m = centroid_margins(p["real_features"], static["real_labels"], p["uniform_features"])
+    assert table["uniform_total"] == int((m["margin"] < 0.2).sum()) == sum(r["uniform"] for r in table["pairs"])
+    assert table["n"] == 40 and len(table["classes"]) == 10
+    assert analysis.margin_table(Run(app_runs / "t-base"), 20)["pairs"] == []
+
+
+def test_latent_view_and_gaps_read_the_probes(app_runs):
+    pcr, mgr = Run(app_runs / "t-pcr"), Run(app_runs / "t-mgr")
+    v = analysis.latent_view(pcr, 20)
+    assert np.allclose(v.shift, 0) and np.allclose(v.z_2d, v.fz_2d)  # no finder: F is the identity
+    v = analysis.latent_view(mgr, 20)
+    p = mgr.load_probe(20)
+    assert v.uniform_images.shape == (40, 1, 8, 8) and np.allclose(v.finder_conf, p["finder_probs"][np.arange(40), v.y])
+    with pytest.raises(ValueError, match="uses no generator"):
+        analysis.latent_view(Run(app_runs / "t-base"), 20)
+    h = analysis.gap_history(mgr)
+    assert h["steps"] == [10, 20] and np.array_equal(h["finder"][1], p["finder_gap"])
+    ex = analysis.gap_extremes(mgr, 20, "finder", k=3)
+    assert np.array_equal(ex["largest"]["gap"], np.sort(p["finder_gap"])[::-1][:3])
+    assert np.array_equal(ex["smallest"]["augmented"], p["augmented_finder"][np.argsort(p["finder_gap"])[:3]])
+
+
+def test_label_interpolation_starts_and_ends_at_the_classes(app_runs):
+    import torch
+    models = analysis.run_models(Run(app_runs / "t-mgr"))
+    G = models["G"]
+    z = np.random.default_rng(0).normal(size=G.z_dim).astype(np.float32)
+    walk = analysis.interpolation(models, z, 2, 7, "label", n=5)
+    with torch.no_grad():
+        ends = G(torch.from_numpy(z)[None].repeat(2, 1), torch.tensor([2, 7]))
+    ends = ((ends.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    assert np.array_equal(walk["images"][[0, -1]], ends)  # soft one-hot labels = the embedding lookup
+    assert isinstance(G.blocks[0].bn1.class_gain, torch.nn.Embedding)  # restored afterwards
+    assert walk["features"].shape == (5, 128) and np.allclose(walk["probs"].sum(1), 1, atol=1e-5)
+
+
+def test_fid_of_uniform_and_finder_samples_is_cached(runs_copy):
+    run = Run(runs_copy / "t-mgr")
+    r = analysis.fid_uniform_vs_finder(run, num=300)
+    assert r["uniform"] > 0 and r["finder"] > 0 and "SmallCNN" in r["extractor"] and not r["cached"]
+    assert analysis.fid_uniform_vs_finder(run, num=300) == {**r, "cached": True}
+    assert analysis.fid_uniform_vs_finder(Run(runs_copy / "t-pcr"), num=300)["finder"] is None
+
+
+def test_long_metrics_has_one_row_per_value(app_runs):
+    runs = [Run(app_runs / "t-base"), Run(app_runs / "t-mgr")]
+    rows = analysis.long_metrics(runs)
+    expected = sum(len([k for k in r if k != "step"]) for run in runs for r in run.metrics())
+    assert len(rows) == expected and {r["run"] for r in rows} == {"t-base", "t-mgr"}

@@ -1,20 +1,207 @@
+"""Every page of the app (AppTest) against real runs made by the trainer: finished, running,
+failed, corrupt, deleted while open, and no runs at all."""
+import json
+import shutil
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")  # AppTest resolves relative paths against this file
+PAGES = ["pages/train.py", "pages/latents.py", "pages/feature_space.py", "pages/consistency.py", "pages/compare.py"]
 
 
-def test_home_lists_datasets_and_shipped_generators():
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception
+def open_page(page: str | None, runs_dir, monkeypatch, run: str | None = None, **query) -> AppTest:
+    monkeypatch.setenv("MGR_RUNS_DIR", str(runs_dir))
+    at = AppTest.from_file(APP, default_timeout=120)
+    if run:
+        at.query_params["run"] = run
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def text(at: AppTest) -> str:
+    parts = [e.value for kind in ("title", "markdown", "caption", "info", "warning", "error", "success")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def chart_title(chart) -> str:
+    return json.loads(chart.proto.spec)["layout"].get("title", {}).get("text", "")
+
+
+# ----------------------------------------------------------------------------- home and data
+
+def test_home_lists_runs_with_state_and_offers_presets(app_runs, monkeypatch):
+    at = open_page(None, app_runs, monkeypatch)
     table = at.dataframe[0].value
-    assert "digits" in list(table["dataset"])
+    assert set(table["run"]) == {"t-base", "t-pcr", "t-mgr", "t-failed", "t-running"}
+    states = dict(zip(table["run"], table["state"]))
+    assert "finished" in states["t-mgr"] and "failed" in states["t-failed"] and "running" in states["t-running"]
+    best = dict(zip(table["run"], table["best val acc"]))
+    assert 0 <= best["t-mgr"] <= 1
+    labels = [b.label for b in at.button]
+    assert labels.count("Launch both") == 3
+    assert "GDA hurts: base vs gda" in text(at)
+
+
+def test_home_without_runs_says_how_to_start_one(tmp_path, monkeypatch):
+    at = open_page(None, tmp_path, monkeypatch)
+    assert "python -m mgr train" in at.info[0].value
+
+
+def test_data_page_lists_datasets_and_shipped_generators(tmp_path, monkeypatch):
+    at = open_page("pages/data.py", tmp_path, monkeypatch)
+    assert "digits" in list(at.dataframe[0].value["dataset"])
     assert any("digits · ratio 0.1" in e.label for e in at.expander)
 
 
-def test_home_without_generators_says_how_to_train_one(tmp_path, monkeypatch):
+def test_data_page_without_generators_says_how_to_train_one(tmp_path, monkeypatch):
     monkeypatch.setenv("MGR_CHECKPOINTS", str(tmp_path))
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception
+    at = open_page("pages/data.py", tmp_path, monkeypatch)
     assert "python -m mgr train-generator" in at.info[0].value
+
+
+# ----------------------------------------------------------------------------- no runs
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_without_runs_says_how_to_start_one(page, tmp_path, monkeypatch):
+    at = open_page(page, tmp_path / "nothing-here", monkeypatch)
+    assert "python -m mgr train" in text(at) or "Launch" in text(at)
+
+
+# ----------------------------------------------------------------------------- a finished run
+
+def test_train_page_shows_a_finished_run_with_its_curves(app_runs, monkeypatch):
+    at = open_page("pages/train.py", app_runs, monkeypatch, run="t-mgr")
+    assert at.selectbox(key="run").value == "t-mgr"
+    titles = {chart_title(c) for c in charts(at)}
+    assert {"Accuracy", "Training losses", "Finder: latent shift and KL", "Held-out losses"} <= titles
+    stop, resume = (next(b for b in at.button if b.label == name) for name in ("Stop", "Resume"))
+    assert stop.disabled and resume.disabled  # nothing to stop or resume in a finished run
+    assert any("finished" in str(p.proto.text) for p in at.get("progress"))
+
+
+def test_train_form_refuses_bad_input_next_to_the_field_and_spawns_nothing(tmp_path, monkeypatch):
+    at = open_page("pages/train.py", tmp_path, monkeypatch)
+    at.number_input(key="form.data.ratio").set_value(0.3)  # no generator is shipped for digits 30%
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("digits_ratio0.3_seed0.pt does not exist" in e and "train-generator" in e for e in errors)
+    assert not (tmp_path / ".launches").exists()
+
+
+def test_latents_page_shows_uniform_and_finder_samples_side_by_side(app_runs, monkeypatch):
+    at = open_page("pages/latents.py", app_runs, monkeypatch, run="t-mgr")
+    images = at.get("image")
+    assert len(images) >= 2  # the uniform and the finder galleries (plus the all-classes mosaics)
+    assert "uniform G(z, y)" in text(at) and "finder G(F(z), y)" in text(at)
+    assert len(charts(at)) >= 3  # PCA of z and F(z), confidence, latent shift and KL
+    assert at.select_slider(key="step").value == 20
+
+
+def test_latents_page_computes_fid_with_the_extractor_named(app_runs, monkeypatch):
+    at = open_page("pages/latents.py", app_runs, monkeypatch, run="t-mgr")
+    at.select_slider(key="fid-num").set_value(500)
+    next(b for b in at.button if b.label == "Compute FID").click().run()
+    assert not at.exception
+    assert {m.label for m in at.metric} >= {"FID uniform", "FID finder"}
+    assert "SmallCNN trained on full digits" in text(at)
+
+
+def test_latents_page_skips_runs_without_a_generator(app_runs, monkeypatch):
+    at = open_page("pages/latents.py", app_runs, monkeypatch, run="t-base")
+    assert "t-base" not in at.selectbox(key="run").options and at.selectbox(key="run").value != "t-base"
+
+
+def test_feature_space_page_maps_real_and_synthetic_features(app_runs, monkeypatch):
+    at = open_page("pages/feature_space.py", app_runs, monkeypatch, run="t-mgr")
+    at.radio(key="projection").set_value("pca").run()
+    assert not at.exception
+    assert "all 100 real points" in text(at) and "40 uniform + 40 finder samples" in text(at)
+    assert "Samples between real clusters" in [h.value for h in at.subheader]
+    at.select_slider(key="max-real").set_value(500).run()
+    at.toggle(key="iwalk").set_value(True).run()  # the interpolation path through the clusters
+    assert not at.exception and "Features by the classifier of the last checkpoint (step 20)" in text(at)
+
+
+def test_feature_space_says_when_points_were_subsampled(app_runs, tmp_path, monkeypatch):
+    from mgr.analysis import feature_map
+    from mgr.runstore import Run
+    fmap = feature_map(Run(app_runs / "t-mgr"), 20, "pca", max_real=30)
+    assert fmap.subsampled and len(fmap.real_idx) == 30 and fmap.n_real_total == 100
+
+
+def test_consistency_page_shows_gaps_and_extreme_samples(app_runs, monkeypatch):
+    at = open_page("pages/consistency.py", app_runs, monkeypatch, run="t-pcr")
+    assert len(charts(at)) == 2
+    assert "largest gaps" in text(at) and "smallest gaps" in text(at)
+    assert len(at.get("image")) == 2
+
+
+def test_compare_page_overlays_runs_and_tabulates_seeds(app_runs, monkeypatch):
+    at = open_page("pages/compare.py", app_runs, monkeypatch, runs="t-base,t-mgr")
+    assert at.multiselect(key="compare").value == ["t-base", "t-mgr"]
+    assert len(charts(at)) == 2  # val_acc and test_acc, overlaid
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["t-base", "t-mgr"]
+    assert "Mean ± std over seeds" in text(at)
+
+
+# ----------------------------------------------------------------------------- running, failed
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_shows_a_running_run(page, app_runs, monkeypatch):
+    at = open_page(page, app_runs, monkeypatch, run="t-running", runs="t-running")
+    if page == "pages/train.py":
+        assert any("running" in str(p.proto.text) for p in at.get("progress"))
+        assert not next(b for b in at.button if b.label == "Stop").disabled
+    elif page != "pages/compare.py":
+        assert "Running: step" in text(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_shows_why_a_run_failed(page, app_runs, monkeypatch):
+    at = open_page(page, app_runs, monkeypatch, run="t-failed", runs="t-failed")
+    if page == "pages/compare.py":
+        assert "failed" in at.dataframe[0].value["state"][0]
+    else:
+        assert "non-finite" in text(at)
+
+
+# ----------------------------------------------------------------------------- corrupt, deleted
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_survives_a_corrupt_run(page, runs_copy, monkeypatch):
+    run = runs_copy / "t-mgr"
+    at = open_page(page, runs_copy, monkeypatch, run="t-mgr", runs="t-mgr")
+    (run / "probes" / "step_0000020.npz").write_bytes(b"not a zip")  # e.g. a disk that filled up
+    at.run()
+    assert not at.exception
+    if page in ("pages/latents.py", "pages/feature_space.py", "pages/consistency.py"):
+        assert "has missing or corrupt files" in text(at)
+    (run / "metrics.jsonl").write_text('{"step": 10, "val_acc": 0.5}\n{"broken')
+    (run / "config.json").write_text("{not json")
+    at.run()
+    assert not at.exception
+    if page != "pages/compare.py":  # Compare lists only readable runs
+        assert "cannot be read" in text(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_survives_a_run_deleted_while_open(page, runs_copy, monkeypatch):
+    at = open_page(page, runs_copy, monkeypatch, run="t-mgr", runs="t-mgr")
+    shutil.rmtree(runs_copy / "t-mgr")
+    at.run()
+    assert not at.exception
+    assert "t-mgr" not in str(at.selectbox[0].options if at.selectbox else "") or "deleted" in text(at)

@@ -1,0 +1,193 @@
+"""How fast the app is on this machine (not a test).
+
+    python bench/app_speed.py --run RUNS_DIR/RUN_ID --map-run RUNS_DIR/RUN_ID [--out bench/results/app_speed.json]
+
+1. Page render times of a finished run: AppTest's script-run time (the server-side time of one
+   page run; the browser adds drawing). "first" is the first render of the page in this process
+   (data caches cold, imports done by the pages before it), "warm" the median of 3 reruns.
+2. The feature-space map of a big probe (e.g. 5 000 real + 2 × 1 000 synthetic points): UMAP with
+   numba cold (compilation included), with numba warm (the app warms it in the background), with
+   and without random_state (which makes UMAP single-threaded), PCA, the disk cache, and the page
+   rerun (st.cache_data hit).
+3. Live lag: a real trainer writes scalars.jsonl; a reader polling like a fragment sees each line
+   at most one refresh interval plus one read later. Measured: the read + figure time per refresh.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+APP = str(REPO / "app.py")
+PAGES = ["pages/home.py", "pages/train.py", "pages/latents.py", "pages/feature_space.py", "pages/consistency.py",
+         "pages/compare.py", "pages/data.py"]
+
+
+def page_times(runs_dir: Path, run_id: str) -> dict:
+    from streamlit.testing.v1 import AppTest
+    os.environ["MGR_RUNS_DIR"] = str(runs_dir)
+    out = {}
+    t0 = time.time()
+    for page in PAGES:
+        at = AppTest.from_file(APP, default_timeout=300)
+        at.query_params["run"] = run_id
+        at.query_params["runs"] = run_id
+        t = time.time()
+        at.run()
+        if page != "pages/home.py":
+            at.switch_page(page)
+            t = time.time()
+            at.run()
+        first = time.time() - t
+        assert not at.exception, at.exception
+        warm = []
+        for _ in range(3):
+            t = time.time()
+            at.run()
+            warm.append(time.time() - t)
+        out[page] = {"first_s": round(first, 3), "warm_s": round(statistics.median(warm), 3)}
+        print(f"{page:24s} first {first:6.2f} s   warm {statistics.median(warm):5.2f} s", flush=True)
+    out["_all_pages_s"] = round(time.time() - t0, 1)
+    return out
+
+
+def map_times(run_path: Path) -> dict:
+    import numpy as np
+
+    from mgr import analysis
+    from mgr.runstore import Run
+    src = Run(run_path)
+    step = src.probe_steps()[-1]
+    p, static = src.load_probe(step), src.load_probe("static")
+    n_real, n_syn = len(static["real_labels"]), len(p.get("uniform_features", [])) + len(p.get("finder_features", []))
+    x = np.concatenate([p["real_features"], p["uniform_features"], p["finder_features"]]).astype(np.float32)
+    out = {"run": src.id, "step": step, "real_points": int(n_real), "synthetic_points": int(n_syn),
+           "feature_dim": int(x.shape[1])}
+    # numba cold: a fresh process pays the compilation inside its first fit
+    code = ("import time, numpy as np, sys; sys.path.insert(0, %r); from mgr.analysis import project; "
+            "x = np.load(%r); t = time.time(); project(x, 'umap'); print(time.time() - t)")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/x.npy", x)
+        r = subprocess.run([sys.executable, "-c", code % (str(REPO), f"{tmp}/x.npy")], capture_output=True, text=True)
+        out["umap_numba_cold_s"] = round(float(r.stdout.strip().splitlines()[-1]), 2)
+        print(f"UMAP, numba cold (fresh process): {out['umap_numba_cold_s']} s", flush=True)
+        out["umap_warmup_s"] = round(analysis.warm_umap(), 2)
+        print(f"numba warm-up (what the app does in the background): {out['umap_warmup_s']} s", flush=True)
+        t = time.time()
+        analysis.project(x, "umap", seed=0)
+        out["umap_fit_seeded_s"] = round(time.time() - t, 2)
+        import umap
+        t = time.time()
+        analysis.project(x, "umap")  # the app's default: unseeded, threaded
+        out["umap_fit_unseeded_parallel_s"] = round(time.time() - t, 2)
+        t = time.time()
+        analysis.project(x, "pca")
+        out["pca_fit_s"] = round(time.time() - t, 3)
+        print(f"UMAP fit (numba warm): seeded {out['umap_fit_seeded_s']} s, unseeded (threads) "
+              f"{out['umap_fit_unseeded_parallel_s']} s; PCA {out['pca_fit_s']} s", flush=True)
+        # through the analysis layer: cold (fit + write cache), then the disk cache, on a private copy
+        shutil.copytree(run_path, f"{tmp}/run", ignore=shutil.ignore_patterns("analysis", "*.pt"))
+        run = Run(f"{tmp}/run")
+        t = time.time()
+        fmap = analysis.feature_map(run, step, "umap")
+        out["feature_map_cold_s"] = round(time.time() - t, 2)
+        t = time.time()
+        fmap2 = analysis.feature_map(run, step, "umap")
+        out["feature_map_disk_cache_s"] = round(time.time() - t, 3)
+        assert fmap2.cached and not fmap.cached
+        # the page: first render with the disk cache present, then a rerun (st.cache_data)
+        from streamlit.testing.v1 import AppTest
+        os.environ["MGR_RUNS_DIR"] = tmp
+        at = AppTest.from_file(APP, default_timeout=300)
+        at.query_params["run"] = "run"
+        at.run()
+        at.switch_page("pages/feature_space.py").run()
+        at.radio(key="projection").set_value("umap")
+        t = time.time()
+        at.run()
+        out["page_with_map_first_s"] = round(time.time() - t, 2)
+        t = time.time()
+        at.run()
+        out["page_with_map_rerun_s"] = round(time.time() - t, 2)
+        assert not at.exception, at.exception
+    print(f"feature map cold {out['feature_map_cold_s']} s, disk cache {out['feature_map_disk_cache_s']} s; page "
+          f"first {out['page_with_map_first_s']} s, rerun {out['page_with_map_rerun_s']} s", flush=True)
+    return out
+
+
+def live_lag(every: float = 2.0, seconds: float = 40.0) -> dict:
+    """A real digits trainer; a reader polls scalars.jsonl every 50 ms (the truth: when each line
+    appeared) and, like a fragment, reads and builds the curves every `every` seconds."""
+    from mgr import analysis, figures
+    from mgr.runstore import Run
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1",
+                                 "--method", "pcr", "--steps", "100000", "--eval-every", "50", "--batch-size", "32",
+                                 "--probes-per-class", "2", "--probe-real", "40", "--device", "cpu",
+                                 "--runs-dir", tmp, "--run-id", "live", "--quiet"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = Run(Path(tmp) / "live")
+        try:
+            while not run.scalars():
+                time.sleep(0.05)
+            seen, shown, refresh_costs = {}, {}, []
+            t_end, next_tick = time.time() + seconds, time.time()
+            while time.time() < t_end:
+                now = time.time()
+                for r in run.scalars():
+                    seen.setdefault(r["step"], now)
+                if now >= next_tick:
+                    t = time.time()
+                    cols = analysis.scalar_curves(run)
+                    figures.curves([(k, cols["step"], cols[k]) for k in analysis.curve_fields(cols)], 0.6)
+                    refresh_costs.append(time.time() - t)
+                    for s in cols["step"]:
+                        shown.setdefault(int(s), time.time())
+                    next_tick += every
+                time.sleep(0.05)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    lags = [shown[s] - seen[s] for s in shown if s in seen and s in shown and shown[s] >= seen[s]]
+    out = {"refresh_every_s": every, "lines": len(lags), "max_lag_s": round(max(lags), 2),
+           "mean_lag_s": round(statistics.mean(lags), 2),
+           "refresh_cost_median_s": round(statistics.median(refresh_costs), 4)}
+    print(f"live curves: {out}", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="a finished run directory for the page timings")
+    p.add_argument("--map-run", required=True, help="a run directory with a big probe (5 000 real points)")
+    p.add_argument("--out", default=str(REPO / "bench/results/app_speed.json"))
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: pages, map, live")
+    a = p.parse_args()
+    skip = set(a.skip.split(","))
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores "
+              "(shared with other jobs)", "python": platform.python_version(),
+              "command": "python bench/app_speed.py " + " ".join(sys.argv[1:])}
+    run = Path(a.run)
+    if "pages" not in skip:
+        result["pages"] = page_times(run.parent, run.name)
+    if "map" not in skip:
+        result["feature_map"] = map_times(Path(a.map_run))
+    if "live" not in skip:
+        result["live"] = live_lag()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"-> {a.out}")
+
+
+if __name__ == "__main__":
+    main()

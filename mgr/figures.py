@@ -1,0 +1,153 @@
+"""Plotly figures of the analysis layer's data (the app's charts). Imported by pages only: the
+trainer never imports plotly. Each function takes plain arrays and returns a go.Figure."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .analysis import FeatureMap, LatentView, smooth
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+KIND_COLOUR = {"uniform": "#7f7f7f", "finder": "#d62728"}
+
+
+def colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    h = hex_colour.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+def _layout(fig: go.Figure, title: str = "", height: int = 320, **kw) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0, font=dict(size=14)), height=height,
+                      margin=dict(l=10, r=10, t=36 if title else 10, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0), **kw)
+    return fig
+
+
+def curves(series: list[tuple[str, np.ndarray, np.ndarray]], smoothing: float = 0.0, title: str = "",
+           ytitle: str = "", markers: bool = False, height: int = 300) -> go.Figure:
+    """Line chart of (name, steps, values); with smoothing > 0 the debiased EMA is drawn and the
+    raw curve stays faint behind it, as in TensorBoard."""
+    fig = go.Figure()
+    for i, (name, x, y) in enumerate(series):
+        ok = np.isfinite(y)
+        x, y = np.asarray(x)[ok], np.asarray(y)[ok]
+        c = colour(i)
+        mode = "lines+markers" if markers else "lines"
+        if smoothing > 0 and len(y) > 1:
+            fig.add_trace(go.Scatter(x=x, y=y, mode=mode, name=f"{name} (raw)", line=dict(color=_rgba(c, 0.25)),
+                                     marker=dict(size=4), showlegend=False, hoverinfo="skip", legendgroup=name))
+            y = smooth(y, smoothing)
+        fig.add_trace(go.Scatter(x=x, y=y, mode=mode, name=name, line=dict(color=c), marker=dict(size=5),
+                                 legendgroup=name))
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text=ytitle)
+    return _layout(fig, title, height, hovermode="x unified")
+
+
+def latent_pca(view: LatentView, classes: list[int] | None = None, magnify: float = 1.0) -> go.Figure:
+    """z (circles) and F(z) (crosses) in one PCA basis, a segment from each z to F(z); `magnify`
+    stretches each shift F(z) − z (the finder moves latents little compared with their spread)."""
+    keep = np.isin(view.y, classes) if classes else np.ones(len(view.y), bool)
+    fz_2d = view.z_2d + magnify * (view.fz_2d - view.z_2d)
+    fig = go.Figure()
+    xs, ys = [], []
+    for a, b in zip(view.z_2d[keep], fz_2d[keep]):
+        xs += [a[0], b[0], None]
+        ys += [a[1], b[1], None]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(120,120,120,0.5)", width=1),
+                             name="z → F(z)", hoverinfo="skip"))
+    for c in np.unique(view.y[keep]):
+        m = keep & (view.y == c)
+        fig.add_trace(go.Scatter(x=view.z_2d[m, 0], y=view.z_2d[m, 1], mode="markers", name=f"z · {view.classes[c]}",
+                                 marker=dict(color=colour(int(c)), symbol="circle-open", size=7), legendgroup=str(c)))
+        fig.add_trace(go.Scatter(x=fz_2d[m, 0], y=fz_2d[m, 1], mode="markers", showlegend=False,
+                                 name=f"F(z) · {view.classes[c]}", legendgroup=str(c),
+                                 marker=dict(color=colour(int(c)), symbol="x", size=7)))
+    ev = view.explained
+    moved = bool(np.abs(view.shift).max() > 1e-6)
+    what = "of the shifts" if moved else "of z"
+    fig.update_xaxes(title_text=f"PC1 {what} ({ev[0]:.0%})")
+    fig.update_yaxes(title_text=f"PC2 {what} ({ev[1]:.0%})" if len(ev) > 1 else "PC2")
+    what = "F(z)" if magnify == 1 else f"z + {magnify:g}·(F(z) − z)"
+    return _layout(fig, f"latents: z (○) and {what} (×)", 440)
+
+
+def confidence_bars(view: LatentView) -> go.Figure:
+    classes = np.unique(view.y)
+    fig = go.Figure()
+    for kind, conf in (("uniform G(z, y)", view.uniform_conf), ("finder G(F(z), y)", view.finder_conf)):
+        fig.add_trace(go.Bar(x=[view.classes[c] for c in classes], y=[conf[view.y == c].mean() for c in classes],
+                             name=kind, marker_color=KIND_COLOUR["uniform" if kind.startswith("u") else "finder"]))
+    fig.update_yaxes(title_text="p(intended class)", range=[0, 1])
+    fig.update_xaxes(type="category")
+    return _layout(fig, "classifier confidence in the intended class, mean per class", 300, barmode="group")
+
+
+def feature_map(fmap: FeatureMap, classes: list[str], show_uniform: bool = True, show_finder: bool = True,
+                path: np.ndarray | None = None) -> go.Figure:
+    """Real features coloured by class (dots), uniform (○) and finder (◇) samples on top;
+    customdata = (kind, index) lets a selection find the images back."""
+    fig = go.Figure()
+    for c in np.unique(fmap.real_labels):
+        m = fmap.real_labels == c
+        fig.add_trace(go.Scattergl(
+            x=fmap.real_xy[m, 0], y=fmap.real_xy[m, 1], mode="markers", name=f"real · {classes[c]}",
+            marker=dict(color=colour(int(c)), size=4, opacity=0.45),
+            customdata=np.stack([np.zeros(m.sum(), int), fmap.real_idx[m]], 1),
+            hovertemplate=f"real · {classes[c]}<extra></extra>"))
+    for kind, xy, show, symbol in (("uniform", fmap.uniform_xy, show_uniform, "circle-open"),
+                                   ("finder", fmap.finder_xy, show_finder, "diamond")):
+        if not show or len(xy) == 0:
+            continue
+        fig.add_trace(go.Scattergl(
+            x=xy[:, 0], y=xy[:, 1], mode="markers", name=f"{kind} samples",
+            marker=dict(color=[colour(int(c)) for c in fmap.probe_y], symbol=symbol, size=8,
+                        line=dict(width=1.5, color=KIND_COLOUR[kind])),
+            customdata=np.stack([np.full(len(xy), 1 if kind == "uniform" else 2), np.arange(len(xy))], 1),
+            text=[classes[c] for c in fmap.probe_y], hovertemplate=f"{kind} · %{{text}}<extra></extra>"))
+    if path is not None:
+        fig.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="interpolation",
+                                 line=dict(color="black", width=2), marker=dict(size=7, color="black")))
+    fig.update_xaxes(showticklabels=False, title_text=f"{fmap.method.upper()} 1")
+    fig.update_yaxes(showticklabels=False, title_text=f"{fmap.method.upper()} 2")
+    return _layout(fig, "", 620, dragmode="lasso")
+
+
+def gap_over_training(history: dict) -> go.Figure:
+    """PCR gap distribution of the probe samples at each evaluation, uniform vs finder (box plots)."""
+    fig = go.Figure()
+    for kind in ("uniform", "finder"):
+        xs = np.concatenate([np.full(len(g), s) for s, g in zip(history["steps"], history[kind])]) if history["steps"] else []
+        ys = np.concatenate(history[kind]) if history["steps"] else []
+        fig.add_trace(go.Box(x=xs, y=ys, name=kind, marker_color=KIND_COLOUR[kind], boxpoints=False))
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="‖g(T(x_p)) − g(x_p)‖²", type="log")
+    return _layout(fig, "PCR gap of the probe samples over training", 340, boxmode="group")
+
+
+def gap_by_class(history: dict, index: int) -> go.Figure:
+    y = history["y"]
+    fig = go.Figure()
+    for kind in ("uniform", "finder"):
+        g = history[kind][index]
+        fig.add_trace(go.Box(x=[history["classes"][c] for c in y], y=g, name=kind, marker_color=KIND_COLOUR[kind],
+                             boxpoints=False))
+    fig.update_yaxes(title_text="PCR gap", type="log")
+    fig.update_xaxes(type="category")
+    return _layout(fig, f"PCR gap per class at step {history['steps'][index]}", 320, boxmode="group")
+
+
+def margin_bars(table: dict) -> go.Figure:
+    rows = table["pairs"][:15]
+    fig = go.Figure()
+    for kind in ("uniform", "finder"):
+        fig.add_trace(go.Bar(x=[r["pair"] for r in rows], y=[r[kind] for r in rows], name=kind,
+                             marker_color=KIND_COLOUR[kind]))
+    fig.update_yaxes(title_text="samples between the pair")
+    return _layout(fig, f"samples between two real clusters (centroid margin < {table['threshold']:g})", 300,
+                   barmode="group")

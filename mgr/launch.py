@@ -1,0 +1,345 @@
+"""Starting, stopping and resuming trainer processes from the app (no Streamlit here).
+
+Training always runs in its own OS process, `python -m mgr train ... --run-id ID --runs-dir DIR`,
+started in a new session so that a page reload, a closed tab or a restarted app never kills it.
+The run directory stays the only source of truth: this module keeps the child handles only to
+reap finished children, and a second app process sees the same runs through their files.
+
+A launch writes, before the trainer exists (its run directory does not until its checks pass):
+
+    <runs dir>/.launches/<run id>.json   {"run_id", "pid", "command", "started"} (atomic)
+    <runs dir>/.launches/<run id>.log    the trainer's stdout and stderr (appended by --resume)
+
+so a launch that fails before creating its run directory (bad data, missing generator) is shown
+with its error instead of vanishing. `list_runs` ignores the hidden folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import atomic_write_text
+from .data import DEBIAN_FASHION_MNIST, DataConfig, DataError, dataset_info
+from .paths import REPO
+from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, new_run_id
+
+LAUNCHES = ".launches"
+
+
+class LaunchError(ValueError):
+    """A launch, stop or resume that cannot be done; `field` names the form field at fault."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+# ----------------------------------------------------------------------------- the form
+
+@dataclass(frozen=True)
+class Field:
+    """One input of the Train form. `name` is the TrainConfig field (or `data.<DataConfig field>`);
+    the CLI flag is derived from it, so a new config field needs one line here and nothing else."""
+    name: str
+    label: str
+    kind: str  # select, int, float, optional_float, bool
+    default: object = None
+    options: tuple = ()
+    help: str = ""
+    group: str = "method"  # data, method, schedule, run
+
+
+def form_fields() -> list[Field]:
+    from .finder import FINDERS
+    from .models.classifier import MODELS
+    from .runtime import DEVICES
+    from .train import METHODS, ORDERS
+    return [
+        Field("data.dataset", "dataset", "select", "digits", ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn"),
+              "digits is bundled; the others need their files (see Data & generators)", "data"),
+        Field("data.ratio", "ratio", "float", 0.1, (), "fraction of each class kept; a generator must exist for it", "data"),
+        Field("data.data_seed", "data seed", "int", 0, (), "which subset (the generator is tied to it)", "data"),
+        Field("method", "method", "select", "mgr", METHODS, "base: real only; gda: CE on synthetic; pcr: consistency; "
+              "mgr: pcr + finder (MPS); gda-mps: gda + finder"),
+        Field("model", "model", "select", "smallcnn", MODELS, "smallcnn is the fast CPU model"),
+        Field("lam", "λ", "float", 1.0, (), "weight of the synthetic term"),
+        Field("lam_kl", "λ_KL", "float", 0.1, (), "weight of the finder's batch KL (gda-mps, mgr)"),
+        Field("finder", "finder", "select", "residual", FINDERS, "F(z) = z + MLP(z) is the paper's best"),
+        Field("order", "hypergradient order", "select", "second", ORDERS, "first: finite-difference HVP (faster)"),
+        Field("steps", "steps", "int", 300, (), "training iterations", "schedule"),
+        Field("eval_every", "evaluate every", "int", 25, (), "steps between evaluations, probes and checkpoints", "schedule"),
+        Field("batch_size", "batch size", "int", 64, (), "", "schedule"),
+        Field("lr", "learning rate", "optional_float", None, (), "empty: 0.05 smallcnn, 0.1 resnet18", "schedule"),
+        Field("seed", "seed", "int", 0, (), "training seed (the subset has the data seed)", "run"),
+        Field("device", "device", "select", "auto", DEVICES, "auto: CUDA when present", "run"),
+        Field("probes_per_class", "probes per class", "int", 16, (), "probe latents per class (Latents, Feature space)", "run"),
+        Field("probe_real", "real probe images", "int", 1000, (), "real images whose features each probe keeps", "run"),
+    ]
+
+
+# Teaching demos on digits 10% with the shipped generator: each pair runs in a few minutes on a CPU.
+_DEMO = {"data.dataset": "digits", "data.ratio": 0.1, "steps": 200, "eval_every": 20, "batch_size": 64,
+         "probes_per_class": 16, "probe_real": 1000, "seed": 0, "device": "auto"}
+PRESETS = {
+    "GDA hurts: base vs gda": ("Synthetic images in the cross-entropy loss (gda) against real data only (base).",
+                               [{**_DEMO, "method": "base"}, {**_DEMO, "method": "gda"}]),
+    "PCR fixes it: gda vs pcr": ("The same synthetic images used only through the consistency loss (pcr).",
+                                 [{**_DEMO, "method": "gda"}, {**_DEMO, "method": "pcr"}]),
+    "MPS helps: pcr vs mgr": ("A finder meta-learns which latents to sample (mgr = pcr + MPS).",
+                              [{**_DEMO, "method": "pcr"}, {**_DEMO, "method": "mgr", "order": "first"}]),
+}
+
+
+def build_config(values: dict):
+    """The TrainConfig of the form's values, checked like the CLI checks it before any work:
+    config fields, dataset availability, the generator for this split. Raises LaunchError naming
+    the field at fault."""
+    from .train import TrainConfig
+    data_kw = {k[5:]: v for k, v in values.items() if k.startswith("data.")}
+    train_kw = {k: v for k, v in values.items() if not k.startswith("data.")}
+    try:
+        data = DataConfig(**data_kw)
+    except (DataError, ValueError, TypeError) as e:
+        raise LaunchError(str(e), _field_of(str(e), [f"data.{k}" for k in data_kw], "data.dataset")) from None
+    try:
+        cfg = TrainConfig(data=data, **train_kw)
+    except (ValueError, TypeError) as e:
+        raise LaunchError(str(e), _field_of(str(e), list(train_kw))) from None
+    check_available(cfg)
+    return cfg
+
+
+def _field_of(message: str, names: list[str], fallback: str | None = None) -> str | None:
+    for name in sorted(names, key=len, reverse=True):  # lam_kl before lam
+        if message.startswith(f"{name.split('.')[-1]}="):
+            return name
+    return fallback
+
+
+def check_available(cfg) -> None:
+    """What `python -m mgr train` would find missing only after starting: the data and the generator."""
+    from . import checkpoint
+    from .runtime import resolve_device
+    from .train import find_generator
+    name = cfg.data.dataset
+    if name == "fashion-mnist" and not DEBIAN_FASHION_MNIST.exists() and not (Path(cfg.data.root) / "FashionMNIST").exists():
+        raise LaunchError(f"fashion-mnist is not on this machine: install it with `apt-get install dataset-fashion-mnist`",
+                          "data.dataset")
+    if name not in ("digits", "fashion-mnist") and not Path(cfg.data.root).exists():
+        raise LaunchError(f"{name} is not downloaded ({dataset_info(name).source}); this machine may be offline",
+                          "data.dataset")
+    try:
+        resolve_device(cfg.device)
+    except ValueError as e:
+        raise LaunchError(str(e), "device") from None
+    if cfg.uses_generator:
+        try:
+            path = find_generator(cfg)
+            meta = checkpoint.load(path, "mgr-generator", 1)["meta"]
+        except (FileNotFoundError, checkpoint.CheckpointError) as e:
+            raise LaunchError(str(e), "data.ratio") from None
+        want = cfg.data.subset
+        have = {k: meta.get(k) for k in want}
+        if have != want:
+            raise LaunchError(f"generator {path} was trained on {have}, not on this split {want}", "data.ratio")
+
+
+def cli_args(cfg) -> list[str]:
+    """`python -m mgr train` flags for a TrainConfig: --name-with-dashes per non-default field."""
+    from .train import TrainConfig
+    args = []
+    data_defaults = DataConfig(cfg.data.dataset)
+    for f in dataclasses.fields(cfg.data):
+        v = getattr(cfg.data, f.name)
+        if f.name == "dataset" or (f.name != "ratio" and v == getattr(data_defaults, f.name)):
+            continue
+        if f.name == "download":
+            args += [] if v else ["--no-download"]
+        elif v is not None:
+            args += [f"--{'data-root' if f.name == 'root' else f.name.replace('_', '-')}", str(v)]
+    args = ["--dataset", cfg.data.dataset] + args
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name == "data" or v is None or (f.name in defaults and v == defaults[f.name] and not isinstance(v, bool)):
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(v, bool):
+            args += [flag] if v else []
+        else:
+            args += [flag, str(v)]
+    return args
+
+
+# ----------------------------------------------------------------------------- processes
+
+def _proc_start_time(pid: int) -> float | None:
+    """Unix time at which `pid` started (from /proc), None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z":
+            return None  # a zombie has finished
+        ticks = int(fields[19])
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime"))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _runs_command(pid: int, run_id: str) -> bool:
+    try:
+        return _proc_start_time(pid) is not None and run_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def is_trainer(pid, run: Run, started: float | None = None) -> bool:
+    """Whether `pid` is alive and is this run's trainer, never a recycled pid: its command line is
+    `... -m mgr train ...` naming the run (its id or its directory), or it started no later than
+    the run's status says the trainer did (a recycled pid starts after the trainer has died)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    t0 = _proc_start_time(pid)
+    if t0 is None or b"mgr" not in argv or b"train" not in argv:
+        return False
+    if any(run.id.encode() in a for a in argv):
+        return True
+    return started is not None and t0 <= started + 1.0
+
+
+def run_state(run: Run, status: dict | None = None) -> str:
+    """status.json's state, with `running` turned into `killed` when its trainer is gone."""
+    st = status if status is not None else run.status()
+    state = st.get("state", "unknown")
+    if state == "running" and not is_trainer(st.get("pid"), run, st.get("started")):
+        return "killed"
+    return state
+
+
+class Launcher:
+    """Spawns trainers and keeps their handles (to reap them). Hold one per app process
+    (st.cache_resource); everything it reports comes from the files, not from the handles."""
+
+    def __init__(self, runs_dir: str | Path | None = None):
+        self.runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+        self.children: dict[str, subprocess.Popen] = {}
+
+    def _spawn(self, run_id: str, args: list[str]) -> subprocess.Popen:
+        logs = self.runs_dir / LAUNCHES
+        logs.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "mgr", "train", *args, "--quiet"]
+        with open(logs / f"{run_id}.log", "ab") as log:
+            p = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.children[run_id] = p
+        atomic_write_text(logs / f"{run_id}.json", json.dumps(
+            {"run_id": run_id, "pid": p.pid, "command": cmd, "started": time.time()}))
+        return p
+
+    def launch(self, values: dict, run_id: str | None = None) -> str:
+        """Validate the form's values, then start the trainer detached; returns the run id."""
+        cfg = build_config(values)
+        ensure_writable(self.runs_dir)
+        run_id = check_run_id(run_id or new_run_id(cfg.data.dataset, cfg.method))
+        if (self.runs_dir / run_id).exists():
+            raise LaunchError(f"run {run_id} already exists")
+        self._spawn(run_id, cli_args(cfg) + ["--run-id", run_id, "--runs-dir", str(self.runs_dir.resolve())])
+        return run_id
+
+    def launch_preset(self, name: str) -> list[str]:
+        """Start every run of a preset (all validated before the first is spawned)."""
+        if name not in PRESETS:
+            raise LaunchError(f"preset {name!r} is not one of {', '.join(PRESETS)}")
+        configs = PRESETS[name][1]
+        for values in configs:
+            build_config(values)
+        return [self.launch(values) for values in configs]
+
+    def stop(self, run: Run) -> None:
+        """SIGTERM to the run's trainer (it saves last.pt and ends as `stopped`), only if the pid
+        in status.json really is that trainer."""
+        st = run.status()
+        if st.get("state") != "running":
+            raise LaunchError(f"run {run.id} is {st.get('state')}, not running")
+        pid = st.get("pid")
+        if not is_trainer(pid, run, st.get("started")):
+            raise LaunchError(f"run {run.id}'s trainer (pid {pid}) is gone: it was killed; Resume continues it "
+                              "from its last checkpoint")
+        os.kill(pid, signal.SIGTERM)
+
+    def resume(self, run: Run) -> None:
+        from .train import TrainConfig
+        st = run.status()
+        state = run_state(run, st)
+        if state not in ("stopped", "failed", "killed"):
+            raise LaunchError(f"run {run.id} is {state}; only a stopped, failed or killed run can be resumed")
+        try:
+            check_available(TrainConfig.from_dict(run.config))
+        except (ValueError, TypeError, OSError) as e:
+            raise LaunchError(f"run {run.id} cannot be resumed: {e}") from None
+        self._spawn(run.id, ["--resume", str(run.path.resolve())])
+
+    def reap(self) -> None:
+        for run_id, p in list(self.children.items()):
+            if p.poll() is not None:
+                del self.children[run_id]
+
+    def pending(self) -> list[dict]:
+        """Launches whose run directory does not exist (yet): starting, or failed before it could
+        create one (with the log's tail)."""
+        self.reap()
+        out = []
+        for meta_path in sorted((self.runs_dir / LAUNCHES).glob("*.json"), reverse=True):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if (self.runs_dir / meta["run_id"] / "config.json").exists():
+                continue
+            alive = _runs_command(meta["pid"], meta["run_id"])
+            out.append({**meta, "state": "starting" if alive else "failed to start",
+                        "log": log_tail(self.runs_dir, meta["run_id"])})
+        return out
+
+    def dismiss(self, run_id: str) -> None:
+        """Forget a failed launch (its log and record)."""
+        check_run_id(run_id)
+        for ext in (".json", ".log"):
+            (self.runs_dir / LAUNCHES / f"{run_id}{ext}").unlink(missing_ok=True)
+
+
+def log_tail(runs_dir: str | Path, run_id: str, lines: int = 30) -> str:
+    check_run_id(run_id)
+    try:
+        with open(Path(runs_dir) / LAUNCHES / f"{run_id}.log", "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 20000))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+
+def eta_seconds(status: dict, batch_size: int) -> float | None:
+    """Seconds left at the trainer's current throughput (evaluations not counted)."""
+    ips, step, total = status.get("img_per_s"), status.get("step", 0), status.get("total_steps")
+    if not ips or not total or step >= total:
+        return None
+    return (total - step) * batch_size / ips
+
+
+__all__ = ["Field", "LaunchError", "Launcher", "RunError", "PRESETS", "build_config", "check_available", "cli_args",
+           "eta_seconds", "form_fields", "is_trainer", "log_tail", "run_state"]

@@ -1,0 +1,145 @@
+"""What every page shares: the runs folder, the run picker, state banners, guarded file access.
+Streamlit code lives here and in the pages; mgr/ has none."""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import streamlit as st
+
+from mgr import analysis, launch
+from mgr.runstore import Run, default_runs_dir
+
+STATE_ICON = {"running": "🟢", "finished": "✅", "failed": "❌", "stopped": "⏸️", "killed": "⚠️", "unknown": "❓"}
+CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+# what a deleted or half-written run can raise while a page reads it
+BROKEN = (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile)
+
+
+@st.cache_resource(show_spinner=False)
+def umap_warmup() -> dict:
+    """Compile UMAP's numba kernels once per app process, in a background thread."""
+    state = {"done": False, "seconds": None, "error": None}
+
+    def work():
+        try:
+            state["seconds"] = analysis.warm_umap()
+        except Exception as e:  # UMAP missing or broken: PCA still works
+            state["error"] = f"{type(e).__name__}: {e}"
+        state["done"] = True
+    threading.Thread(target=work, name="umap-warmup", daemon=True).start()
+    return state
+
+
+def runs_dir() -> Path:
+    return default_runs_dir()
+
+
+@st.cache_resource
+def _launcher(path: str) -> launch.Launcher:
+    return launch.Launcher(path)
+
+
+def launcher() -> launch.Launcher:
+    """One Launcher per app process and runs folder: it only reaps children; files are the truth."""
+    return _launcher(str(runs_dir().resolve()))
+
+
+def overview() -> list[analysis.RunSummary]:
+    return analysis.runs_overview(runs_dir())
+
+
+def no_runs() -> None:
+    st.info(f"No runs yet in `{runs_dir()}`. Launch one on the **Train** page or a one-click preset on **Home**, "
+            "or from a shell: `python -m mgr train --dataset digits --ratio 0.1 --method mgr --steps 300`.")
+    st.page_link("pages/train.py", label="Open Train", icon="🚀")
+    st.stop()
+
+
+def run_label(s: analysis.RunSummary) -> str:
+    return f"{STATE_ICON.get(s.state, '❓')} {s.label} · {s.id}"
+
+
+def pick_run(summaries: list[analysis.RunSummary], key: str = "run", need=None, why: str = "") -> analysis.RunSummary:
+    """A selectbox over the runs (newest first); the choice is shared by the pages through the URL
+    (?run=<id>), so a link or a second tab opens the same run. Run ids only come from the listing."""
+    if not summaries:
+        no_runs()
+    choices = [s for s in summaries if need is None or s.state == "unknown" or need(s)]
+    if not choices:
+        st.info(f"None of the {len(summaries)} runs {why}. Launch one on the **Train** page.")
+        st.page_link("pages/train.py", label="Open Train", icon="🚀")
+        st.stop()
+    ids = [s.id for s in choices]
+    wanted = st.query_params.get("run")
+    if key not in st.session_state or st.session_state[key] not in ids:
+        st.session_state[key] = wanted if wanted in ids else ids[0]
+    by_id = {s.id: s for s in choices}
+    run_id = st.selectbox("run", ids, key=key, format_func=lambda i: run_label(by_id[i]))
+    st.query_params["run"] = run_id
+    return by_id[run_id]
+
+
+def state_banner(s: analysis.RunSummary) -> None:
+    if s.state == "running":
+        st.info(f"🟢 Running: step {s.status.get('step', s.step)} of {s.total_steps}. The views show what it has "
+                "written so far; open **Train** for live curves.")
+    elif s.state == "failed":
+        st.error(f"❌ This run failed at step {s.status.get('step', '?')}: {s.error}")
+    elif s.state == "stopped":
+        st.warning(f"⏸️ Stopped at step {s.status.get('step', s.step)} of {s.total_steps} ({s.error}). "
+                   "Resume it on the **Train** page.")
+    elif s.state == "killed":
+        st.warning(f"⚠️ {s.error}")
+    elif s.state == "unknown":
+        st.error(f"❓ Run {s.id} cannot be read: {s.error}")
+        st.stop()
+
+
+@contextlib.contextmanager
+def guarded(s: analysis.RunSummary):
+    """Turn a run deleted or corrupted while the page is open into a message, not a traceback."""
+    try:
+        yield
+    except BROKEN as e:
+        gone = not (s.path / "config.json").exists()
+        what = "was deleted" if gone else "has missing or corrupt files"
+        st.error(f"Run `{s.id}` {what} while this page was open ({type(e).__name__}: {e}). "
+                 "Pick another run, or reload the page.")
+        st.stop()
+
+
+def signature(run: Run, *names: str) -> tuple:
+    return analysis.file_signature(*(run.path / n for n in names))
+
+
+def probe_signature(run: Run, step: int) -> tuple:
+    return signature(run, "probes/static.npz", f"probes/step_{step:07d}.npz")
+
+
+def pick_step(run: Run, key: str = "step", label: str = "evaluation step") -> int:
+    steps = analysis.probe_steps(run)
+    if not steps:
+        st.info("This run has no evaluation yet: its first probe appears at its first evaluation "
+                f"(every {run.config.get('eval_every', '?')} steps).")
+        st.stop()
+    if st.session_state.get(key) not in steps:
+        st.session_state[key] = steps[-1]
+    if len(steps) == 1:
+        st.caption(f"{label}: {steps[0]} (the only one so far)")
+        return steps[0]
+    return st.select_slider(label, steps, key=key)
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(s)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def ago(t: float | None) -> str:
+    return "—" if not t else f"{fmt_seconds(max(0, time.time() - t))} ago"

@@ -1,0 +1,90 @@
+"""Latents: what the finder does to the probe latents. Same z, G(z, y) vs G(F(z), y)."""
+import streamlit as st
+
+from mgr import analysis, figures
+from mgr.runstore import Run
+from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner
+
+st.title("🎲 Latents — uniform vs finder")
+st.caption("For the same probe latents z: the generator's uniform samples G(z, y) and the finder's samples "
+           "G(F(z), y), the classifier's confidence in the intended class y, and where F moves the latents.")
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_view(path: str, step: int, sig: tuple) -> analysis.LatentView:
+    return analysis.latent_view(Run(path), step)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_curves(path: str, sig: tuple) -> dict:
+    return analysis.curves(Run(path))
+
+
+s = pick_run(overview(), need=lambda s: s.method not in ("base", "?"), why="use a generator (every method but base)")
+state_banner(s)
+run = Run(s.path)
+with guarded(s):
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        step = pick_step(run)
+    view = load_view(str(run.path), step, probe_signature(run, step))
+    names = view.classes
+    with c2:
+        cls = st.selectbox("class", range(len(names)), format_func=lambda c: names[c], key="latent-class")
+
+    if s.method in ("pcr", "gda"):
+        st.info(f"This run ({s.method}) samples uniformly: F is the identity, so both columns are the same. "
+                "Pick an mgr or gda-mps run to see the finder at work.")
+    m = view.y == cls
+    scale = max(1, 64 // view.uniform_images.shape[-1])
+    left, right = st.columns(2)
+    for col, kind, images, conf, pred in ((left, "uniform G(z, y)", view.uniform_images, view.uniform_conf, view.uniform_pred),
+                                          (right, "finder G(F(z), y)", view.finder_images, view.finder_conf, view.finder_pred)):
+        with col:
+            st.markdown(f"**{kind}** · mean p(y) = {conf[m].mean():.2f} · "
+                        f"{(pred[m] == cls).mean():.0%} classified as {names[cls]}")
+            tiles = [analysis.mosaic(img[None], 1, scale) for img in images[m]]
+            st.image(tiles, caption=[f"{c:.2f}" + ("" if p == cls else f" → {names[p]}") for c, p in zip(conf[m], pred[m])],
+                     width=72)
+    with st.expander("all classes at this step (rows: classes; left uniform, right finder)"):
+        k = int(m.sum())
+        a, b = st.columns(2)
+        a.image(analysis.mosaic(view.uniform_images, k, scale // 2 or 1), caption="uniform", width="stretch")
+        b.image(analysis.mosaic(view.finder_images, k, scale // 2 or 1), caption="finder", width="stretch")
+
+    a, b = st.columns([3, 2])
+    shown = a.multiselect("classes in the latent plot", range(len(names)), default=[cls],
+                          format_func=lambda c: names[c], key="pca-classes")
+    magnify = a.select_slider("magnify the shifts F(z) − z", [1, 2, 5, 10, 20, 50], value=1, key="magnify",
+                              help="axes: the two directions in which the finder moves latents most")
+    a.plotly_chart(figures.latent_pca(view, shown or None, magnify), config=CHART_CONFIG)
+    b.plotly_chart(figures.confidence_bars(view), config=CHART_CONFIG)
+    b.metric("mean latent shift ‖F(z) − z‖ at this step", f"{view.shift.mean():.3f}",
+             help="0 for uniform sampling; the KL term keeps F(z) near N(0, I)")
+
+    cols = load_curves(str(run.path), signature(run, "metrics.jsonl"))
+    fields = [k for k in ("latent_shift", "kl") if k in cols]
+    if fields:
+        st.plotly_chart(figures.curves([(k, cols["step"], cols[k]) for k in fields], 0.0,
+                                       "latent shift and KL over training (means between evaluations)", markers=True),
+                        config=CHART_CONFIG)
+
+st.subheader("FID of uniform and finder samples")
+st.caption("Class-balanced samples against the test split, at the run's last checkpoint, with clean-fid. "
+           "Computed on demand and cached in the run's analysis/ folder.")
+if not (run.path / "last.pt").exists():
+    st.info("No checkpoint yet: FID needs the finder's weights from last.pt (written at each evaluation).")
+else:
+    num = st.select_slider("samples per kind", [500, 1000, 2000, 5000], value=2000, key="fid-num")
+    key = ("fid", str(run.path), num, signature(run, "last.pt"))
+    if st.button("Compute FID", key="fid-go") or key in st.session_state:
+        with guarded(s), st.spinner("generating samples and features…"):
+            if key not in st.session_state:
+                st.session_state[key] = analysis.fid_uniform_vs_finder(run, num)
+            r = st.session_state[key]
+        f1, f2, f3 = st.columns([1, 1, 3])
+        f1.metric("FID uniform", f"{r['uniform']:.2f}")
+        f2.metric("FID finder", f"{r['finder']:.2f}" if r["finder"] is not None else "—",
+                  delta=f"{r['finder'] - r['uniform']:+.2f}" if r["finder"] is not None else None, delta_color="inverse")
+        f3.caption(f"feature extractor: **{r['extractor']}**; {r['num']} generated vs {r['n_real']} test images; "
+                   f"step {r['step']}; " + ("cached" if r.get("cached") else f"{r['seconds']} s"))

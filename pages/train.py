@@ -1,0 +1,181 @@
+"""Train: launch a run (a detached `python -m mgr train` process), watch it live, stop or resume it."""
+import time
+
+import numpy as np
+import streamlit as st
+
+from mgr import analysis, figures, launch
+from mgr.runstore import Run
+from pages._ui import CHART_CONFIG, STATE_ICON, ago, fmt_seconds, guarded, launcher, overview, pick_run, state_banner
+
+st.title("🚀 Train")
+L = launcher()
+
+# ----------------------------------------------------------------------------- the form
+errors = st.session_state.pop("form_error", None)  # (field, message) of the last refused launch
+with st.expander("New run", expanded=not overview() or errors is not None):
+    with st.form("launch"):
+        fields = launch.form_fields()
+        groups = {"data": "Data", "method": "Method", "schedule": "Schedule", "run": "Run"}
+        cols = dict(zip(groups, st.columns(len(groups))))
+        values = {}
+        for g, title in groups.items():
+            cols[g].markdown(f"**{title}**")
+        for f in fields:
+            box, key = cols[f.group], f"form.{f.name}"
+            if f.kind == "select":
+                values[f.name] = box.selectbox(f.label, f.options, index=f.options.index(f.default), help=f.help, key=key)
+            elif f.kind == "int":
+                values[f.name] = int(box.number_input(f.label, value=f.default, step=1, help=f.help, key=key))
+            elif f.kind == "float":
+                values[f.name] = float(box.number_input(f.label, value=f.default, format="%g", help=f.help, key=key))
+            elif f.kind == "optional_float":
+                text = box.text_input(f.label, value="" if f.default is None else str(f.default), help=f.help, key=key)
+                try:
+                    values[f.name] = float(text) if text.strip() else None
+                except ValueError:
+                    values[f.name] = text  # TrainConfig names the field and what is allowed
+            elif f.kind == "bool":
+                values[f.name] = box.checkbox(f.label, value=f.default, help=f.help, key=key)
+            if errors and errors[0] == f.name:
+                box.error(errors[1])
+        if errors and errors[0] not in {f.name for f in fields}:
+            st.error(errors[1])
+        launched = st.form_submit_button("Launch", type="primary")
+if launched:
+    try:
+        run_id = L.launch(values)
+    except launch.LaunchError as e:
+        st.session_state["form_error"] = (e.field, str(e))
+    else:
+        st.session_state["train_run"] = run_id
+        st.query_params["run"] = run_id
+        st.toast(f"launched {run_id}")
+    st.rerun()
+
+pending = L.pending()  # launches with no run directory yet
+for p in pending:
+    if p["state"] == "starting":
+        st.info(f"⏳ {p['run_id']} is starting (loading data and the generator)…")
+    else:
+        st.error(f"❌ {p['run_id']} failed before it could create its run directory:")
+        st.code(p["log"] or "(no output)", language=None)
+        if st.button("Dismiss", key=f"dismiss-{p['run_id']}"):
+            L.dismiss(p["run_id"])
+            st.rerun()
+
+if any(p["state"] == "starting" for p in pending):
+    @st.fragment(run_every=1.0)
+    def wait_for_start():
+        if [p["state"] for p in L.pending()] != [p["state"] for p in pending]:
+            st.rerun(scope="app")  # a run directory appeared, or a launch failed
+    wait_for_start()
+
+# ----------------------------------------------------------------------------- the run
+summaries = overview()
+if "train_run" in st.session_state and any(s.id == st.session_state["train_run"] for s in summaries):
+    st.session_state["run"] = st.session_state.pop("train_run")
+    st.query_params["run"] = st.session_state["run"]
+if not summaries:
+    st.info("No runs yet: fill in the form above and press **Launch** (the defaults finish in a few minutes on a "
+            "CPU), or start a teaching preset on **Home**.")
+    st.stop()
+s = pick_run(summaries)
+if s.state == "unknown":
+    state_banner(s)  # says why it cannot be read, and stops
+run = Run(s.path)
+live = s.state == "running"
+c1, c2, c3 = st.columns([1, 1, 2])
+paused = c1.toggle("pause live updates", key="paused", disabled=not live)
+every = c2.select_slider("refresh every (s)", [1, 2, 5, 10], value=2, disabled=not live)
+smoothing = c3.slider("smoothing (EMA, raw curve faint behind)", 0.0, 0.99, 0.6, 0.01)
+run_every = every if live and not paused else None
+
+
+@st.fragment(run_every=run_every)
+def status_panel():
+    with guarded(s):
+        st_ = run.status()
+        state = launch.run_state(run, st_)
+        if live and state != "running":
+            st.rerun(scope="app")  # finished, failed or stopped: redraw everything once, then stay still
+        step, total = st_.get("step", 0), st_.get("total_steps") or s.total_steps
+        st.progress(min(step / total, 1.0) if total else 0.0,
+                    text=f"{STATE_ICON.get(state, '❓')} {state} · step {step}/{total}")
+        m = st.columns(5)
+        m[0].metric("best val acc", f"{st_['best_val_acc']:.3f}" if st_.get("best_val_acc") is not None else "—",
+                    help=f"at step {st_.get('best_step')}")
+        m[1].metric("images / s", f"{st_.get('img_per_s', 0):.0f}" if st_.get("img_per_s") else "—")
+        m[2].metric("ETA", fmt_seconds(launch.eta_seconds(st_, s.batch_size)) if state == "running" else "—",
+                    help="at the current throughput, evaluations not counted")
+        m[3].metric("updated", ago(st_.get("updated")))
+        m[4].metric("device", st_.get("device", "?"))
+        if state in ("failed", "killed", "stopped") and (st_.get("error") or s.error):
+            (st.error if state == "failed" else st.warning)(st_.get("error") or s.error)
+        b = st.columns([1, 1, 6])
+        if b[0].button("Stop", disabled=state != "running", help="SIGTERM: saves last.pt, state becomes stopped"):
+            try:
+                L.stop(run)
+                st.toast("stopping: the trainer finishes its step and saves a checkpoint")
+            except launch.LaunchError as e:
+                st.error(str(e))
+        if b[1].button("Resume", disabled=state not in ("stopped", "failed", "killed"),
+                       help="continue from last.pt without duplicating a metrics line"):
+            try:
+                L.resume(run)
+                time.sleep(1.0)  # let the trainer mark itself running before the page redraws
+                st.rerun(scope="app")
+            except launch.LaunchError as e:
+                st.error(str(e))
+        tail = launch.log_tail(L.runs_dir, run.id, 12)
+        if tail:
+            with st.expander("log tail", expanded=state == "failed"):
+                st.code(tail, language=None)
+
+
+status_panel()
+
+PANELS = [  # (title, source, field picker); any numeric field not listed lands in "other"
+    ("Accuracy", "metrics", lambda k: k.endswith("_acc")),
+    ("Training losses", "scalars", lambda k: k in ("loss", "ce", "pcr", "syn_ce", "meta_val_ce")),
+    ("Finder: latent shift and KL", "scalars", lambda k: k in ("latent_shift", "kl")),
+    ("Held-out losses", "metrics", lambda k: k in ("val_loss", "test_loss")),
+]
+
+
+def panel(title: str, source: str, pick) -> None:
+    @st.fragment(run_every=run_every, key=f"panel-{title}")
+    def draw():
+        with guarded(s):
+            cols = analysis.curves(run) if source == "metrics" else analysis.scalar_curves(run)
+            fields = [k for k in analysis.curve_fields(cols) if pick(k)]
+            if not fields:
+                st.caption(f"{title}: nothing logged yet" + (" by this method" if s.state != "running" else ""))
+                return
+            fig = figures.curves([(k, cols["step"], cols[k]) for k in fields], smoothing if source == "scalars" else 0.0,
+                                 title, markers=source == "metrics")
+            st.plotly_chart(fig, config=CHART_CONFIG, key=f"chart-{title}")
+    draw()
+
+
+left, right = st.columns(2)
+for i, (title, source, pick) in enumerate(PANELS):
+    with (left if i % 2 == 0 else right):
+        panel(title, source, pick)
+
+
+@st.fragment(run_every=run_every)
+def other_panel():
+    with guarded(s):
+        sc, mt = analysis.scalar_curves(run), analysis.curves(run)
+        known = {k for _, src, pick in PANELS for k in analysis.curve_fields(mt if src == "metrics" else sc) if pick(k)}
+        other = sorted((set(analysis.curve_fields(sc)) | set(analysis.curve_fields(mt))) - known)
+        chosen = st.multiselect("more curves (every other numeric field the trainer logs)", other,
+                                default=[k for k in ("lr",) if k in other], key="other-curves")
+        for k in chosen:
+            cols = sc if k in sc else mt
+            st.plotly_chart(figures.curves([(k, cols["step"], cols[k])], smoothing if cols is sc else 0.0, k,
+                                           height=240), config=CHART_CONFIG, key=f"chart-other-{k}")
+
+
+other_panel()
