@@ -158,10 +158,12 @@ class State:
         self.first_bad = torch.where((self.first_bad < 0) & ~finite, self.step + 1, self.first_bad)
         if "latent_shift" in values:  # the finder's guard: F(z) far from where G was trained (NaN counts as far)
             if self.first_far is None:
-                self.first_far = torch.tensor([-1.0, 0.0], device=self.device)
+                self.first_far = torch.full((2,), -1.0, device=self.device)
             shift = values["latent_shift"].detach().float()
             far = (self.first_far[0] < 0) & ~(shift <= MAX_LATENT_SHIFT * self.G.z_dim ** 0.5)
-            self.first_far = torch.where(far, torch.stack([shift.new_tensor(self.step + 1.0), shift]), self.first_far)
+            # full_like, not a tensor from a Python number: a host-to-device copy would sync the step
+            self.first_far = torch.where(far, torch.stack([torch.full_like(shift, self.step + 1.0), shift]),
+                                         self.first_far)
         for k, v in {"loss": loss, **values}.items():
             self.sums[k] = self.sums.get(k, 0) + v.detach().float()
         self.sums["n"] = self.sums.get("n", 0) + 1
@@ -173,7 +175,7 @@ class State:
         n = self.sums.get("n", 0)
         if self.first_bad is None or n == 0:
             return {}
-        far = self.first_far if self.first_far is not None else torch.tensor([-1.0, 0.0], device=self.device)
+        far = self.first_far if self.first_far is not None else torch.full((2,), -1.0, device=self.device)
         *values, bad, far_step, far_shift = torch.cat(
             [torch.stack([self.sums[k] for k in keys] + [self.first_bad.float()]), far]).tolist()
         self.sums = {}

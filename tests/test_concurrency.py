@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from mgr.__main__ import main
 from mgr.data import DataConfig
 from mgr.runstore import Run
@@ -19,6 +21,21 @@ CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "
        "--probe-real", "40"]
 TIMING = ("img_per_s", "elapsed")
 drop = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+
+
+@pytest.fixture
+def spawn():
+    """Popen for training processes, each killed at teardown if a failed test left it running."""
+    procs = []
+
+    def start(argv):
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return procs[-1]
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 class Reader(threading.Thread):
@@ -34,11 +51,10 @@ class Reader(threading.Thread):
             time.sleep(0.01)
 
 
-def test_three_runs_at_once_keep_to_their_own_directories_and_a_sigterm_stops_only_its_run(tmp_path):
+def test_three_runs_at_once_keep_to_their_own_directories_and_a_sigterm_stops_only_its_run(tmp_path, spawn):
     runs = tmp_path / "runs"
     launches = [("base", 0), ("pcr", 1), ("base", 2)]
-    procs = [subprocess.Popen([*CLI, "--runs-dir", str(runs), "--method", m, "--seed", str(seed)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m, seed in launches]
+    procs = [spawn([*CLI, "--runs-dir", str(runs), "--method", m, "--seed", str(seed)]) for m, seed in launches]
     dirs = [p.stdout.readline().strip() for p in procs]
     watched = [Reader(Run(dirs[0])), Reader(Run(dirs[0]))]  # two sessions watching the same run
     for r in watched:
@@ -77,17 +93,15 @@ def test_three_runs_at_once_keep_to_their_own_directories_and_a_sigterm_stops_on
         assert r.seen and all(snap == final[:len(snap)] for snap in r.seen) and r.seen[-1] == final
 
     # two resumes of the stopped run at once: one writer continues, the other is refused
-    both = [subprocess.Popen([*CLI[:4], "--resume", dirs[1], "--quiet"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    both = [spawn([*CLI[:4], "--resume", dirs[1], "--quiet"]) for _ in range(2)]
     results = sorted((p.wait(600), p.stderr.read()) for p in both)
     assert results[0][0] == 0 and results[1][0] == 2, results
     assert "is still running" in results[1][1] or "has finished" in results[1][1], results[1][1]
     assert [m["step"] for m in Run(dirs[1]).metrics()] == [3, 6, 9, 12] and Run(dirs[1]).status()["state"] == "finished"
 
 
-def test_a_live_run_refuses_a_second_writer_and_a_reused_pid_does_not_block_resume(tmp_path, capsys):
-    p = subprocess.Popen([*CLI, "--runs-dir", str(tmp_path), "--method", "base"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+def test_a_live_run_refuses_a_second_writer_and_a_reused_pid_does_not_block_resume(tmp_path, capsys, spawn):
+    p = spawn([*CLI, "--runs-dir", str(tmp_path), "--method", "base"])
     run = Run(p.stdout.readline().strip())
     t = time.time()
     while not run.metrics():

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from mgr import checkpoint
@@ -65,13 +66,19 @@ class Watcher(threading.Thread):
             time.sleep(0.02)
 
 
-def _launch(*args):
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def spawn():
+    """Popen for training processes, each killed at teardown if a failed test left it running."""
+    procs = []
 
-
-def _resume(run):
-    return subprocess.Popen([*CLI[:4], "--resume", str(run.path), "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    def start(argv):
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return procs[-1]
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def _wait(cond, proc, timeout=300):
@@ -82,14 +89,15 @@ def _wait(cond, proc, timeout=300):
         time.sleep(0.002)
 
 
-def _kill_mid_write(proc, run_dir: Path, pattern: str, tries: int = 40) -> bool:
-    """SIGKILL while a temporary file of `pattern` exists. The process is frozen (SIGSTOP) as soon as one is
-    seen; if the write is still unfinished then, it dies mid-write, otherwise it goes on to the next one."""
+def _kill_mid_write(proc, run_dir: Path, pattern: str, when=lambda: True, tries: int = 40) -> bool:
+    """SIGKILL while a temporary file of `pattern` exists (and `when()` holds). The process is frozen
+    (SIGSTOP) as soon as one is seen; if the write is still unfinished then, it dies mid-write,
+    otherwise it goes on to the next one."""
     for _ in range(tries):
         _wait(lambda: any(run_dir.glob(pattern)), proc)
         proc.send_signal(signal.SIGSTOP)
         _wait(lambda: _state(proc.pid) == "T", proc, timeout=10)  # really frozen before looking again
-        if any(run_dir.glob(pattern)):
+        if any(run_dir.glob(pattern)) and when():
             proc.kill()
             proc.wait(60)
             return True
@@ -113,42 +121,50 @@ def _check_killed_state(run: Run):
     """Right after a kill, before any resume: the files a user would open are whole and consistent."""
     st = json.loads((run.path / "status.json").read_text())
     assert st["state"] == "running"  # SIGKILL leaves no chance to write more; the dead pid tells readers
-    if (run.path / "best.pt").exists() and (run.path / "last.pt").exists():
+    if (run.path / "best.pt").exists():
         best = checkpoint.load(run.path / "best.pt", "mgr-classifier", 1)["meta"]["step"]
-        last = checkpoint.load(run.path / "last.pt", "mgr-run-checkpoint", 1)["meta"]["step"]
-        assert best <= last, "best.pt is from steps the resume will redo"
+        last = checkpoint.load(run.path / "last.pt", "mgr-run-checkpoint", 1)["meta"]["step"] \
+            if (run.path / "last.pt").exists() else 0
+        assert best <= last, f"best.pt is from step {best}, which the resume from step {last} will redo"
 
 
-def test_random_sigkills_resume_into_exactly_the_uninterrupted_run(tmp_path):
-    reference = _launch("--runs-dir", str(tmp_path / "reference"))  # the same run, never interrupted
+def test_random_sigkills_resume_into_exactly_the_uninterrupted_run(tmp_path, spawn):
+    reference = spawn([*CLI, "--runs-dir", str(tmp_path / "reference")])  # the same run, never interrupted
     rng = random.Random(2026)
     runs = tmp_path / "runs"
-    p = _launch("--runs-dir", str(runs))
+    p = spawn([*CLI, "--runs-dir", str(runs)])
     run = Run(p.stdout.readline().strip())
     watcher = Watcher(run.path)
     watcher.start()
     kills = []
 
-    # 1: mid-step, at a random step
-    target = rng.randint(2, 7)
+    # 1: during the write of last.pt at an evaluation that set a new best (the first one always does):
+    # best.pt of that step must not outlive the kill, since the resume redoes the step
+    def new_best():
+        acc = [m["val_acc"] for m in run.metrics()]
+        return len(acc) > 0 and all(acc[-1] > a for a in acc[:-1])
+    assert _kill_mid_write(p, run.path, ".last.pt.*.tmp", when=new_best), "never caught a write of last.pt"
+    kills.append(f"during the write of last.pt at step {run.metrics()[-1]['step']}, a new best")
+    _check_killed_state(run)
+
+    # 2: mid-step, at a random step;  3: during the write of a probe
+    p = spawn([*CLI[:4], "--resume", str(run.path), "--quiet"])
+    assert p.stdout.readline().strip() == str(run.path)
+    target = _scalars_step(run) + rng.randint(1, 5)
     _wait(lambda: _scalars_step(run) >= target, p)
     time.sleep(rng.uniform(0, 0.1))
     p.kill()
     p.wait(60)
     kills.append(f"mid-training after step {_scalars_step(run)}")
     _check_killed_state(run)
-
-    # 2: during the write of last.pt;  3: during the write of a probe
-    for pattern, what in ((".last.pt.*.tmp", "last.pt"), ("probes/.step_*.tmp", "a probe")):
-        p = _resume(run)
-        assert p.stdout.readline().strip() == str(run.path)
-        assert _kill_mid_write(p, run.path, pattern), f"never caught a write of {what}"
-        staged = [f.name for f in run.path.glob(".best-*.pt")]
-        kills.append(f"during the write of {what}" + (f" (staged, not yet best.pt: {staged})" if staged else ""))
-        _check_killed_state(run)
+    p = spawn([*CLI[:4], "--resume", str(run.path), "--quiet"])
+    assert p.stdout.readline().strip() == str(run.path)
+    assert _kill_mid_write(p, run.path, "probes/.step_*.tmp"), "never caught a write of a probe"
+    kills.append("during the write of a probe")
+    _check_killed_state(run)
 
     # 4: at a random moment of the resume itself (loading, truncating, or the first steps)
-    p = _resume(run)
+    p = spawn([*CLI[:4], "--resume", str(run.path), "--quiet"])
     p.stdout.readline()
     time.sleep(rng.uniform(0, 1.5))
     p.kill()

@@ -16,7 +16,7 @@ from mgr import checkpoint
 from mgr.runstore import Run
 
 CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet",
-       "--method", "pcr", "--batch-size", "16", "--probes-per-class", "2", "--probe-real", "40", "--log-every", "2"]
+       "--method", "base", "--batch-size", "16", "--probes-per-class", "2", "--probe-real", "40", "--log-every", "2"]
 
 
 @pytest.fixture
@@ -33,6 +33,21 @@ def tmpfs(tmp_path):
         return mnt
     yield mount
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.fixture
+def spawn():
+    """Popen for training processes, each killed at teardown if a failed test left it running."""
+    procs = []
+
+    def start(argv):
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return procs[-1]
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def _limit_file_size(nbytes):
@@ -74,10 +89,9 @@ def test_a_full_or_read_only_runs_dir_is_refused_at_start(tmp_path, tmpfs, fault
 
 
 @pytest.mark.parametrize("fault", ["file-size limit", "full tmpfs"])
-def test_a_disk_that_fills_mid_run_fails_it_naming_the_file_and_loses_nothing(tmp_path, tmpfs, fault):
+def test_a_disk_that_fills_mid_run_fails_it_naming_the_file_and_loses_nothing(tmp_path, tmpfs, spawn, fault):
     runs = tmpfs("size=32m") if fault == "full tmpfs" else tmp_path / "runs"
-    p = subprocess.Popen([*CLI, "--steps", "16", "--eval-every", "2", "--runs-dir", str(runs)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn([*CLI, "--steps", "16", "--eval-every", "2", "--runs-dir", str(runs)])
     run = Run(p.stdout.readline().strip())
     t = time.time()
     while len(run.metrics()) < 2:
@@ -113,10 +127,9 @@ def test_a_disk_that_fills_mid_run_fails_it_naming_the_file_and_loses_nothing(tm
     assert run.probe_steps() == list(range(2, 17, 2))
 
 
-def test_resume_on_a_read_only_disk_is_refused_at_start(tmp_path, tmpfs):
+def test_resume_on_a_read_only_disk_is_refused_at_start(tmp_path, tmpfs, spawn):
     mnt = tmpfs("size=32m")
-    p = subprocess.Popen([*CLI, "--steps", "40", "--eval-every", "2", "--runs-dir", str(mnt)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn([*CLI, "--steps", "40", "--eval-every", "2", "--runs-dir", str(mnt)])
     run = Run(p.stdout.readline().strip())
     while not run.metrics():
         assert p.poll() is None, p.stderr.read()

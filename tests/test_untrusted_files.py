@@ -48,13 +48,18 @@ def stopped_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     p = subprocess.Popen([*CLI, "--method", "pcr", "--steps", "40", "--eval-every", "2", "--runs-dir", str(runs)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run = Run(p.stdout.readline().strip())
-    t = time.time()
-    while len(run.metrics()) < 2:
-        assert p.poll() is None and time.time() - t < 300, p.stderr.read()
-        time.sleep(0.1)
-    p.send_signal(signal.SIGTERM)
-    p.wait(120)
+    try:
+        run = Run(p.stdout.readline().strip())
+        t = time.time()
+        while len(run.metrics()) < 2:
+            assert p.poll() is None and time.time() - t < 300, p.stderr.read()
+            time.sleep(0.1)
+        p.send_signal(signal.SIGTERM)
+        p.wait(120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     assert run.status()["state"] == "stopped" and (run.path / "last.pt").exists() and (run.path / "best.pt").exists()
     return run
 
