@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
     t.add_argument("--run-id", help="name of the run directory (default: generated)")
     t.add_argument("--quiet", action="store_true")
+    # every option's default, so that --resume can refuse the ones it would silently ignore
     t.set_defaults(fn=cmd_train, option_defaults={act.dest: (act.option_strings[0], act.default)
                                                   for act in t._actions if act.option_strings and act.dest != "help"})
 

@@ -108,7 +108,7 @@ class Run:
     def create(cls, runs_dir: str | Path, config: dict, run_id: str | None = None) -> "Run":
         """A new run directory, locked for writing by this process (release with unlock())."""
         runs_dir = ensure_writable(runs_dir)
-        for attempt in range(100):
+        for _ in range(100):
             rid = check_run_id(run_id or new_run_id(config["data"]["dataset"], config["method"]))
             path = runs_dir / rid
             try:
