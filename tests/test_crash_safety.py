@@ -19,7 +19,7 @@ import torch
 from mgr import checkpoint
 from mgr.runstore import Run
 
-STEPS, EVAL, LOG = 24, 3, 1
+STEPS, EVAL, LOG = 15, 3, 1
 CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet",
        "--method", "pcr", "--steps", str(STEPS), "--eval-every", str(EVAL), "--log-every", str(LOG),
        "--batch-size", "16", "--probes-per-class", "2", "--probe-real", "40"]
@@ -63,7 +63,7 @@ class Watcher(threading.Thread):
                     pass  # removed by a resume between listing and reading: gone whole, never half
                 except Exception as e:  # noqa: BLE001 (any failure to read a listed probe is the bug)
                     self.problems.append(f"{probes[-1].name} unreadable: {type(e).__name__}: {e}")
-            time.sleep(0.02)
+            time.sleep(0.03)
 
 
 @pytest.fixture
