@@ -14,10 +14,12 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 from . import paths
+from .checkpoint import WriteError
 from .data import DataConfig, DataError, dataset_info, known_datasets
 
 
@@ -47,6 +49,11 @@ def cmd_train(a) -> None:
         print(run.path, flush=True)  # first line: where to look (the app and scripts read it)
 
     if a.resume:
+        given = [opt for dest, (opt, default) in a.option_defaults.items()
+                 if dest not in ("resume", "quiet") and getattr(a, dest) != default]
+        if given:
+            raise ValueError(f"--resume continues a run with the options in its config.json; it takes no other "
+                             f"training options (got {', '.join(given)}). Start a new run to change them")
         train.resume(a.resume, quiet=a.quiet, on_start=started)
         return
     cfg = train.TrainConfig(
@@ -66,16 +73,16 @@ def cmd_runs(a) -> None:
     if not runs:
         print(f"no runs in {a.runs_dir or default_runs_dir()}; start one with `python -m mgr train`")
     for run in runs:
+        st = run.status()
         try:
             cfg = run.config
-        except (OSError, ValueError) as e:
-            print(f"{run.id}  unreadable config.json: {e}")
-            continue
-        st = run.status()
-        best = st.get("best_val_acc")
-        what = f"{cfg['data']['dataset']} {cfg['method']}/{cfg['model']}"
-        print(f"{run.id}  {st.get('state', '?'):9s} {st.get('step', 0):>6}/{cfg['steps']:<6} {what:32s} "
-              f"best val {best if best is not None else '-'}" + (f"  ({st['error']})" if st.get("error") else ""))
+            best = st.get("best_val_acc")
+            what = f"{cfg['data']['dataset']} {cfg['method']}/{cfg['model']}"
+            line = (f"{run.id}  {st.get('state', '?'):9s} {st.get('step', 0):>6}/{cfg['steps']:<6} {what:32s} "
+                    f"best val {best if best is not None else '-'}" + (f"  ({st['error']})" if st.get("error") else ""))
+        except (OSError, ValueError, KeyError, TypeError) as e:  # a damaged or hand-edited run must not hide the others
+            line = f"{run.id}  {st.get('state', '?'):9s} unreadable run files: {type(e).__name__}: {e}"
+        print(line)
 
 
 def cmd_datasets(a) -> None:
@@ -109,6 +116,9 @@ def cmd_train_generator(a) -> None:
                     g_width=a.width, d_width=a.width, diffaug=a.diffaug, sample_every=a.sample_every,
                     checkpoint_every=a.sample_every, seed=a.seed)
     out = Path(a.out) if a.out else paths.generator_path(data_cfg.subset)
+    _check_writable(out.parent, "--out")
+    if a.work_dir:
+        _check_writable(Path(a.work_dir), "--work-dir")
     print(f"generator -> {out}", flush=True)
     command = "python -m mgr " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     meta = train_generator(data_cfg, cfg, out, a.work_dir, resume=a.resume, device=a.device,
@@ -118,20 +128,37 @@ def cmd_train_generator(a) -> None:
 
 def cmd_train_extractor(a) -> None:
     from .fid import train_extractor
+    if a.steps <= 0:
+        raise ValueError(f"--steps {a.steps} is not allowed; it must be a positive integer")
+    dataset_info(a.dataset)  # an unknown name fails here
+    _check_writable((Path(a.out) if a.out else paths.extractor_path(a.dataset)).parent, "--out")
     meta = train_extractor(a.dataset, a.out, steps=a.steps, device=a.device, quiet=a.quiet, data_root=a.data_root)
     print(json.dumps(meta, indent=1))
 
 
 def cmd_fid(a) -> None:
     from .data import load
-    from .fid import evaluate_generator
+    from .fid import EXTRACTORS, evaluate_generator
     from .gan import load_generator
     from .runtime import resolve_device
+    if a.num is not None and a.num < 2:
+        raise ValueError(f"--num {a.num} is not allowed; FID needs at least 2 generated images")
+    if a.extractor not in EXTRACTORS:
+        raise ValueError(f"--extractor {a.extractor!r} is not one of {', '.join(EXTRACTORS)}")
     dev = resolve_device(a.device)
     G, meta = load_generator(a.generator, device=dev)
     subset = {k: meta[k] for k in ("ratio", "per_class") if k in meta}
     cfg = DataConfig(meta["dataset"], data_seed=meta["data_seed"], **subset)
     print(json.dumps(evaluate_generator(G, load(cfg, dev), cfg, extractor=a.extractor, num=a.num), indent=1))
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """Fail at start, not after an hour of training, when the result could not be saved."""
+    from .runstore import RunError, ensure_writable
+    try:
+        ensure_writable(folder)
+    except RunError as e:
+        raise ValueError(f"{option}: {folder} is not writable ({e.__cause__.strerror if e.__cause__ else e})") from e
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
     t.add_argument("--run-id", help="name of the run directory (default: generated)")
     t.add_argument("--quiet", action="store_true")
-    t.set_defaults(fn=cmd_train)
+    # every option's default, so that --resume can refuse the ones it would silently ignore
+    t.set_defaults(fn=cmd_train, option_defaults={act.dest: (act.option_strings[0], act.default)
+                                                  for act in t._actions if act.option_strings and act.dest != "help"})
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
@@ -219,12 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     f.set_defaults(fn=cmd_fid)
 
     a = p.parse_args(argv)
+    if hasattr(signal, "SIGXFSZ"):  # past a file-size limit (ulimit -f) a write fails with a message, not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         a.fn(a)
     except (DataError, ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except FloatingPointError as err:
+    except (FloatingPointError, WriteError) as err:
         print(f"failed: {err}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head` and the like

@@ -7,9 +7,11 @@ CheckpointError that names the file and what is wrong.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,21 +21,49 @@ class CheckpointError(ValueError):
     pass
 
 
+class WriteError(OSError):
+    """A file could not be written (disk full, file too large, read-only, ...). The message names the
+    file; the previous version of it, if any, is untouched."""
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call write(tmp_path), then rename over `path`: readers see the old file or the new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a plain exclusive create (not mkstemp, whose files are private): the result gets the umask's mode
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    open(tmp, "xb").close()
+    try:
+        open(tmp, "xb").close()
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, e) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_error(path: Path, e: Exception) -> WriteError:
+    cause, seen = e, []
+    while cause is not None and not (isinstance(cause, OSError) and cause.strerror) and cause not in seen:
+        seen.append(cause)  # torch.save wraps the OSError of a failed write in a RuntimeError
+        cause = cause.__cause__ or cause.__context__
+    e = cause if cause is not None else e
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+    try:
+        free = f"; {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = ""
+    kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+    err = WriteError(f"could not write {path}: {reason}{free}; {kept}")
+    err.errno = getattr(e, "errno", None) or errno.EIO  # set apart, so that str(err) is the message alone
+    return err
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -42,13 +72,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def save(path: str | Path, kind: str, version: int, meta: dict, **tensors) -> None:
     json.dumps(meta)  # metadata must stay plain JSON: fail here, not at load time
-    atomic_write(path, lambda tmp: torch.save({"format": kind, "version": version, "meta": meta, **tensors}, tmp))
+    def write(tmp):
+        with open(tmp, "wb") as f:  # through a Python file, so a failed write keeps its OSError (errno, reason)
+            torch.save({"format": kind, "version": version, "meta": meta, **tensors}, f)
+    atomic_write(path, write)
 
 
 def load(path: str | Path, kind: str, version: int, map_location="cpu") -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is not a file (expected a {kind!r} checkpoint)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -67,13 +102,15 @@ def load(path: str | Path, kind: str, version: int, map_location="cpu") -> dict:
     return ckpt
 
 
-def check_meta(path, meta: dict, required: dict[str, type], expect: dict | None = None, why: str = "") -> None:
+def check_meta(path, meta: dict, required: dict[str, type | tuple], expect: dict | None = None, why: str = "") -> None:
     """Fail if a required field is missing or of the wrong type, or differs from `expect`."""
     for key, typ in required.items():
         if key not in meta:
             raise CheckpointError(f"{path}: metadata lacks {key!r}")
-        if not isinstance(meta[key], typ):
-            raise CheckpointError(f"{path}: metadata {key!r} is {meta[key]!r}, expected {typ.__name__}")
+        types = typ if isinstance(typ, tuple) else (typ,)
+        if not isinstance(meta[key], types) or (isinstance(meta[key], bool) and bool not in types):
+            raise CheckpointError(f"{path}: metadata {key!r} is {meta[key]!r}, expected "
+                                  f"{' or '.join(t.__name__ for t in types)}")
     for key, want in (expect or {}).items():
         have = meta.get(key)
         if have != want:

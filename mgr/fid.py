@@ -72,8 +72,12 @@ def load_extractor(dataset: str, path: str | Path | None = None, device="cpu") -
                                 f"`python -m mgr train-extractor --dataset {dataset}`")
     ckpt = checkpoint.load(path, EXTRACTOR_KIND, EXTRACTOR_VERSION)
     meta = ckpt["meta"]
-    checkpoint.check_meta(path, meta, {"channels": int, "num_classes": int}, {"dataset": dataset})
-    model = SmallCNN(meta["num_classes"], meta["channels"])
+    checkpoint.check_meta(path, meta, {"channels": int, "num_classes": int, "feature_dim": int, "test_acc": (int, float)},
+                          {"dataset": dataset})
+    try:
+        model = SmallCNN(meta["num_classes"], meta["channels"])
+    except (ValueError, RuntimeError) as e:
+        raise checkpoint.CheckpointError(f"{path}: metadata describes no extractor this MGR Lab builds ({e})") from e
     checkpoint.load_state(model, ckpt["state_dict"], path)
     return model.eval().requires_grad_(False).to(device), meta
 
@@ -81,10 +85,28 @@ def load_extractor(dataset: str, path: str | Path | None = None, device="cpu") -
 # ----------------------------------------------------------------------------- FID
 
 def inception_weights() -> Path | None:
-    for p in (os.environ.get("MGR_INCEPTION_WEIGHTS"), f"/tmp/{INCEPTION_FILE}"):
-        if p and Path(p).is_file():
-            return Path(p)
-    return None
+    """clean-fid's Inception file: $MGR_INCEPTION_WEIGHTS, else clean-fid's copy in /tmp. It is a
+    TorchScript archive, which torch.jit.load runs as code, so the copy in the world-writable /tmp
+    counts only when this user (or root) owns it and nobody else can write it: anyone on the machine
+    could have put a file there."""
+    env = os.environ.get("MGR_INCEPTION_WEIGHTS")
+    if env and Path(env).is_file():
+        return Path(env)
+    tmp = Path("/tmp") / INCEPTION_FILE
+    return tmp if tmp.is_file() and trusted_file(tmp) else None
+
+
+def trusted_file(path: Path) -> bool:
+    """Owned by this user (or root) and writable by nobody else, in a folder that others cannot swap it in."""
+    if not hasattr(os, "getuid"):
+        return True
+    for p, is_dir in ((path, False), (path.parent, True)):
+        st = p.stat()
+        others_write = st.st_mode & 0o022
+        sticky = is_dir and st.st_mode & 0o1000  # /tmp: others may write the folder but not replace our file
+        if st.st_uid not in (os.getuid(), 0) or (others_write and not sticky):
+            return False
+    return True
 
 
 class Pipeline:

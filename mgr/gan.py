@@ -52,12 +52,13 @@ class GanConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
         for name in ("lr_g", "lr_d"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0 and finite")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1)")
-        if self.ema_start < 0 or self.seed < 0:
-            raise ValueError("ema_start and seed must be >= 0")
+        for name in ("ema_start", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         parse_policy(self.diffaug)
 
 
@@ -79,7 +80,10 @@ def load_generator(path: str | Path, expect: dict | None = None, device="cpu") -
     checkpoint.check_meta(path, meta, REQUIRED_META, expect,
                           why="a generator trained on other images than the run's would leak them into it; "
                               "train one for this split with `python -m mgr train-generator`")
-    G = Generator(meta["num_classes"], meta["resolution"], meta["channels"], meta["z_dim"], meta["g_width"])
+    try:
+        G = Generator(meta["num_classes"], meta["resolution"], meta["channels"], meta["z_dim"], meta["g_width"])
+    except (ValueError, RuntimeError) as e:
+        raise checkpoint.CheckpointError(f"{path}: metadata describes no generator this MGR Lab builds ({e})") from e
     checkpoint.load_state(G, ckpt.get("state_dict", {}), path)
     G.eval().requires_grad_(False)
     return G.to(device), meta

@@ -14,6 +14,10 @@ Every write is atomic: whole files by temp-file + rename, metrics by appending o
 flushed line. A reader therefore sees a file's old or new version, never half of one; a line
 without its newline (a writer killed mid-append) is ignored. docs/run-directory.md says the same
 for people.
+
+One process writes a run at a time: it holds an exclusive lock on `.lock` in the run directory
+(flock, released by the OS however the process ends, SIGKILL included), so a second `--resume` of
+a live run is refused, and a dead run is resumable even when its old pid was reused.
 """
 from __future__ import annotations
 
@@ -22,9 +26,15 @@ import os
 import re
 import secrets
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: fall back to the pid in status.json
+    fcntl = None
 
 from .checkpoint import atomic_write, atomic_write_text
 
@@ -58,11 +68,13 @@ def check_run_id(run_id: str) -> str:
 def ensure_writable(runs_dir: str | Path) -> Path:
     """Create runs_dir if needed and prove a file can be written there (fails at start, not mid-run)."""
     runs_dir = Path(runs_dir)
+    probe = runs_dir / f".write-test-{secrets.token_hex(4)}"
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
-        probe = runs_dir / f".write-test-{secrets.token_hex(4)}"
-        probe.write_bytes(b"x" * 4096)
-        probe.unlink()
+        try:
+            probe.write_bytes(b"x" * 4096)
+        finally:
+            probe.unlink(missing_ok=True)  # also when the write failed half-way (a full disk)
     except OSError as e:
         raise RunError(f"runs directory {runs_dir} is not writable ({e.strerror or e}); "
                        "choose another with --runs-dir or $MGR_RUNS_DIR") from e
@@ -74,41 +86,98 @@ def new_run_id(dataset: str, method: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{method}-{secrets.token_hex(2)}"
 
 
+def pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
 class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.id = self.path.name
+        self._lock_fd = None
 
     # -------------------------------------------------------------- creation
 
     @classmethod
     def create(cls, runs_dir: str | Path, config: dict, run_id: str | None = None) -> "Run":
+        """A new run directory, locked for writing by this process (release with unlock())."""
         runs_dir = ensure_writable(runs_dir)
-        run_id = check_run_id(run_id or new_run_id(config["data"]["dataset"], config["method"]))
-        path = runs_dir / run_id
-        try:
-            path.mkdir()  # exclusive: two launches never share a directory
-        except FileExistsError:
-            raise RunError(f"run {run_id!r} already exists in {runs_dir}") from None
+        for _ in range(100):
+            rid = check_run_id(run_id or new_run_id(config["data"]["dataset"], config["method"]))
+            path = runs_dir / rid
+            try:
+                path.mkdir()  # exclusive: two launches never share a directory
+                break
+            except FileExistsError:
+                if run_id is not None:
+                    raise RunError(f"run {run_id!r} already exists in {runs_dir}") from None
+                # a generated id taken by a launch in the same second: draw another suffix
+        else:
+            raise RunError(f"could not find a free run id in {runs_dir}")
         run = cls(path)
+        run.lock()
         (path / "probes").mkdir()
         atomic_write_text(path / "config.json", json.dumps(config, indent=1))
         return run
+
+    # -------------------------------------------------------------- the writer's lock
+
+    def lock(self) -> None:
+        """Become the run's only writer, or fail naming the process that is."""
+        if fcntl is None:
+            st = self.status()
+            if st.get("state") == "running" and pid_alive(st.get("pid")):
+                raise RunError(f"run {self.id} is still running (pid {st['pid']})")
+            return
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunError(f"cannot write in run directory {self.path} ({e.strerror or e})") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunError(f"run {self.id} is still running (pid {self.status().get('pid', '?')}): "
+                           "another process is writing it; stop that one first") from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     # -------------------------------------------------------------- files
 
     @property
     def config(self) -> dict:
-        return json.loads((self.path / "config.json").read_text())
+        path = self.path / "config.json"
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise RunError(f"{path}: not valid JSON ({e})") from e
+        except UnicodeDecodeError as e:
+            raise RunError(f"{path}: not a text file ({e.reason})") from e
+        if not isinstance(config, dict):
+            raise RunError(f"{path}: expected a JSON object, got {type(config).__name__}")
+        return config
 
     def status(self) -> dict:
         """The status, or {"state": "unknown", "error": ...} when it cannot be read."""
         try:
-            return json.loads((self.path / "status.json").read_text())
+            status = json.loads((self.path / "status.json").read_text())
         except FileNotFoundError:
             return {"state": "unknown", "error": "status.json is missing"}
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: JSON and Unicode decoding errors
             return {"state": "unknown", "error": f"status.json unreadable: {e}"}
+        if not isinstance(status, dict) or status.get("state") not in STATES:
+            return {"state": "unknown", "error": "status.json holds no valid state"}
+        return status
 
     def write_status(self, **fields) -> None:
         current = self.status()
@@ -145,13 +214,19 @@ class Run:
         records = []
         for line in text.split("\n")[:-1]:  # the part after the last newline is unfinished
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line)
+            except ValueError:
                 continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):  # skip garbage lines
+                records.append(record)
         return records
 
     def truncate_after(self, step: int) -> None:
-        """Forget what a resumed run will redo: metric and scalar lines and probes after `step`."""
+        """Forget what a resumed run will redo: metric and scalar lines and probes after `step`,
+        and the temporary files of writes a killed process left unfinished."""
+        for folder in (self.path, self.path / "probes"):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         for name in ("metrics.jsonl", "scalars.jsonl"):
             kept = [r for r in self._records(name) if r["step"] <= step]
             atomic_write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
@@ -169,12 +244,26 @@ class Run:
         atomic_write(self.path / "probes" / f"{name}.npz", write)
 
     def probe_steps(self) -> list[int]:
-        return sorted(int(p.stem[5:]) for p in (self.path / "probes").glob("step_*.npz"))
+        return sorted(int(p.stem[5:]) for p in (self.path / "probes").glob("step_*.npz") if p.stem[5:].isdigit())
 
     def load_probe(self, step: int | str) -> dict[str, np.ndarray]:
+        """The arrays of one probe file. Plain arrays only: an object array (which would need pickle
+        to load) or a damaged file is a RunError naming the file."""
         name = step if isinstance(step, str) else f"step_{step:07d}"
-        with np.load(self.path / "probes" / f"{name}.npz", allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        path = self.path / "probes" / f"{name}.npz"
+        if not path.is_file():
+            raise RunError(f"{path}: no such probe file (probes of this run: {', '.join(map(str, self.probe_steps())) or 'none'})")
+        try:
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive of arrays")
+            with z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            why = ("it holds pickled objects, which are never unpickled here" if "allow_pickle" in str(e)
+                   else f"{type(e).__name__}: {e}")
+            raise RunError(f"{path}: not a readable probe file ({why}); the file may be truncated or "
+                           "not written by MGR Lab") from e
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[Run]:

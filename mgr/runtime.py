@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import sys
 import time
 
@@ -13,12 +14,15 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name not in DEVICES and not name.startswith("cuda:"):
+    if not isinstance(name, str) or (name not in DEVICES and not re.fullmatch(r"cuda:\d{1,3}", name)):
         raise ValueError(f"device {name!r} is not one of {', '.join(DEVICES)} (or cuda:N)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but this machine has no CUDA GPU; use --device cpu or auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                         f"GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device(name)
 
 

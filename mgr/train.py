@@ -5,10 +5,11 @@ bottom. Everything else here is set-up, evaluation, probes and bookkeeping of th
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
+import re
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, meta, paths
+from . import checkpoint, meta, paths, typecheck
 from .augment import Augment, parse_policy
 from .data import DataConfig, dataset_info, load
 from .finder import FINDERS, Finder, kl_batch
@@ -31,6 +32,10 @@ SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
 CKPT_KIND, CKPT_VERSION = "mgr-run-checkpoint", 1
 STATUS_EVERY_S = 1.0  # status.json (progress, throughput) is rewritten at most this often
+# The finder's guard: a mean latent shift ‖F(z) − z‖ beyond this many prior standard deviations per
+# coordinate (i.e. > MAX_LATENT_SHIFT·√z_dim) puts F(z) where the generator never was trained; its
+# images are then garbage and the run stops as failed (docs/decisions.md).
+MAX_LATENT_SHIFT = 4.0
 MODEL_KIND, MODEL_VERSION = "mgr-classifier", 1
 
 
@@ -70,7 +75,7 @@ class TrainConfig:
                               ("schedule", SCHEDULES)):
             if getattr(self, name) not in options:
                 raise bad(name, f"choose one of {', '.join(options)}")
-        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d{1,3}", str(self.device)):
             raise bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
         for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
@@ -116,12 +121,9 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-        return cls(**{**d, "data": DataConfig(**d["data"])})
+    def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
+        """From config.json: unknown, ill-typed or invalid fields are refused, naming the field."""
+        return typecheck.from_json(cls, d, where, required=("data", "method", "model", "steps"))
 
 
 # ----------------------------------------------------------------------------- state
@@ -144,13 +146,24 @@ class State:
     best_step: int = -1
     sums: dict = field(default_factory=dict)  # sums of the step's scalars since the last log line (on device)
     first_bad: torch.Tensor | None = None  # first step whose loss was not finite, -1 if none (on device)
+    first_far: torch.Tensor | None = None  # (step, latent shift) where the finder left the prior, -1 if none (on device)
     eval_sums: dict = field(default_factory=dict)  # host-side sums since the last evaluation
 
     def accumulate(self, loss: torch.Tensor, **values):
         """Sum the step's scalars on the device; remember the first step with a non-finite loss. No host sync."""
         if self.first_bad is None:
             self.first_bad = torch.tensor(-1, device=self.device)
-        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss.detach()), self.step + 1, self.first_bad)
+        # every scalar, not just the loss: an infinite meta-loss leaves the loss finite for a step but the finder NaN
+        finite = torch.stack([loss.detach().float(), *(v.detach().float() for v in values.values())]).isfinite().all()
+        self.first_bad = torch.where((self.first_bad < 0) & ~finite, self.step + 1, self.first_bad)
+        if "latent_shift" in values:  # the finder's guard: F(z) far from where G was trained (NaN counts as far)
+            if self.first_far is None:
+                self.first_far = torch.full((2,), -1.0, device=self.device)
+            shift = values["latent_shift"].detach().float()
+            far = (self.first_far[0] < 0) & ~(shift <= MAX_LATENT_SHIFT * self.G.z_dim ** 0.5)
+            # full_like, not a tensor from a Python number: a host-to-device copy would sync the step
+            self.first_far = torch.where(far, torch.stack([torch.full_like(shift, self.step + 1.0), shift]),
+                                         self.first_far)
         for k, v in {"loss": loss, **values}.items():
             self.sums[k] = self.sums.get(k, 0) + v.detach().float()
         self.sums["n"] = self.sums.get("n", 0) + 1
@@ -162,12 +175,21 @@ class State:
         n = self.sums.get("n", 0)
         if self.first_bad is None or n == 0:
             return {}
-        *values, bad = torch.stack([self.sums[k] for k in keys] + [self.first_bad.float()]).tolist()
+        far = self.first_far if self.first_far is not None else torch.full((2,), -1.0, device=self.device)
+        *values, bad, far_step, far_shift = torch.cat(
+            [torch.stack([self.sums[k] for k in keys] + [self.first_bad.float()]), far]).tolist()
         self.sums = {}
         if bad >= 0:
             parts = ", ".join(f"{k}={v / n:.4g}" for k, v in zip(keys, values))
-            raise FloatingPointError(f"the loss became non-finite at step {int(bad)} (means over the last {n} "
+            raise FloatingPointError(f"the loss or a training scalar became non-finite at step {int(bad)} (means over the last {n} "
                                      f"steps: {parts}); the run stopped without saving the broken weights")
+        if far_step >= 0:
+            z_dim = self.G.z_dim
+            raise FloatingPointError(
+                f"the finder's latents left the prior at step {int(far_step)}: mean latent shift ‖F(z) − z‖ = "
+                f"{far_shift:.4g} > {MAX_LATENT_SHIFT:g}·√z_dim = {MAX_LATENT_SHIFT * z_dim ** 0.5:.4g}, where the "
+                f"generator was never trained; lower --finder-lr or raise --lam-kl. The run stopped without saving "
+                "the finder's garbage")
         for k, v in zip(keys, values):
             self.eval_sums[k] = self.eval_sums.get(k, 0.0) + v
         self.eval_sums["n"] = self.eval_sums.get("n", 0) + n
@@ -377,20 +399,37 @@ def save_checkpoint(run: Run, s: State) -> None:
     if s.finder is not None:
         tensors["finder"], tensors["finder_opt"] = s.finder.state_dict(), s.finder_opt.state_dict()
     checkpoint.save(run.path / "last.pt", CKPT_KIND, CKPT_VERSION,
-                    {"step": s.step, "best_val_acc": s.best_val_acc, "best_step": s.best_step}, **tensors)
+                    {"step": s.step, "best_val_acc": s.best_val_acc, "best_step": s.best_step, **_identity(s)},
+                    **tensors)
+    _promote_best(run, s.step)  # last.pt is the commit point: only now is a new best.pt part of the run
+
+
+def _identity(s: State) -> dict:
+    """What a last.pt must share with the run that resumes from it."""
+    return {"method": s.cfg.method, "model": s.cfg.model, "dataset": s.data.name, "split_hash": s.data.split_hash}
 
 
 def load_checkpoint(run: Run, s: State) -> None:
-    ck = checkpoint.load(run.path / "last.pt", CKPT_KIND, CKPT_VERSION, map_location=s.device)
-    s.model.load_state_dict(ck["model"])
-    s.opt.load_state_dict(ck["opt"])
-    s.sched.load_state_dict(ck["sched"])
-    torch.set_rng_state(ck["rng"].cpu())
-    if "cuda_rng" in ck and s.device.type == "cuda":
-        torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), s.device)
+    path = run.path / "last.pt"
+    ck = checkpoint.load(path, CKPT_KIND, CKPT_VERSION, map_location=s.device)
+    checkpoint.check_meta(path, ck["meta"], {"step": int, "best_val_acc": (int, float), "best_step": int},
+                          _identity(s), why="it belongs to another run")
+    if not 0 <= ck["meta"]["step"] <= s.cfg.steps:
+        raise checkpoint.CheckpointError(f"{path}: step {ck['meta']['step']} is outside [0, steps={s.cfg.steps}]")
+    parts = [("model", s.model), ("opt", s.opt), ("sched", s.sched)]
     if s.finder is not None:
-        s.finder.load_state_dict(ck["finder"])
-        s.finder_opt.load_state_dict(ck["finder_opt"])
+        parts += [("finder", s.finder), ("finder_opt", s.finder_opt)]
+    try:
+        for key, obj in parts:
+            if not isinstance(ck.get(key), dict):
+                raise KeyError(f"no {key!r} state")
+            obj.load_state_dict(ck[key])
+        torch.set_rng_state(ck["rng"].cpu())
+        if "cuda_rng" in ck and s.device.type == "cuda":
+            torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), s.device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise checkpoint.CheckpointError(f"{path}: does not fit this run's model and optimizers "
+                                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     s.step, s.best_val_acc, s.best_step = ck["meta"]["step"], ck["meta"]["best_val_acc"], ck["meta"]["best_step"]
 
 
@@ -398,6 +437,10 @@ def load_classifier(path, device="cpu"):
     """A trained classifier (best.pt) for inference: the model only, no G, finder or co-learner."""
     ck = checkpoint.load(path, MODEL_KIND, MODEL_VERSION, map_location=device)
     m = ck["meta"]
+    checkpoint.check_meta(path, m, {"model": str, "num_classes": int, "channels": int, "resolution": int})
+    if m["model"] not in MODELS or not 2 <= m["num_classes"] <= 100_000 or m["channels"] not in (1, 3):
+        raise checkpoint.CheckpointError(f"{path}: metadata describes no classifier this MGR Lab builds "
+                                         f"(model={m['model']!r}, num_classes={m['num_classes']}, channels={m['channels']})")
     model = build_classifier(m["model"], m["num_classes"], m["channels"])
     checkpoint.load_state(model, ck["model"], path)
     return model.to(device).eval(), m
@@ -409,39 +452,37 @@ def train(cfg: TrainConfig, runs_dir=None, run_id: str | None = None, quiet: boo
     if run_id is not None:
         check_run_id(run_id)
     ensure_writable(runs_dir)
+    if run_id is not None and os.path.lexists(os.path.join(runs_dir, run_id)):
+        raise RunError(f"run {run_id!r} already exists in {runs_dir}; resume it with --resume or choose another id")
     s = build(cfg)  # every check that can fail does so before the run directory exists
-    run = Run.create(runs_dir, cfg.to_dict(), run_id)
-    if on_start:
-        on_start(run)
-    return _loop(run, s, quiet)
+    run = Run.create(runs_dir, cfg.to_dict(), run_id)  # locked: this process is its only writer
+    try:
+        if on_start:
+            on_start(run)
+        return _loop(run, s, quiet)
+    finally:
+        run.unlock()
 
 
 def resume(run_dir, quiet: bool = False, on_start=None) -> Run:
     run = Run(run_dir)
-    if not (run.path / "config.json").exists():
+    if not (run.path / "config.json").is_file():
         raise RunError(f"{run.path} is not a run directory (no config.json)")
-    state = run.status().get("state")
-    if state == "finished":
-        raise RunError(f"run {run.id} has finished; nothing to resume")
-    if state == "running" and _alive(run.status().get("pid")):
-        raise RunError(f"run {run.id} is still running (pid {run.status()['pid']})")
-    s = build(TrainConfig.from_dict(run.config))
-    if (run.path / "last.pt").exists():
-        load_checkpoint(run, s)
-    run.truncate_after(s.step)  # what happened after the checkpoint is redone, never duplicated
-    if on_start:
-        on_start(run)
-    return _loop(run, s, quiet)
-
-
-def _alive(pid) -> bool:
-    if not pid or pid == os.getpid():
-        return False
+    run.lock()  # refuses a run that another process is still writing
     try:
-        os.kill(pid, 0)
-        return True
-    except (OSError, TypeError):
-        return False
+        if run.status().get("state") == "finished":
+            raise RunError(f"run {run.id} has finished; nothing to resume")
+        ensure_writable(run.path)  # a full disk fails here, not mid-run
+        s = build(TrainConfig.from_dict(run.config, where=str(run.path / "config.json")))
+        if (run.path / "last.pt").exists():
+            load_checkpoint(run, s)
+        _promote_best(run, s.step)
+        run.truncate_after(s.step)  # what happened after the checkpoint is redone, never duplicated
+        if on_start:
+            on_start(run)
+        return _loop(run, s, quiet)
+    finally:
+        run.unlock()
 
 
 def _loop(run: Run, s: State, quiet: bool) -> Run:
@@ -452,6 +493,8 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
         stop["signal"] = signal.Signals(signum).name
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit then fails a write (a clear WriteError), not the process
+        old[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     run.write_status(state="running", step=s.step, total_steps=cfg.steps, pid=os.getpid(), error=None,
                      started=time.time(), device=str(s.device),
                      best_val_acc=s.best_val_acc if s.best_step >= 0 else None, best_step=s.best_step)
@@ -499,19 +542,32 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
                 raise Stop(stop["signal"])
         run.write_status(state="finished", step=s.step)
     except Stop as e:
-        save_checkpoint(run, s)
-        run.write_status(state="stopped", step=s.step, error=f"stopped by {e}")
-    except FloatingPointError as e:
-        run.write_status(state="failed", step=s.step, error=str(e))
+        try:
+            save_checkpoint(run, s)
+        except checkpoint.WriteError as err:
+            _final_status(run, state="failed", step=s.step, error=f"stopped by {e}, but {err}")
+            raise
+        _final_status(run, state="stopped", step=s.step, error=f"stopped by {e}")
+    except (FloatingPointError, checkpoint.WriteError) as e:
+        _final_status(run, state="failed", step=s.step, error=str(e))
         raise
     except BaseException as e:
-        run.write_status(state="failed", step=s.step, error=f"{type(e).__name__}: {e}")
+        _final_status(run, state="failed", step=s.step, error=f"{type(e).__name__}: {e}")
         raise
     finally:
         bar.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return run
+
+
+def _final_status(run: Run, **fields) -> None:
+    """The last status of a run; on a full disk even that may fail, and the reason must still reach the user."""
+    try:
+        run.write_status(**fields)
+    except OSError as e:
+        print(f"could not record state {fields.get('state')!r} in {run.path / 'status.json'} ({e}); "
+              f"reason: {fields.get('error')}", file=sys.stderr, flush=True)
 
 
 def _eval_record(s: State, steps: int, elapsed: float) -> dict:
@@ -531,8 +587,21 @@ def _eval_record(s: State, steps: int, elapsed: float) -> dict:
 
 
 def _save_best(run: Run, s: State, record: dict) -> None:
+    """Stage best.pt as .best-<step>.pt; save_checkpoint promotes it once last.pt records this step, so a
+    run killed in between never keeps a best.pt from steps that its resume will redo differently."""
     d = s.data
-    checkpoint.save(run.path / "best.pt", MODEL_KIND, MODEL_VERSION,
+    checkpoint.save(run.path / f".best-{s.step:07d}.pt", MODEL_KIND, MODEL_VERSION,
                     {"model": s.cfg.model, "num_classes": d.num_classes, "channels": d.channels,
                      "resolution": d.resolution, "classes": d.classes, "step": s.step, "val_acc": record["val_acc"],
                      "test_acc": record["test_acc"], "dataset": d.name}, model=s.model.state_dict())
+
+
+def _promote_best(run: Run, step: int) -> None:
+    """best.pt := the newest staged best at or before `step`; staged bests after it are from undone steps."""
+    staged = sorted(run.path.glob(".best-*.pt"))
+    keep = [p for p in staged if p.stem[6:].isdigit() and int(p.stem[6:]) <= step]
+    if keep:
+        os.replace(keep[-1], run.path / "best.pt")
+    for p in staged:
+        if p not in keep[-1:]:
+            p.unlink(missing_ok=True)
