@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="fo: first order; full: second order; conv / fc: second order, meta step on conv / "
                         "fully-connected tensors only")
     m.add_argument("--mltp-eta", type=float, default=1.0, help="η, weight of the looked-ahead task")
-    m.add_argument("--mltp-alpha", type=float, help="initial per-tensor step α (default: --lr)")
+    m.add_argument("--mltp-alpha", type=float, help="initial per-tensor step α; None: the classifier's --lr")
     c = t.add_argument_group("CML co-learner (needs a lookahead: --method gda-mps/mgr or --procedure mltp)")
     c.add_argument("--co-learner", action="store_true", help="a co-learner head on the looked-ahead features, "
                                                               "trained by the outer objective, dropped after training")

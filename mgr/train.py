@@ -264,6 +264,9 @@ def build(cfg: TrainConfig) -> State:
         gen_path = find_generator(cfg)
         checkpoint.load(gen_path, "mgr-generator", 1)  # readable at all? (fails before data loading)
     data = load(cfg.data, device=device)
+    if cfg.procedure == "mltp" and len(data.y_train) < 2:
+        raise ValueError(f"procedure 'mltp' draws two disjoint batches and needs at least 2 training images; "
+                         f"this split has {len(data.y_train)}: use a larger --ratio or --per-class")
     seed_everything(cfg.seed)
     model = build_classifier(cfg.model, data.num_classes, data.channels, cfg.pretrained).to(device)
     if device.type == "cuda":

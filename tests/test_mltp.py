@@ -209,6 +209,17 @@ def test_co_learner_is_saved_apart_and_never_part_of_inference(tmp_path):
     assert any(r.get("co_acc") is not None for r in run.metrics())
 
 
+@pytest.mark.parametrize("kw", [dict(method="base", procedure="mltp"), dict(method="mgr")], ids=["mltp", "mps"])
+def test_a_co_learner_with_zero_weight_leaves_the_run_unchanged(tmp_path, kw):
+    """The co-learner is initialised under a forked RNG and adds exactly γ·(its gradient): with γ = 0 the
+    classifier's trajectory is bit-identical to the run without it, so runs with and without are paired."""
+    keep = ("ce", "loss", "val_loss", "test_loss", "train_acc")
+    without = train(tiny(**kw), tmp_path, quiet=True).metrics()
+    zero = train(tiny(**kw, co_learner=True, co_learner_gamma=0.0), tmp_path, quiet=True).metrics()
+    assert [{k: r[k] for k in keep} for r in zero] == [{k: r[k] for k in keep} for r in without]
+    assert all("co_acc" in r for r in zero)
+
+
 VARIANTS = [dict(method="base", procedure="mltp", mltp_variant="fo"),
             dict(method="base", procedure="mltp", mltp_variant="full"),
             dict(method="base", procedure="mltp", mltp_variant="conv"),
