@@ -2,6 +2,7 @@
 
     python bench/accuracy.py                                   # digits 10%, SmallCNN, 500 steps, 3 seeds
     python bench/accuracy.py --dataset fashion-mnist --ratio 0.01 --steps 2000
+    python bench/accuracy.py --methods base,mltp-fo,mltp-full,mgr,mgr-co --threads 1
     python bench/accuracy.py --quick                           # smoke test
 
 Reports, per method, the test accuracy at the best validation step (model selection on val)
@@ -15,6 +16,8 @@ import json
 import statistics
 import sys
 import tempfile
+
+import torch
 import time
 from pathlib import Path
 
@@ -22,8 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mgr.data import DataConfig  # noqa: E402
 from mgr.train import TrainConfig, train  # noqa: E402
 
+MLTP = {"procedure": "mltp"}
 VARIANTS = {"base": {"method": "base"}, "gda": {"method": "gda"}, "gda-mps": {"method": "gda-mps"},
-            "pcr": {"method": "pcr"}, "mgr": {"method": "mgr"}, "mgr-first": {"method": "mgr", "order": "first"}}
+            "pcr": {"method": "pcr"}, "mgr": {"method": "mgr"}, "mgr-first": {"method": "mgr", "order": "first"},
+            **{f"mltp-{v}": {"method": "base", **MLTP, "mltp_variant": v} for v in ("fo", "full", "conv", "fc")},
+            "mgr-co": {"method": "mgr", "co_learner": True},
+            "mgr-co-linear": {"method": "mgr", "co_learner": True, "co_learner_arch": "linear"},
+            "pcr-mltp": {"method": "pcr", **MLTP}, "mgr-mltp": {"method": "mgr", **MLTP},
+            "mgr-mltp-co": {"method": "mgr", **MLTP, "co_learner": True},
+            "mltp-fo-co": {"method": "base", **MLTP, "co_learner": True}}
 
 
 def mean_std(xs):
@@ -40,12 +50,18 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--runs-dir", help="keep the runs here (default: a temporary directory)")
     p.add_argument("--quick", action="store_true", help="6 steps, one seed, for the test suite")
     p.add_argument("--out", default="bench/results/accuracy.json")
     a = p.parse_args(argv)
     if a.quick:
         a.steps, a.eval_every, a.seeds = 6, 3, "0"
+    unknown = [n for n in a.methods.split(",") if n not in VARIANTS]
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if a.threads:
+        torch.set_num_threads(a.threads)
     runs_dir = a.runs_dir or tempfile.mkdtemp(prefix="mgr-bench-")
     records = []
     for name in a.methods.split(","):
@@ -58,11 +74,13 @@ def main(argv=None):
             rows = run.metrics()
             best = max(rows, key=lambda r: (r["val_acc"], -r["step"]))  # earliest of the best
             records.append({"dataset": a.dataset, "ratio": a.ratio, "model": a.model, "method": cfg.method,
-                            "variant": name, "order": cfg.order, "procedure": "standard", "co_learner": False,
+                            "variant": name, "order": cfg.order, "procedure": cfg.procedure,
+                            "mltp_variant": cfg.mltp_variant if cfg.procedure == "mltp" else None,
+                            "co_learner": cfg.co_learner,
                             "seed": seed, "steps": a.steps, "best_step": best["step"], "val_acc": best["val_acc"],
                             "test_acc": best["test_acc"], "final_test_acc": rows[-1]["test_acc"],
                             "seconds": round(time.time() - t, 1), "run": str(run.path)})
-            print(f"{name:10s} seed {seed}: val {best['val_acc']:.3f} test@best-val {best['test_acc']:.4f} "
+            print(f"{name:12s} seed {seed}: val {best['val_acc']:.3f} test@best-val {best['test_acc']:.4f} "
                   f"final test {rows[-1]['test_acc']:.4f} ({records[-1]['seconds']} s)", flush=True)
     print(f"\n| method | test acc @ best val | final test acc | n |\n|---|---|---|---|")
     for name in a.methods.split(","):

@@ -1,6 +1,7 @@
 """Command line: `python -m mgr <command> --help`.
 
-  train              train a classifier with base, gda, gda-mps, pcr or mgr (or --resume a run)
+  train              train a classifier with base, gda, gda-mps, pcr or mgr, under the standard
+                     procedure or MLTP, optionally with the CML co-learner (or --resume a run)
   runs               the runs in --runs-dir: state, progress, best validation accuracy
   datasets           the datasets known, and whether each is available offline
   generators         the shipped / trained generators and their metadata
@@ -61,7 +62,10 @@ def cmd_train(a) -> None:
         batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay, schedule=a.schedule,
         warmup_steps=a.warmup_steps, lam=a.lam, lam_kl=a.lam_kl, finder=a.finder, finder_lr=a.finder_lr,
         order=a.order, fd_eps=a.fd_eps, pcr_aug=a.pcr_aug, eval_every=a.eval_every, log_every=a.log_every, probes_per_class=a.probes_per_class,
-        probe_real=a.probe_real, seed=a.seed, device=a.device, compile=a.compile, generator=a.generator)
+        probe_real=a.probe_real, seed=a.seed, device=a.device, compile=a.compile, generator=a.generator,
+        procedure=a.procedure, mltp_variant=a.mltp_variant, mltp_eta=a.mltp_eta, mltp_alpha=a.mltp_alpha,
+        co_learner=a.co_learner, co_learner_arch=a.co_learner_arch, co_learner_gamma=a.co_learner_gamma,
+        co_learner_lr=a.co_learner_lr)
     run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started)
     st = run.status()
     print(f"{st['state']}: best val acc {st.get('best_val_acc')} at step {st.get('best_step')}", flush=True)
@@ -167,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .finder import FINDERS
     from .models.classifier import MODELS
-    from .train import METHODS, ORDERS, SCHEDULES
+    from .models.co_learner import CO_LEARNER_ARCHS
+    from .train import METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
     t = sub.add_parser("train", help="train a classifier (prints the run directory first)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(t)
@@ -188,6 +193,21 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--finder-lr", type=float, default=1e-4)
     t.add_argument("--order", default="second", choices=ORDERS, help="hypergradient: exact, or finite-difference HVP")
     t.add_argument("--fd-eps", type=float, default=0.01, help="first order: finite-difference step / ‖v‖")
+    m = t.add_argument_group("MLTP (meta-learning based training procedure; wraps any --method)")
+    m.add_argument("--procedure", default="standard", choices=PROCEDURES,
+                   help="mltp: two disjoint real batches per step, J = C(w; B_i) + η C(w − α∇C(w; B_i); B_j)")
+    m.add_argument("--mltp-variant", default="fo", choices=MLTP_VARIANTS,
+                   help="fo: first order; full: second order; conv / fc: second order, meta step on conv / "
+                        "fully-connected tensors only")
+    m.add_argument("--mltp-eta", type=float, default=1.0, help="η, weight of the looked-ahead task")
+    m.add_argument("--mltp-alpha", type=float, help="initial per-tensor step α; None: the classifier's --lr")
+    c = t.add_argument_group("CML co-learner (needs a lookahead: --method gda-mps/mgr or --procedure mltp)")
+    c.add_argument("--co-learner", action="store_true", help="a co-learner head on the looked-ahead features, "
+                                                              "trained by the outer objective, dropped after training")
+    c.add_argument("--co-learner-arch", default="conv", choices=CO_LEARNER_ARCHS,
+                   help="conv: two conv blocks + linear on the last feature map; linear: on pooled features")
+    c.add_argument("--co-learner-gamma", type=float, default=1.0, help="γ, weight of its CE in the outer objective")
+    c.add_argument("--co-learner-lr", type=float, default=1e-3, help="its Adam learning rate")
     t.add_argument("--pcr-aug", help="PCR's T, e.g. translation,flip,color,cutout (default per dataset)")
     t.add_argument("--eval-every", type=int, default=50, help="steps between evaluations, probes and checkpoints")
     t.add_argument("--log-every", type=int, default=10, help="steps between training-scalar lines (scalars.jsonl)")

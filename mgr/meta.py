@@ -1,13 +1,22 @@
 """The meta-gradient engine: the losses of METHOD.md §1 written as functions of explicit
-parameters, a one-step lookahead, and the finder's hypergradient (second order, or first order
-by a finite-difference Hessian-vector product).
+parameters, a one-step lookahead, and what flows back through it: the finder's hypergradient
+(MPS: second order, or first order by a finite-difference Hessian-vector product), MLTP's
+gradients for w and the per-tensor steps α, and the split of the outer gradient between the
+classifier and the CML co-learner.
+
+Every meta step has the same shape: θ' = lookahead(θ, g, step); an outer loss M at θ';
+v = ∇_θ' M (`outer_grads`); then v is pulled back to what the lookahead depends on (`pullback`
+for θ and α, `finder_hypergradient` for φ). A lookahead built from g with create_graph=True makes
+the pull-back exact (second order); from a detached g it drops the Hessian term (first order).
 
 Parameters are passed as {name: tensor} dicts and the model is called with
-`torch.func.functional_call`, so the lookahead θ' = θ − η ∇_θ L never touches the real model.
-BatchNorm state is passed the same way: synthetic batches and the lookahead get throwaway copies
-of the buffers, so the real model's running statistics only ever see real training batches.
+`torch.func.functional_call`, so a lookahead never touches the real model. BatchNorm state is
+passed the same way: synthetic batches and the lookahead get throwaway copies of the buffers, so
+the real model's running statistics only ever see real training batches.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +29,9 @@ def clone_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: b.clone() for n, b in model.named_buffers()}
 
 
-def call(model, params: dict, buffers: dict, x: torch.Tensor, features: bool = False) -> torch.Tensor:
-    return functional_call(model, (params, buffers), (x,), {"features": features})
+def call(model, params: dict, buffers: dict, x: torch.Tensor, features: bool = False, feature_map: bool = False):
+    """The classifier at `params`: logits, g_ψ(x) (features=True) or (logits, last feature map)."""
+    return functional_call(model, (params, buffers), (x,), {"features": features, "feature_map": feature_map})
 
 
 def pcr_gap(model, params: dict, x_p: torch.Tensor, t, T) -> torch.Tensor:
@@ -46,36 +56,86 @@ def grads_of(loss: torch.Tensor, params: dict, create_graph: bool = False) -> li
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params.values(), gs)]
 
 
-def lookahead(params: dict, grads: list[torch.Tensor], lr: float) -> dict:
-    """θ' = θ − η g: differentiable in g when g carries a graph (second order)."""
-    return {n: p - lr * g for (n, p), g in zip(params.items(), grads)}
+def lookahead(params: dict, grads: list[torch.Tensor], step) -> dict:
+    """θ' = θ − step · g. `step` is a number (MPS: η, the learning rate) or {name: α} (MLTP: one
+    learnable step per tensor; a tensor without one stays at θ). Differentiable in g when g carries
+    a graph (second order) and in α.
+
+    A tensor that stays at θ is still a node of its own (a view): θ also enters the other tensors'
+    θ' through g, and ∇_θ' of an outer loss must be the partial derivative at θ', not the total one."""
+    if isinstance(step, dict):
+        return {n: p - step[n] * g if n in step else p.view_as(p) for (n, p), g in zip(params.items(), grads)}
+    return {n: p - step * g for (n, p), g in zip(params.items(), grads)}
+
+
+def pullback(ahead: dict, v: list[torch.Tensor], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """(∂θ'/∂inputs)ᵀ v, the vector-Jacobian product through the lookahead θ' = θ − α ⊙ g(θ).
+    For θ it is v − H(α ⊙ v) when g carries a graph, plain v when g was detached (first order);
+    for α_l it is −⟨v_l, g_l⟩ either way (no second derivative). Keeps the graph."""
+    gs = torch.autograd.grad(list(ahead.values()), inputs, grad_outputs=v, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(i) if g is None else g for i, g in zip(inputs, gs)]
+
+
+@dataclass
+class Outer:
+    v: list[torch.Tensor]  # ∇_θ' (main + co): what the lookahead pulls back
+    main: list[torch.Tensor]  # ∇_θ' main alone
+    co_grads: list[torch.Tensor]  # ∇_χ co, the co-learner's own gradient (empty without one)
+    co_cos: torch.Tensor | None  # cosine of main's and co's gradients on ψ (CML Fig. 3b)
+
+
+def outer_grads(main: torch.Tensor, ahead: dict, co: torch.Tensor | None = None, co_params: list = ()) -> Outer:
+    """The gradients of an outer objective main(θ') + co(θ', χ) at the lookahead θ'.
+
+    `main` is the classifier's outer loss at θ', `co` the co-learner's (weighted) loss on the
+    looked-ahead features, or None. The two are differentiated separately so that their gradients
+    on the shared feature extractor ψ (every tensor but head.*) can be compared; the co-learner's
+    parameters χ are not part of θ': it never takes the lookahead step.
+    """
+    g_main = grads_of(main, ahead)
+    if co is None:
+        return Outer(g_main, g_main, [], None)
+    inputs = list(ahead.values()) + list(co_params)
+    g = torch.autograd.grad(co, inputs, retain_graph=True, allow_unused=True)
+    g = [torch.zeros_like(p) if d is None else d for p, d in zip(inputs, g)]
+    g_ahead, g_co = g[:len(ahead)], g[len(ahead):]
+    psi = [i for i, n in enumerate(ahead) if not n.startswith("head.")]
+    cos = cosine([g_main[i] for i in psi], [g_ahead[i] for i in psi])
+    return Outer([a + b for a, b in zip(g_main, g_ahead)], g_main, g_co, cos)
+
+
+@torch.no_grad()
+def cosine(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    """Cosine between two gradients given as lists of tensors (0 when either is zero). No host sync."""
+    dot = sum((x.float() * y.float()).sum() for x, y in zip(a, b))
+    na = torch.sqrt(sum(x.float().pow(2).sum() for x in a))
+    nb = torch.sqrt(sum(y.float().pow(2).sum() for y in b))
+    return dot / (na * nb).clamp_min(1e-30)
 
 
 def val_ce(model, params: dict, x_val, y_val) -> torch.Tensor:
     return F.cross_entropy(call(model, params, clone_buffers(model), x_val), y_val)
 
 
-def finder_hypergradient(model, params: dict, grads: list[torch.Tensor], lr: float, x_val, y_val,
-                         finder, z_f, x_p, y_p, t, T, *, kind: str, lam: float, lam_kl: float,
-                         order: str, fd_eps: float = 0.01) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """∇_φ [CE(f_θ'(φ)(B_val)) + λ_KL KL_batch(F_φ(z))] with θ'(φ) = θ − η ∇_θ L(θ; φ).
+def finder_hypergradient(model, params: dict, ahead: dict, v: list[torch.Tensor], lr: float, finder, z_f, x_p,
+                         y_p, t, T, *, kind: str, lam: float, lam_kl: float, order: str,
+                         fd_eps: float = 0.01) -> list[torch.Tensor]:
+    """∇_φ [M(θ'(φ)) + λ_KL KL_batch(F_φ(z))] with θ'(φ) = θ − η ∇_θ L(θ; φ) = `ahead`, given
+    v = ∇_θ' M (M: the finder's meta-loss, CE(f_θ'(B_val)) plus the co-learner's term if any).
 
-    `grads` is ∇_θ L(θ; φ), built with create_graph=True for order="second". For order="first",
-    the Hessian-vector product is a central finite difference (DARTS): with v = ∇_θ' CE_val,
-    ∇_φ ≈ −η λ (∇_φ ℓ(θ + εv) − ∇_φ ℓ(θ − εv)) / 2ε, ε = fd_eps / ‖v‖. Returns (grads for φ, CE_val).
+    order="second": v is pulled back through the lookahead, whose gradient was built with
+    create_graph=True (exact). order="first": the Hessian-vector product is a central finite
+    difference (DARTS): ∇_φ ≈ −η λ (∇_φ ℓ(θ + εv) − ∇_φ ℓ(θ − εv)) / 2ε, ε = fd_eps / ‖v‖.
     """
     phi = list(finder.parameters())
-    kl = kl_batch(z_f)
+    kl = lam_kl * kl_batch(z_f)
     if order == "second":
-        ce_val = val_ce(model, lookahead(params, grads, lr), x_val, y_val)
-        return list(torch.autograd.grad(ce_val + lam_kl * kl, phi)), ce_val.detach()
-
-    ahead = {n: p.detach().requires_grad_() for n, p in lookahead(params, [g.detach() for g in grads], lr).items()}
-    ce_val = val_ce(model, ahead, x_val, y_val)
-    v = grads_of(ce_val, ahead)
+        gs = torch.autograd.grad(list(ahead.values()) + [kl], phi, grad_outputs=list(v) + [torch.ones_like(kl)],
+                                 allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(phi, gs)]
     eps = fd_eps / torch.sqrt(sum((g * g).sum() for g in v)).clamp_min(1e-12)
     plus = {n: p.detach() + eps * g for (n, p), g in zip(params.items(), v)}
     minus = {n: p.detach() - eps * g for (n, p), g in zip(params.items(), v)}
     diff = (synthetic_loss(model, plus, x_p, y_p, t, T, kind)
             - synthetic_loss(model, minus, x_p, y_p, t, T, kind)) / (2 * eps)
-    return list(torch.autograd.grad(-lr * lam * diff + lam_kl * kl, phi)), ce_val.detach()
+    return list(torch.autograd.grad(-lr * lam * diff + kl, phi))

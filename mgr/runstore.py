@@ -39,8 +39,13 @@ except ImportError:  # Windows: fall back to the pid in status.json
 from .checkpoint import atomic_write, atomic_write_text
 
 STATES = ("running", "finished", "failed", "stopped")
-METRIC_FIELDS = ("step", "epoch", "lr", "ce", "pcr", "syn_ce", "kl", "latent_shift", "train_acc", "val_acc",
-                 "val_loss", "test_acc", "test_loss", "img_per_s", "elapsed")
+METRIC_FIELDS = ("step", "epoch", "lr", "loss", "ce", "pcr", "syn_ce", "kl", "latent_shift", "meta_val_ce",
+                 # MLTP: CE on B_j at w', cos(∇C(w; B_i), ∇C(w'; B_j)), the steps α per layer group
+                 "mltp_ce_j", "mltp_grad_cos",
+                 *(f"alpha_{g}_{s}" for g in ("conv", "bn", "fc", "other") for s in ("mean", "min", "max")),
+                 # CML co-learner: its CE and accuracy on its batch, cos of its and the main gradient on ψ
+                 "co_ce", "co_acc", "co_grad_cos",
+                 "train_acc", "val_acc", "val_loss", "test_acc", "test_loss", "img_per_s", "elapsed")
 PROBE_FIELDS = {
     "static": ("probe_z", "probe_y", "real_images", "real_labels", "real_split", "classes"),
     "step": ("finder_z", "uniform_images", "finder_images", "uniform_features", "finder_features",

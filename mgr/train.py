@@ -1,7 +1,9 @@
-"""The classifier trainer: base, gda, gda-mps, pcr and mgr (METHOD.md §1) on one loop.
+"""The classifier trainer: base, gda, gda-mps, pcr and mgr (METHOD.md §1) on one loop, under the
+standard procedure or MLTP (§2), optionally with the CML co-learner (§3).
 
-Read `plain_step` (base, gda, pcr) and `mps_step` (gda-mps, mgr): each is one iteration, top to
-bottom. Everything else here is set-up, evaluation, probes and bookkeeping of the run directory.
+Read `plain_step` (base, gda, pcr), `mps_step` (gda-mps, mgr) and `mltp_step` (any method under
+MLTP): each is one iteration, top to bottom. Everything else here is set-up, evaluation, probes
+and bookkeeping of the run directory.
 """
 from __future__ import annotations
 
@@ -23,10 +25,13 @@ from .data import DataConfig, dataset_info, load
 from .finder import FINDERS, Finder, kl_batch
 from .gan import load_generator
 from .models.classifier import MODELS, build_classifier
+from .models.co_learner import CO_LEARNER_ARCHS, CoLearner
 from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable
 from .runtime import DEVICES, Progress, autocast, resolve_device, seed_everything
 
 METHODS = ("base", "gda", "gda-mps", "pcr", "mgr")
+PROCEDURES = ("standard", "mltp")
+MLTP_VARIANTS = ("fo", "full", "conv", "fc")  # first order; second order on all, conv or fully-connected tensors
 ORDERS = ("second", "first")
 SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
@@ -37,6 +42,7 @@ STATUS_EVERY_S = 1.0  # status.json (progress, throughput) is rewritten at most 
 # images are then garbage and the run stops as failed (docs/decisions.md).
 MAX_LATENT_SHIFT = 4.0
 MODEL_KIND, MODEL_VERSION = "mgr-classifier", 1
+CO_KIND, CO_VERSION = "mgr-co-learner", 1
 
 
 @dataclass(frozen=True)
@@ -67,12 +73,21 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     generator: str | None = None  # None: checkpoints/generators/ for the dataset, ratio and data seed
+    procedure: str = "standard"  # or "mltp": two real batches per iteration, learnable steps α (METHOD.md §2)
+    mltp_variant: str = "fo"
+    mltp_eta: float = 1.0  # η, weight of the looked-ahead task C(w'; B_j) in J
+    mltp_alpha: float | None = None  # initial α; None: the classifier's base lr
+    co_learner: bool = False  # the CML co-learner on the looked-ahead features (METHOD.md §3)
+    co_learner_arch: str = "conv"
+    co_learner_gamma: float = 1.0  # γ, weight of its CE in the outer objective
+    co_learner_lr: float = 1e-3  # its own Adam
 
     def __post_init__(self):
         def bad(name, allowed):
             return ValueError(f"{name}={getattr(self, name)!r} is not allowed; {allowed}")
         for name, options in (("method", METHODS), ("model", MODELS), ("finder", FINDERS), ("order", ORDERS),
-                              ("schedule", SCHEDULES)):
+                              ("schedule", SCHEDULES), ("procedure", PROCEDURES), ("mltp_variant", MLTP_VARIANTS),
+                              ("co_learner_arch", CO_LEARNER_ARCHS)):
             if getattr(self, name) not in options:
                 raise bad(name, f"choose one of {', '.join(options)}")
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d{1,3}", str(self.device)):
@@ -80,14 +95,23 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise bad(name, "it must be a positive integer")
-        for name in ("lr", "finder_lr", "fd_eps"):
+        for name in ("lr", "finder_lr", "fd_eps", "co_learner_lr"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, "it must be a number > 0")
-        for name in ("lam", "lam_kl", "weight_decay", "probe_real", "seed"):
+        for name in ("lam", "lam_kl", "weight_decay", "probe_real", "seed", "mltp_eta", "mltp_alpha",
+                     "co_learner_gamma"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if name == "mltp_alpha" and v is None:
+                continue
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise bad(name, "it must be a number >= 0")
+        if not isinstance(self.co_learner, bool):
+            raise bad("co_learner", "it must be true or false")
+        if self.co_learner and not self.uses_lookahead:
+            raise bad("co_learner", f"the co-learner reads looked-ahead features, and method {self.method!r} under "
+                                    "procedure 'standard' takes no lookahead; use method gda-mps or mgr, or "
+                                    "procedure mltp")
         if not 0 <= self.momentum < 1:
             raise bad("momentum", "it must be in [0, 1)")
         if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
@@ -100,6 +124,8 @@ class TrainConfig:
             set_("lr", DEFAULT_LR[self.model])
         if self.warmup_steps is None:
             set_("warmup_steps", int(0.05 * self.steps))
+        if self.procedure == "mltp" and self.mltp_alpha is None:
+            set_("mltp_alpha", self.lr)
         if self.pcr_aug is None:
             flip = dataset_info(self.data.dataset).hflip
             set_("pcr_aug", "translation,flip,color,cutout" if flip else "translation,color,cutout")
@@ -112,6 +138,15 @@ class TrainConfig:
     @property
     def uses_finder(self) -> bool:
         return self.method in ("gda-mps", "mgr")
+
+    @property
+    def uses_lookahead(self) -> bool:
+        return self.uses_finder or self.procedure == "mltp"
+
+    @property
+    def images_per_step(self) -> int:
+        """Real training images one iteration consumes (MLTP draws two batches)."""
+        return self.batch_size * (2 if self.procedure == "mltp" else 1)
 
     @property
     def synthetic_kind(self) -> str:
@@ -141,6 +176,10 @@ class State:
     finder: Finder | None = None
     finder_opt: torch.optim.Optimizer | None = None
     T: Augment | None = None
+    alpha: dict = field(default_factory=dict)  # MLTP: {parameter name: learnable step α ≥ 0}, 0-dim tensors
+    alpha_groups: dict = field(default_factory=dict)  # {"conv" | "bn" | "fc": names in alpha}, for logging
+    co_learner: CoLearner | None = None
+    co_opt: torch.optim.Optimizer | None = None
     step: int = 0
     best_val_acc: float = -1.0
     best_step: int = -1
@@ -220,6 +259,26 @@ def find_generator(cfg: TrainConfig) -> str:
     return path
 
 
+def layer_group(model: torch.nn.Module) -> dict[str, str]:
+    """{parameter name: "conv" | "bn" | "fc" | "other"}, by the kind of module that owns it."""
+    kinds = {}
+    for prefix, m in model.named_modules():
+        kind = ("conv" if isinstance(m, torch.nn.modules.conv._ConvNd) else
+                "bn" if isinstance(m, torch.nn.modules.batchnorm._NormBase) else
+                "fc" if isinstance(m, torch.nn.Linear) else "other")
+        for name, _ in m.named_parameters(recurse=False):
+            kinds[f"{prefix}.{name}" if prefix else name] = kind
+    return kinds
+
+
+def mltp_steps(cfg: TrainConfig, model: torch.nn.Module, device) -> dict[str, torch.Tensor]:
+    """MLTP's α: one learnable step per parameter tensor that takes the meta step (all of them for
+    fo and full, conv or fully-connected ones for conv and fc), initialised to mltp_alpha."""
+    take = {"fo": None, "full": None, "conv": "conv", "fc": "fc"}[cfg.mltp_variant]
+    return {n: torch.tensor(float(cfg.mltp_alpha), device=device, requires_grad=True)
+            for n, kind in layer_group(model).items() if take is None or kind == take}
+
+
 def build(cfg: TrainConfig) -> State:
     """Everything a run needs, checked before any training starts."""
     device = resolve_device(cfg.device)
@@ -227,16 +286,29 @@ def build(cfg: TrainConfig) -> State:
         gen_path = find_generator(cfg)
         checkpoint.load(gen_path, "mgr-generator", 1)  # readable at all? (fails before data loading)
     data = load(cfg.data, device=device)
+    if cfg.procedure == "mltp" and len(data.y_train) < 2:
+        raise ValueError(f"procedure 'mltp' draws two disjoint batches and needs at least 2 training images; "
+                         f"this split has {len(data.y_train)}: use a larger --ratio or --per-class")
     seed_everything(cfg.seed)
     model = build_classifier(cfg.model, data.num_classes, data.channels, cfg.pretrained).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         data.x_train, data.x_val, data.x_test = (x.contiguous(memory_format=torch.channels_last)
                                                  for x in (data.x_train, data.x_val, data.x_test))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+    groups = [{"params": list(model.parameters())}]
+    alpha = mltp_steps(cfg, model, device) if cfg.procedure == "mltp" else {}
+    if alpha:  # α ← α − r ∂J/∂α: plain SGD at the weights' scheduled rate r (the same scheduler)
+        groups.append({"params": list(alpha.values()), "momentum": 0.0, "nesterov": False, "weight_decay": 0.0})
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     s = State(cfg, device, data, model, torch.compile(model) if cfg.compile else model, opt, sched)
+    if alpha:
+        kinds = layer_group(model)
+        s.alpha = alpha
+        s.alpha_groups = {g: [n for n in alpha if kinds[n] == g] for g in ("conv", "bn", "fc", "other")}
+        s.alpha_groups = {g: names for g, names in s.alpha_groups.items() if names}
+
     if cfg.uses_generator:
         s.G, _ = load_generator(gen_path, device=device, expect={
             "dataset": cfg.data.dataset, "split_hash": data.split_hash, "resolution": data.resolution,
@@ -245,6 +317,13 @@ def build(cfg: TrainConfig) -> State:
     if cfg.uses_finder:
         s.finder = Finder(s.G.z_dim, cfg.finder).to(device)
         s.finder_opt = torch.optim.Adam(s.finder.parameters(), lr=cfg.finder_lr)
+    if cfg.co_learner:
+        with torch.random.fork_rng(devices=[]):  # same init and batches as the run without it: a paired comparison
+            torch.manual_seed(cfg.seed)
+            s.co_learner = CoLearner(model.feature_dim, data.num_classes, cfg.co_learner_arch).to(device)
+        if device.type == "cuda":
+            s.co_learner = s.co_learner.to(memory_format=torch.channels_last)
+        s.co_opt = torch.optim.Adam(s.co_learner.parameters(), lr=cfg.co_learner_lr)
     return s
 
 
@@ -258,9 +337,61 @@ def batches(s: State):
     return d.x_train[i], d.y_train[i], d.x_val[j], d.y_val[j]
 
 
+def mltp_indices(s: State):
+    """Indices of MLTP's two disjoint real batches B_i and B_j into the training split. Each step a
+    random permutation splits the split into two halves and each batch is drawn (with replacement,
+    like `batches`) from its own half: no image is in both, even when the split is smaller than one
+    batch (digits 10%: 116 images, batch 128). On the device, no host sync."""
+    n, B = len(s.data.y_train), s.cfg.batch_size
+    perm, half = torch.randperm(n, device=s.device), n // 2
+    return perm[torch.randint(half, (B,), device=s.device)], perm[half + torch.randint(n - half, (B,), device=s.device)]
+
+
+def mltp_batches(s: State):
+    """B_i, B_j (disjoint, `mltp_indices`) and a validation batch (used by the finder's MPS step)."""
+    d = s.data
+    i, j = mltp_indices(s)
+    v = torch.randint(len(d.y_val), (min(s.cfg.batch_size, len(d.y_val)),), device=s.device)
+    return d.x_train[i], d.y_train[i], d.x_train[j], d.y_train[j], d.x_val[v], d.y_val[v]
+
+
 def latents(s: State, n: int):
     z = torch.randn(n, s.G.z_dim, device=s.device)
     return z, torch.randint(s.data.num_classes, (n,), device=s.device)  # y uniform over classes
+
+
+@dataclass
+class Synthetic:
+    z: torch.Tensor  # latents drawn
+    z_f: torch.Tensor  # the finder's latents F_φ(z) (z without a finder)
+    x: torch.Tensor  # G(z_f, y)
+    y: torch.Tensor
+    t: list | None  # one draw of T, reused by every evaluation of ℓ_PCR this step
+
+
+def synthetic(s: State, n: int, through_finder: bool) -> Synthetic | None:
+    """n synthetic samples (one per real sample) for a task's loss; None for base. Latents go
+    through the finder when there is one, differentiable in φ only if `through_finder`."""
+    if not s.cfg.uses_generator:
+        return None
+    z, y = latents(s, n)
+    with torch.set_grad_enabled(through_finder and s.finder is not None):
+        z_f = s.finder(z) if s.finder is not None else z
+        x = s.G(z_f, y)
+    return Synthetic(z, z_f, x, y, s.T.draw(x) if s.cfg.synthetic_kind == "pcr" else None)
+
+
+def synthetic_term(s: State, params: dict, syn: Synthetic | None):
+    """The method's synthetic term of C at `params`, before λ (0 for base)."""
+    return 0.0 if syn is None else meta.synthetic_loss(s.model, params, syn.x, syn.y, syn.t, s.T, s.cfg.synthetic_kind)
+
+
+def co_learner_loss(s: State, feature_map, y):
+    """The co-learner's CE and accuracy on (looked-ahead) features; (None, None) without one."""
+    if s.co_learner is None:
+        return None, None
+    logits = s.co_learner(feature_map).float()
+    return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
 
 
 def plain_step(s: State, x, y) -> None:
@@ -288,9 +419,11 @@ def plain_step(s: State, x, y) -> None:
 
 def mps_step(s: State, x, y, x_val, y_val) -> None:
     """gda-mps and mgr: the finder takes one meta step through a one-step lookahead of the
-    classifier, then the classifier takes its step with the same ∇_θ L(θ; φ)."""
+    classifier, then the classifier takes its step with the same ∇_θ L(θ; φ). With the co-learner,
+    its CE (×γ) on the looked-ahead features of B_val joins the finder's meta-loss and trains it."""
     cfg = s.cfg
     lr = s.sched.get_last_lr()[0]  # η, the classifier's current learning rate
+    second = cfg.order == "second"
     z, y_p = latents(s, len(x))
     with autocast(s.device):
         z_f = s.finder(z)  # F_φ(z)
@@ -300,13 +433,23 @@ def mps_step(s: State, x, y, x_val, y_val) -> None:
         ce = F.cross_entropy(meta.call(s.model, params, buffers, x), y)
         syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
         loss = ce + cfg.lam * syn  # L(θ; φ)
-        grads = meta.grads_of(loss, params, create_graph=cfg.order == "second")
-        phi_grads, ce_val = meta.finder_hypergradient(
-            s.model, params, grads, lr, x_val, y_val, s.finder, z_f, x_p, y_p, t, s.T,
+        grads = meta.grads_of(loss, params, create_graph=second)
+        ahead = meta.lookahead(params, grads if second else [g.detach() for g in grads], lr)  # θ'(φ)
+        logits, fmap = meta.call(s.model, ahead, meta.clone_buffers(s.model), x_val, feature_map=True)
+        ce_val = F.cross_entropy(logits, y_val)
+        co_ce, co_acc = co_learner_loss(s, fmap, y_val)
+        out = meta.outer_grads(ce_val, ahead, None if co_ce is None else cfg.co_learner_gamma * co_ce,
+                               list(s.co_learner.parameters()) if s.co_learner else [])
+        phi_grads = meta.finder_hypergradient(
+            s.model, params, ahead, out.v, lr, s.finder, z_f, x_p, y_p, t, s.T,
             kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl, order=cfg.order, fd_eps=cfg.fd_eps)
     for p, g in zip(s.finder.parameters(), phi_grads):
         p.grad = g
     s.finder_opt.step()
+    if s.co_learner is not None:
+        for p, g in zip(s.co_learner.parameters(), out.co_grads):
+            p.grad = g
+        s.co_opt.step()
     for p, g in zip(params.values(), grads):  # the classifier's step, without the graph
         p.grad = g.detach()
     s.opt.step()
@@ -315,8 +458,94 @@ def mps_step(s: State, x, y, x_val, y_val) -> None:
         for name, b in s.model.named_buffers():
             b.copy_(buffers[name])
         shift = (z_f - z).norm(dim=1).mean()
-    s.accumulate(loss, ce=ce, kl=kl_batch(z_f), latent_shift=shift, meta_val_ce=ce_val,
+    co = {} if co_ce is None else {"co_ce": co_ce, "co_acc": co_acc, "co_grad_cos": out.co_cos}
+    s.accumulate(loss, ce=ce, kl=kl_batch(z_f), latent_shift=shift, meta_val_ce=ce_val, **co,
                  **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
+
+
+def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
+    """MLTP around any method (METHOD.md §2). Task i at w; one lookahead w' = w − α ⊙ ∇C(w; B_i) on
+    the variant's tensors; task j at w'; J = C(w; B_i) + η C(w'; B_j) (+ γ CE of the co-learner on
+    the looked-ahead features of B_j) gives w its gradient (taken by the trainer's optimizer) and α
+    its own. C is the method's loss: CE, plus λ times its synthetic term on a fresh synthetic batch
+    per task. Under gda-mps/mgr the finder also takes its MPS step, through θ' = w − η ∇C(w; B_i)
+    with the same gradient and η the learning rate (docs/decisions.md)."""
+    cfg = s.cfg
+    lr = s.sched.get_last_lr()[0]
+    second = cfg.mltp_variant != "fo"  # full, conv, fc: through the Hessian; fo: without it
+    with autocast(s.device):
+        params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
+        syn_i, syn_j = synthetic(s, len(x_i), through_finder=True), synthetic(s, len(x_j), through_finder=False)
+        # task i at w: its forward gives the step's only BatchNorm update (copied back below)
+        ce_i = F.cross_entropy(meta.call(s.model, params, buffers, x_i), y_i)
+        syn_term = synthetic_term(s, params, syn_i)
+        c_i = ce_i + cfg.lam * syn_term
+        g_i = meta.grads_of(c_i, params, create_graph=second or (s.finder is not None and cfg.order == "second"))
+        ahead = meta.lookahead(params, g_i if second else [g.detach() for g in g_i], s.alpha)  # w'
+        # task j at w' (throwaway BatchNorm buffers); the co-learner reads the same looked-ahead features
+        logits_j, fmap_j = meta.call(s.model, ahead, meta.clone_buffers(s.model), x_j, feature_map=True)
+        ce_j = F.cross_entropy(logits_j, y_j)
+        c_j = ce_j + cfg.lam * synthetic_term(s, ahead, syn_j)
+        co_ce, co_acc = co_learner_loss(s, fmap_j, y_j)
+        co = None if co_ce is None else cfg.co_learner_gamma * co_ce
+        out = meta.outer_grads(cfg.mltp_eta * c_j, ahead, co, list(s.co_learner.parameters()) if s.co_learner else [])
+        back = meta.pullback(ahead, out.v, [*params.values(), *s.alpha.values()])
+        w_grads = [g.detach() + b for g, b in zip(g_i, back)]  # ∂J/∂w = ∇C_i(w) + (∂w'/∂w)ᵀ v
+        alpha_grads = back[len(params):]  # ∂J/∂α_l = −⟨v_l, ∇_l C_i(w)⟩
+        J = c_i + cfg.mltp_eta * c_j + (0.0 if co is None else co)
+        if s.finder is not None:  # MPS: the finder's meta step, through the lookahead at the learning rate
+            mps_ahead = meta.lookahead(params, g_i if cfg.order == "second" else [g.detach() for g in g_i], lr)
+            ce_val = F.cross_entropy(meta.call(s.model, mps_ahead, meta.clone_buffers(s.model), x_val), y_val)
+            phi_grads = meta.finder_hypergradient(
+                s.model, params, mps_ahead, meta.outer_grads(ce_val, mps_ahead).v, lr, s.finder, syn_i.z_f,
+                syn_i.x, syn_i.y, syn_i.t, s.T, kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl,
+                order=cfg.order, fd_eps=cfg.fd_eps)
+    if s.finder is not None:
+        for p, g in zip(s.finder.parameters(), phi_grads):
+            p.grad = g
+        s.finder_opt.step()
+    if s.co_learner is not None:
+        for p, g in zip(s.co_learner.parameters(), out.co_grads):
+            p.grad = g
+        s.co_opt.step()
+    for p, g in zip([*params.values(), *s.alpha.values()], w_grads + alpha_grads):
+        p.grad = g.detach()
+    s.opt.step()  # w and α, at the same scheduled rate r
+    s.sched.step()
+    with torch.no_grad():
+        for a in s.alpha.values():
+            a.clamp_(min=0)
+        for name, b in s.model.named_buffers():  # task i's BatchNorm statistics, as a plain step would
+            b.copy_(buffers[name])
+    logged = {"ce": ce_i, "mltp_ce_j": ce_j, "mltp_grad_cos": meta.cosine(g_i, out.main), **alpha_stats(s)}
+    if syn_i is not None:
+        logged["pcr" if cfg.synthetic_kind == "pcr" else "syn_ce"] = syn_term
+    if s.finder is not None:
+        logged.update(kl=kl_batch(syn_i.z_f), latent_shift=(syn_i.z_f - syn_i.z).norm(dim=1).mean(), meta_val_ce=ce_val)
+    if co_ce is not None:
+        logged.update(co_ce=co_ce, co_acc=co_acc, co_grad_cos=out.co_cos)
+    s.accumulate(J, **logged)
+
+
+def train_step(s: State) -> None:
+    """One iteration of the configured procedure and method, batches included."""
+    if s.cfg.procedure == "mltp":
+        mltp_step(s, *mltp_batches(s))
+        return
+    x, y, x_val, y_val = batches(s)
+    if s.cfg.uses_finder:
+        mps_step(s, x, y, x_val, y_val)
+    else:
+        plain_step(s, x, y)
+
+
+def alpha_stats(s: State) -> dict:
+    """Mean, min and max of MLTP's α per layer group (conv, bn, fc), on the device."""
+    out = {}
+    for group, names in s.alpha_groups.items():
+        a = torch.stack([s.alpha[n] for n in names]).detach()
+        out.update({f"alpha_{group}_mean": a.mean(), f"alpha_{group}_min": a.min(), f"alpha_{group}_max": a.max()})
+    return out
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -398,6 +627,10 @@ def save_checkpoint(run: Run, s: State) -> None:
         tensors["cuda_rng"] = torch.cuda.get_rng_state(s.device)
     if s.finder is not None:
         tensors["finder"], tensors["finder_opt"] = s.finder.state_dict(), s.finder_opt.state_dict()
+    if s.alpha:  # α's own optimizer state is in "opt" (its second parameter group)
+        tensors["alpha"] = {n: a.detach() for n, a in s.alpha.items()}
+    if s.co_learner is not None:
+        tensors["co_learner"], tensors["co_opt"] = s.co_learner.state_dict(), s.co_opt.state_dict()
     checkpoint.save(run.path / "last.pt", CKPT_KIND, CKPT_VERSION,
                     {"step": s.step, "best_val_acc": s.best_val_acc, "best_step": s.best_step, **_identity(s)},
                     **tensors)
@@ -419,11 +652,16 @@ def load_checkpoint(run: Run, s: State) -> None:
     parts = [("model", s.model), ("opt", s.opt), ("sched", s.sched)]
     if s.finder is not None:
         parts += [("finder", s.finder), ("finder_opt", s.finder_opt)]
+    if s.co_learner is not None:
+        parts += [("co_learner", s.co_learner), ("co_opt", s.co_opt)]
     try:
         for key, obj in parts:
             if not isinstance(ck.get(key), dict):
                 raise KeyError(f"no {key!r} state")
             obj.load_state_dict(ck[key])
+        with torch.no_grad():
+            for n, a in s.alpha.items():
+                a.copy_(ck["alpha"][n])
         torch.set_rng_state(ck["rng"].cpu())
         if "cuda_rng" in ck and s.device.type == "cuda":
             torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), s.device)
@@ -431,6 +669,15 @@ def load_checkpoint(run: Run, s: State) -> None:
         raise checkpoint.CheckpointError(f"{path}: does not fit this run's model and optimizers "
                                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     s.step, s.best_val_acc, s.best_step = ck["meta"]["step"], ck["meta"]["best_val_acc"], ck["meta"]["best_step"]
+
+
+def load_co_learner(path, device="cpu"):
+    """The co-learner saved beside best.pt (co_learner.pt): for analysis only, never for inference."""
+    ck = checkpoint.load(path, CO_KIND, CO_VERSION, map_location=device)
+    m = ck["meta"]
+    co = CoLearner(m["in_channels"], m["num_classes"], m["arch"])
+    checkpoint.load_state(co, ck["co_learner"], path)
+    return co.to(device).eval(), m
 
 
 def load_classifier(path, device="cpu"):
@@ -505,18 +752,14 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
     since_eval = since_log = 0
     try:
         while s.step < cfg.steps:
-            x, y, x_val, y_val = batches(s)
-            if cfg.uses_finder:
-                mps_step(s, x, y, x_val, y_val)
-            else:
-                plain_step(s, x, y)
+            train_step(s)
             s.step += 1
             since_eval, since_log = since_eval + 1, since_log + 1
             evaluating = s.step % cfg.eval_every == 0 or s.step == cfg.steps
             if s.step % cfg.log_every == 0 or evaluating:
                 means = s.flush()  # the host sync: queued GPU work is done before the clock is read
                 now = time.time()
-                img_per_s = since_log * cfg.batch_size / max(now - t_log, 1e-9)
+                img_per_s = since_log * cfg.images_per_step / max(now - t_log, 1e-9)
                 run.append_scalars({"step": s.step, "lr": s.sched.get_last_lr()[0],
                                     **{k: round(v, 6) for k, v in means.items()}, "img_per_s": round(img_per_s, 1)})
                 t_log, since_log = now, 0
@@ -578,11 +821,11 @@ def _eval_record(s: State, steps: int, elapsed: float) -> dict:
     val_acc, val_loss = evaluate(s.forward, d.x_val, d.y_val)
     test_acc, test_loss = evaluate(s.forward, d.x_test, d.y_test)
     train_acc, _ = evaluate(s.forward, d.x_train[:2000], d.y_train[:2000])
-    record = {"step": s.step, "epoch": round(s.step * s.cfg.batch_size / len(d.y_train), 3),
+    record = {"step": s.step, "epoch": round(s.step * s.cfg.images_per_step / len(d.y_train), 3),
               "lr": s.sched.get_last_lr()[0], **{k: round(v, 6) for k, v in means.items()},
               "train_acc": train_acc, "val_acc": val_acc, "val_loss": round(val_loss, 6),
               "test_acc": test_acc, "test_loss": round(test_loss, 6),
-              "img_per_s": round(steps * s.cfg.batch_size / max(elapsed, 1e-9), 1), "elapsed": round(elapsed, 3)}
+              "img_per_s": round(steps * s.cfg.images_per_step / max(elapsed, 1e-9), 1), "elapsed": round(elapsed, 3)}
     return record
 
 
@@ -594,14 +837,21 @@ def _save_best(run: Run, s: State, record: dict) -> None:
                     {"model": s.cfg.model, "num_classes": d.num_classes, "channels": d.channels,
                      "resolution": d.resolution, "classes": d.classes, "step": s.step, "val_acc": record["val_acc"],
                      "test_acc": record["test_acc"], "dataset": d.name}, model=s.model.state_dict())
+    if s.co_learner is not None:  # its own file, staged the same way: the classifier's checkpoint never holds it
+        checkpoint.save(run.path / f".co_learner-{s.step:07d}.pt", CO_KIND, CO_VERSION,
+                        {"arch": s.cfg.co_learner_arch, "in_channels": s.model.feature_dim,
+                         "num_classes": d.num_classes, "step": s.step, "classifier": "best.pt"},
+                        co_learner=s.co_learner.state_dict())
 
 
 def _promote_best(run: Run, step: int) -> None:
-    """best.pt := the newest staged best at or before `step`; staged bests after it are from undone steps."""
-    staged = sorted(run.path.glob(".best-*.pt"))
-    keep = [p for p in staged if p.stem[6:].isdigit() and int(p.stem[6:]) <= step]
-    if keep:
-        os.replace(keep[-1], run.path / "best.pt")
-    for p in staged:
-        if p not in keep[-1:]:
-            p.unlink(missing_ok=True)
+    """best.pt (and co_learner.pt) := the newest staged one at or before `step`; staged ones after it
+    are from undone steps."""
+    for name in ("best", "co_learner"):
+        staged = sorted(run.path.glob(f".{name}-*.pt"))
+        keep = [p for p in staged if p.stem[len(name) + 2:].isdigit() and int(p.stem[len(name) + 2:]) <= step]
+        if keep:
+            os.replace(keep[-1], run.path / f"{name}.pt")
+        for p in staged:
+            if p not in keep[-1:]:
+                p.unlink(missing_ok=True)

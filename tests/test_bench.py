@@ -18,6 +18,17 @@ def test_step_time_quick():
     assert all(r["ms_per_step"] > 0 for r in result["results"])
 
 
+def test_step_time_quick_times_mltp_per_step_and_counts_both_batches():
+    rows = load("step_time").main(["--quick", "--device", "cpu", "--methods", "base,mltp-fo"])["results"]
+    assert [(r["method"], r["procedure"]) for r in rows] == [("base", "standard"), ("mltp-fo", "mltp")]
+    assert all(abs(r["img_per_s"] - f * 128 * 1000 / r["ms_per_step"]) < 0.1 * r["img_per_s"]
+               for r, f in zip(rows, (1, 2)))
+
+
 def test_accuracy_quick(tmp_path):
-    records = load("accuracy").main(["--quick", "--device", "cpu", "--methods", "base,mgr", "--runs-dir", str(tmp_path)])
-    assert [r["method"] for r in records] == ["base", "mgr"] and all(0 <= r["test_acc"] <= 1 for r in records)
+    records = load("accuracy").main(["--quick", "--device", "cpu", "--methods", "base,mltp-fo,mgr-co",
+                                     "--runs-dir", str(tmp_path)])
+    assert [(r["method"], r["procedure"], r["co_learner"]) for r in records] == [
+        ("base", "standard", False), ("base", "mltp", False), ("mgr", "standard", True)]
+    need = {"dataset", "ratio", "model", "method", "procedure", "co_learner", "seed", "steps", "val_acc", "test_acc"}
+    assert all(need <= set(r) and 0 <= r["test_acc"] <= 1 for r in records)

@@ -54,9 +54,10 @@ def objective(s, kind):
 
 def hypergrad(s, kind, order, fd_eps=0.01):
     z_f, x_p, params, grads = inner(s, kind, create_graph=order == "second")
-    g, _ = meta.finder_hypergradient(s["model"], params, grads, LR, s["x_val"], s["y_val"], s["finder"], z_f, x_p,
-                                     s["y_p"], s["t"], s["T"], kind=kind, lam=LAM, lam_kl=LAM_KL, order=order,
-                                     fd_eps=fd_eps)
+    ahead = meta.lookahead(params, grads if order == "second" else [g.detach() for g in grads], LR)
+    v = meta.outer_grads(meta.val_ce(s["model"], ahead, s["x_val"], s["y_val"]), ahead).v
+    g = meta.finder_hypergradient(s["model"], params, ahead, v, LR, s["finder"], z_f, x_p, s["y_p"], s["t"], s["T"],
+                                  kind=kind, lam=LAM, lam_kl=LAM_KL, order=order, fd_eps=fd_eps)
     return torch.cat([v.flatten() for v in g])
 
 
@@ -148,3 +149,31 @@ def test_lookahead_leaves_batchnorm_statistics_unchanged(setup, order):
     before = {n: b.clone() for n, b in model.named_buffers()}
     hypergrad(setup, "pcr", order)
     assert all(torch.equal(before[n], b) for n, b in model.named_buffers())
+
+
+def test_co_learner_term_joins_the_finder_meta_loss_and_trains_only_the_co_learner(setup):
+    """MPS with the CML co-learner: ∇_φ [CE(f_θ'(B_val)) + γ CE(c_χ(map_θ'(B_val))) + λ_KL KL] and
+    ∇_χ of the co-learner's term, with χ outside the lookahead, match plain autograd."""
+    from mgr.models import CoLearner
+    torch.manual_seed(2)
+    co, gamma, s = CoLearner(4 * 4, 3, "conv", width=4).double(), 0.5, setup  # SmallCNN width 4: 16-channel map
+
+    def meta_loss(z_f, ahead):
+        logits, fmap = meta.call(s["model"], ahead, meta.clone_buffers(s["model"]), s["x_val"], feature_map=True)
+        return F.cross_entropy(logits, s["y_val"]), gamma * F.cross_entropy(co(fmap), s["y_val"])
+
+    z_f, _, params, grads = inner(s, "pcr", create_graph=True)
+    ce_val, co_ce = meta_loss(z_f, meta.lookahead(params, grads, LR))
+    want = torch.autograd.grad(ce_val + co_ce + LAM_KL * kl_batch(z_f), [*s["finder"].parameters(), *co.parameters()])
+
+    z_f, x_p, params, grads = inner(s, "pcr", create_graph=True)
+    ahead = meta.lookahead(params, grads, LR)
+    ce_val, co_ce = meta_loss(z_f, ahead)
+    out = meta.outer_grads(ce_val, ahead, co_ce, list(co.parameters()))
+    phi = meta.finder_hypergradient(s["model"], params, ahead, out.v, LR, s["finder"], z_f, x_p, s["y_p"], s["t"],
+                                    s["T"], kind="pcr", lam=LAM, lam_kl=LAM_KL, order="second")
+    got = phi + out.co_grads
+    assert len(got) == len(want) and all(torch.allclose(g, w, rtol=1e-9, atol=1e-13) for g, w in zip(got, want))
+    without = hypergrad(s, "pcr", "second")  # the co-learner's term does move the finder
+    assert (torch.cat([g.flatten() for g in phi]) - without).norm() > 1e-6 * without.norm()
+    assert -1 <= out.co_cos <= 1 and out.co_cos != 0

@@ -16,6 +16,10 @@ def test_classifier_shapes_and_feature_head_split(name, feat, channels, res):
     assert f.shape == (3, feat) and m.feature_dim == feat
     assert isinstance(m.head, nn.Linear) and m.head.out_features == 7
     assert torch.allclose(m(x), m.head(f))
+    # the last feature map (the conv co-learner reads it) is what g_ψ average-pools, from the same pass
+    logits, fmap = m(x, feature_map=True)
+    assert fmap.shape[:2] == (3, feat) and torch.allclose(fmap.mean((2, 3)), f, atol=1e-6)
+    assert torch.allclose(logits, m(x), atol=1e-6)
     # the head is the only place ω lives: the feature extractor holds none of its parameters
     head_ids = {id(p) for p in m.head.parameters()}
     assert not head_ids & {id(p) for p in m.body.parameters()}

@@ -1,6 +1,7 @@
 """Classifiers f = h_ω ∘ g_ψ with the two halves exposed: `features(x)` is g_ψ (pooled
 penultimate features), `head` is h_ω (the final linear layer). Methods use them separately:
-PCR regularises g_ψ only, so ω must never see its gradient.
+PCR regularises g_ψ only, so ω must never see its gradient. `feature_map(x)` is the last conv
+feature map before pooling, which the CML co-learner reads.
 """
 from __future__ import annotations
 
@@ -8,19 +9,28 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 MODELS = ("smallcnn", "resnet18")
 
 
 class Classifier(nn.Module):
-    """Base class: subclasses define `body` (image -> pooled features) and `head`."""
-    feature_dim: int
+    """Base class: subclasses define `body` (image -> pooled features), `feature_map` (image -> the
+    last feature map, which `body` average-pools) and `head`."""
+    feature_dim: int  # channels of the last feature map = dimension of g_ψ
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
-    def forward(self, x: torch.Tensor, features: bool = False) -> torch.Tensor:
-        # `features=True` returns g_ψ(x): torch.func.functional_call can only call forward
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, features: bool = False, feature_map: bool = False):
+        # torch.func.functional_call can only call forward, hence the flags: `features=True` returns
+        # g_ψ(x); `feature_map=True` returns (logits, last feature map) from one pass
+        if feature_map:
+            m = self.feature_map(x)
+            return self.head(torch.flatten(F.adaptive_avg_pool2d(m, 1), 1)), m
         f = self.features(x)
         return f if features else self.head(f)
 
@@ -43,6 +53,9 @@ class SmallCNN(Classifier):
         self.feature_dim = w[2]
         self.head = nn.Linear(self.feature_dim, num_classes)
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body[:-2](x)  # all but the average pool and flatten
+
 
 class ResNet18(Classifier):
     """torchvision's ResNet-18 adapted to small images as in the MGR paper: a 3x3 stride-1 stem,
@@ -61,6 +74,11 @@ class ResNet18(Classifier):
         self.head = net.fc
         net.fc = nn.Identity()
         self.body = net  # with fc removed, torchvision's forward ends at the flattened avg-pool
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.body  # torchvision's forward, stopped before its average pool
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
 
 
 def _cached_imagenet_weights() -> dict:
