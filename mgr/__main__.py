@@ -22,6 +22,7 @@ from pathlib import Path
 from . import paths
 from .checkpoint import WriteError
 from .data import DataConfig, DataError, dataset_info, known_datasets
+from .runtime import set_threads, threads_default
 
 
 def add_data_args(p: argparse.ArgumentParser, default_dataset: str = "digits") -> None:
@@ -34,6 +35,12 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str = "digits") -
     g.add_argument("--resolution", type=int, help="image side for variable-size datasets (default per dataset)")
     g.add_argument("--data-root", default=None, help="where torchvision datasets live (default $MGR_DATA_ROOT or data/)")
     g.add_argument("--no-download", action="store_true", help="never try to download a dataset")
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default $MGR_THREADS, else one per core); give concurrent runs "
+                        "a share of the cores each: on a busy CPU, more threads than free cores is many times slower")
 
 
 def data_config(a) -> DataConfig:
@@ -51,7 +58,7 @@ def cmd_train(a) -> None:
 
     if a.resume:
         given = [opt for dest, (opt, default) in a.option_defaults.items()
-                 if dest not in ("resume", "quiet") and getattr(a, dest) != default]
+                 if dest not in ("resume", "quiet", "threads") and getattr(a, dest) != default]
         if given:
             raise ValueError(f"--resume continues a run with the options in its config.json; it takes no other "
                              f"training options (got {', '.join(given)}). Start a new run to change them")
@@ -220,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
     t.add_argument("--run-id", help="name of the run directory (default: generated)")
     t.add_argument("--quiet", action="store_true")
+    add_threads_arg(t)
     # every option's default, so that --resume can refuse the ones it would silently ignore
     t.set_defaults(fn=cmd_train, option_defaults={act.dest: (act.option_strings[0], act.default)
                                                   for act in t._actions if act.option_strings and act.dest != "help"})
@@ -249,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--no-fid", action="store_true", help="skip the FID measurement at the end")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_arg(g)
     g.set_defaults(fn=cmd_train_generator)
 
     e = sub.add_parser("train-extractor", help="train the offline FID feature extractor of a dataset")
@@ -258,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--data-root", default=None)
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
+    add_threads_arg(e)
     e.set_defaults(fn=cmd_train_extractor)
 
     f = sub.add_parser("fid", help="FID of a generator checkpoint against its dataset's test split")
@@ -265,12 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--extractor", default="auto", help="auto (Inception when its weights are on disk), inception, classifier")
     f.add_argument("--num", type=int, help="generated images (default max(test size, 2000))")
     f.add_argument("--device", default="auto")
+    add_threads_arg(f)
     f.set_defaults(fn=cmd_fid)
 
     a = p.parse_args(argv)
     if hasattr(signal, "SIGXFSZ"):  # past a file-size limit (ulimit -f) a write fails with a message, not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
+        if hasattr(a, "threads"):
+            set_threads(threads_default() if a.threads is None else a.threads)
         a.fn(a)
     except (DataError, ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

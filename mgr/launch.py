@@ -229,6 +229,13 @@ def run_state(run: Run, status: dict | None = None) -> str:
     return state
 
 
+def trainer_threads() -> str:
+    """Torch threads of an app-launched trainer: $MGR_THREADS, else half the cores. The app launches runs
+    in pairs (presets) beside its own analysis work, and oversubscribed cores make small convolutions
+    many times slower (mgr/runtime.py: set_threads)."""
+    return os.environ.get("MGR_THREADS") or str(max(1, (os.cpu_count() or 2) // 2))
+
+
 class Launcher:
     """Spawns trainers and keeps their handles (to reap them). Hold one per app process
     (st.cache_resource); everything it reports comes from the files, not from the handles."""
@@ -243,7 +250,8 @@ class Launcher:
         cmd = [sys.executable, "-m", "mgr", "train", *args, "--quiet"]
         with open(logs / f"{run_id}.log", "ab") as log:
             p = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                                              "MGR_THREADS": trainer_threads()})
         self.children[run_id] = p
         atomic_write_text(logs / f"{run_id}.json", json.dumps(
             {"run_id": run_id, "pid": p.pid, "command": cmd, "started": time.time()}))

@@ -9,12 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from mgr.data import DataConfig
 from mgr.runstore import Run
 from mgr.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
+
+# One CPU thread for torch in this process and in every trainer a test spawns (they inherit MGR_THREADS):
+# the suite runs trainers side by side on 2 cores, where two threads per process thrash (10-100x slower).
+os.environ["MGR_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def tiny_config(method: str, **kw) -> TrainConfig:

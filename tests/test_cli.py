@@ -50,3 +50,17 @@ def test_trainer_never_imports_the_app_packages():
             "sys.exit(', '.join(bad) if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, f"imported: {r.stderr}"
+
+
+def test_threads_come_from_the_option_else_mgr_threads(tmp_path, monkeypatch):
+    # a trainer takes --threads, else $MGR_THREADS (the app gives each launched run a share of the cores)
+    import torch
+    from mgr.__main__ import main
+    args = ["train", "--method", "base", "--ratio", "0.1", "--steps", "1", "--eval-every", "1", "--batch-size", "8",
+            "--probe-real", "10", "--device", "cpu", "--quiet", "--runs-dir", str(tmp_path)]
+    try:
+        assert main([*args, "--threads", "2"]) == 0 and torch.get_num_threads() == 2
+        monkeypatch.setenv("MGR_THREADS", "1")
+        assert main(args) == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
