@@ -164,17 +164,21 @@ def test_random_sigkills_resume_into_exactly_the_uninterrupted_run(tmp_path, spa
     _check_killed_state(run)
 
     # 4: at a random moment of the resume itself (loading, truncating, or the first steps)
+    # (with one fast thread the few steps left can finish inside the window: then the kill is moot)
     p = spawn([*CLI[:4], "--resume", str(run.path), "--quiet"])
     p.stdout.readline()
-    time.sleep(rng.uniform(0, 1.5))
-    p.kill()
+    time.sleep(rng.uniform(0, 1.0))
+    if p.poll() is None:
+        p.kill()
+        kills.append("early in a resume")
     p.wait(60)
-    kills.append("early in a resume")
 
-    r = subprocess.run([*CLI[:4], "--resume", str(run.path), "--quiet"], capture_output=True, text=True, timeout=600)
+    if run.status()["state"] != "finished":
+        r = subprocess.run([*CLI[:4], "--resume", str(run.path), "--quiet"], capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr
     watcher.stop.set()
     watcher.join()
-    assert r.returncode == 0, r.stderr
     ref = Run(reference.stdout.readline().strip())
     assert reference.wait(600) == 0, reference.stderr.read()
 
