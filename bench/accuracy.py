@@ -22,22 +22,24 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.data import DataConfig  # noqa: E402
 from mgr.train import TrainConfig, train  # noqa: E402
 
-MLTP = {"procedure": "mltp"}
-VARIANTS = {"base": {"method": "base"}, "gda": {"method": "gda"}, "gda-mps": {"method": "gda-mps"},
-            "pcr": {"method": "pcr"}, "mgr": {"method": "mgr"}, "mgr-first": {"method": "mgr", "order": "first"},
-            **{f"mltp-{v}": {"method": "base", **MLTP, "mltp_variant": v} for v in ("fo", "full", "conv", "fc")},
-            "mgr-co": {"method": "mgr", "co_learner": True},
-            "mgr-co-linear": {"method": "mgr", "co_learner": True, "co_learner_arch": "linear"},
-            "pcr-mltp": {"method": "pcr", **MLTP}, "mgr-mltp": {"method": "mgr", **MLTP},
-            "mgr-mltp-co": {"method": "mgr", **MLTP, "co_learner": True},
-            "mltp-fo-co": {"method": "base", **MLTP, "co_learner": True}}
+from variants import VARIANTS  # noqa: E402
 
 
 def mean_std(xs):
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def append_record(out: Path, record: dict) -> None:
+    """Add one record to the JSON list at `out`, atomically (a grid may be stopped at any time)."""
+    old = json.loads(out.read_text()) if out.exists() else []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(old + [record], indent=1))
+    tmp.replace(out)
 
 
 def main(argv=None):
@@ -48,6 +50,7 @@ def main(argv=None):
     p.add_argument("--methods", default="base,gda,pcr,mgr")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -64,9 +67,9 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     runs_dir = a.runs_dir or tempfile.mkdtemp(prefix="mgr-bench-")
     records = []
-    for name in a.methods.split(","):
-        for seed in map(int, a.seeds.split(",")):
-            cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), model=a.model, steps=a.steps,
+    for seed in map(int, a.seeds.split(",")):  # seed-major: a stopped grid has whole seeds
+        for name in a.methods.split(","):
+            cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), model=a.model, steps=a.steps, batch_size=a.batch_size,
                               eval_every=a.eval_every, seed=seed, device=a.device, probes_per_class=2,
                               probe_real=100, **VARIANTS[name])
             t = time.time()
@@ -76,10 +79,12 @@ def main(argv=None):
             records.append({"dataset": a.dataset, "ratio": a.ratio, "model": a.model, "method": cfg.method,
                             "variant": name, "order": cfg.order, "procedure": cfg.procedure,
                             "mltp_variant": cfg.mltp_variant if cfg.procedure == "mltp" else None,
-                            "co_learner": cfg.co_learner,
-                            "seed": seed, "steps": a.steps, "best_step": best["step"], "val_acc": best["val_acc"],
+                            "co_learner": cfg.co_learner, "finder": cfg.finder if cfg.uses_finder else None,
+                            "seed": seed, "steps": a.steps, "batch_size": a.batch_size, "best_step": best["step"], "val_acc": best["val_acc"],
                             "test_acc": best["test_acc"], "final_test_acc": rows[-1]["test_acc"],
                             "seconds": round(time.time() - t, 1), "run": str(run.path)})
+            if not a.quick:
+                append_record(Path(a.out), records[-1])
             print(f"{name:12s} seed {seed}: val {best['val_acc']:.3f} test@best-val {best['test_acc']:.4f} "
                   f"final test {rows[-1]['test_acc']:.4f} ({records[-1]['seconds']} s)", flush=True)
     print(f"\n| method | test acc @ best val | final test acc | n |\n|---|---|---|---|")
@@ -87,11 +92,6 @@ def main(argv=None):
         rs = [r for r in records if r["variant"] == name]
         (m1, s1), (m2, s2) = mean_std([r["test_acc"] for r in rs]), mean_std([r["final_test_acc"] for r in rs])
         print(f"| {name} | {100 * m1:.2f} ± {100 * s1:.2f} | {100 * m2:.2f} ± {100 * s2:.2f} | {len(rs)} |")
-    if not a.quick:
-        out = Path(a.out)
-        old = json.loads(out.read_text()) if out.exists() else []
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(old + records, indent=1))
     return records
 
 

@@ -22,19 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.data import DataConfig  # noqa: E402
 from mgr.train import TrainConfig, build, train_step  # noqa: E402
 
-MLTP = {"procedure": "mltp"}
-VARIANTS = {"base": {"method": "base"}, "gda": {"method": "gda"}, "gda-mps": {"method": "gda-mps"},
-            "pcr": {"method": "pcr"}, "mgr": {"method": "mgr"}, "mgr-first": {"method": "mgr", "order": "first"},
-            "mgr-second": {"method": "mgr", "order": "second"},
-            **{f"mltp-{v}": {"method": "base", **MLTP, "mltp_variant": v} for v in ("fo", "full", "conv", "fc")},
-            "mgr-co": {"method": "mgr", "co_learner": True},
-            "mgr-co-linear": {"method": "mgr", "co_learner": True, "co_learner_arch": "linear"},
-            "pcr-mltp": {"method": "pcr", **MLTP}, "mgr-mltp": {"method": "mgr", **MLTP},
-            "mgr-mltp-co": {"method": "mgr", **MLTP, "co_learner": True},
-            "mltp-fo-co": {"method": "base", **MLTP, "co_learner": True}}
+from variants import VARIANTS  # noqa: E402
 
 
 def main(argv=None):
