@@ -31,9 +31,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="bench/results/classifier_speed.json")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.quick:
         a.steps, a.rounds = 1, 1
     dev = resolve_device(a.device)
