@@ -7,39 +7,32 @@
 
 Reports, per method, the test accuracy at the best validation step (model selection on val)
 and at the last step, as mean ± std over seeds. Appends records to bench/results/accuracy.json
-(one per run: dataset, ratio, model, method, procedure, co_learner, seed, steps, val_acc, test_acc).
+(one per run: dataset, ratio, model, method, variant, procedure, co_learner, seed, steps, batch_size,
+val_acc, test_acc, ... and the command, machine and date that produced it). bench/report.py turns
+them into docs/RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
-
-import torch
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.data import DataConfig  # noqa: E402
 from mgr.train import TrainConfig, train  # noqa: E402
 
+from records import append_record, stamp  # noqa: E402
 from variants import VARIANTS  # noqa: E402
 
 
 def mean_std(xs):
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
-def append_record(out: Path, record: dict) -> None:
-    """Add one record to the JSON list at `out`, atomically (a grid may be stopped at any time)."""
-    old = json.loads(out.read_text()) if out.exists() else []
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(old + [record], indent=1))
-    tmp.replace(out)
 
 
 def main(argv=None):
@@ -66,6 +59,7 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     runs_dir = a.runs_dir or tempfile.mkdtemp(prefix="mgr-bench-")
+    where = {**stamp("accuracy.py", argv), "threads": torch.get_num_threads(), "torch": torch.__version__}
     records = []
     for seed in map(int, a.seeds.split(",")):  # seed-major: a stopped grid has whole seeds
         for name in a.methods.split(","):
@@ -82,8 +76,9 @@ def main(argv=None):
                             "co_learner": cfg.co_learner, "finder": cfg.finder if cfg.uses_finder else None,
                             "seed": seed, "steps": a.steps, "batch_size": a.batch_size, "best_step": best["step"], "val_acc": best["val_acc"],
                             "test_acc": best["test_acc"], "final_test_acc": rows[-1]["test_acc"],
-                            "seconds": round(time.time() - t, 1), "run": str(run.path)})
-            if not a.quick:
+                            "seconds": round(time.time() - t, 1), "run": str(run.path),
+                            "device": str(run.status().get("device", a.device)), **where})
+            if not a.quick or a.out != p.get_default("out"):  # --quick writes only where it is told to
                 append_record(Path(a.out), records[-1])
             print(f"{name:12s} seed {seed}: val {best['val_acc']:.3f} test@best-val {best['test_acc']:.4f} "
                   f"final test {rows[-1]['test_acc']:.4f} ({records[-1]['seconds']} s)", flush=True)

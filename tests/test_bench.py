@@ -1,34 +1,148 @@
-"""The benchmark scripts' --quick modes run (smoke tests; the numbers are not checked here)."""
+"""The benchmark scripts' --quick modes, chained as a user runs them: accuracy (its runs kept), step
+time with the reference loop, memory, finder FID on the accuracy run of mgr, and the report over
+what they wrote. The numbers are not checked (6-step runs); the files' fields and the claims are."""
 import importlib.util
+import json
+import re
+import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
+CLAIMS = 7
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench_{name}"] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
 
-def test_step_time_quick():
-    result = load("step_time").main(["--quick", "--device", "cpu"])
-    assert [r["method"] for r in result["results"]] == ["base", "gda", "pcr", "mgr-first", "mgr-second"]
-    assert all(r["ms_per_step"] > 0 for r in result["results"])
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """Every bench's --quick output in one results folder, as the report reads it."""
+    d = tmp_path_factory.mktemp("bench-results")
+    out = {"dir": d}
+    out["accuracy"] = load("accuracy").main(["--quick", "--device", "cpu", "--methods", "base,gda,pcr,mgr,mltp-fo,mgr-co",
+                                             "--runs-dir", str(d / "runs"), "--out", str(d / "accuracy.json")])
+    out["speed"] = load("step_time").main(["--quick", "--device", "cpu", "--out", str(d / "speed.json")])
+    out["memory"] = load("memory").main(["--quick", "--device", "cpu", "--out", str(d / "memory.json")])
+    mgr_run = next(r["run"] for r in out["accuracy"] if r["variant"] == "mgr")
+    out["finder_fid"] = load("finder_fid").main([mgr_run, "--quick", "--out", str(d / "finder_fid.json")])
+    out["report"] = load("report").main(["--quick", "--results-dir", str(d), "--out", str(d / "docs" / "RESULTS.md")])
+    return out
 
 
-def test_step_time_quick_times_mltp_per_step_and_counts_both_batches():
-    rows = load("step_time").main(["--quick", "--device", "cpu", "--methods", "base,mltp-fo"])["results"]
-    assert [(r["method"], r["procedure"]) for r in rows] == [("base", "standard"), ("mltp-fo", "mltp")]
-    assert all(abs(r["img_per_s"] - f * 128 * 1000 / r["ms_per_step"]) < 0.1 * r["img_per_s"]
-               for r, f in zip(rows, (1, 2)))
-
-
-def test_accuracy_quick(tmp_path):
-    records = load("accuracy").main(["--quick", "--device", "cpu", "--methods", "base,mltp-fo,mgr-co",
-                                     "--runs-dir", str(tmp_path)])
+def test_accuracy_quick_records_every_variant_with_its_command(quick):
+    records = quick["accuracy"]
     assert [(r["method"], r["procedure"], r["co_learner"]) for r in records] == [
-        ("base", "standard", False), ("base", "mltp", False), ("mgr", "standard", True)]
-    need = {"dataset", "ratio", "model", "method", "procedure", "co_learner", "seed", "steps", "val_acc", "test_acc"}
+        ("base", "standard", False), ("gda", "standard", False), ("pcr", "standard", False), ("mgr", "standard", False),
+        ("base", "mltp", False), ("mgr", "standard", True)]
+    need = {"dataset", "ratio", "model", "method", "variant", "procedure", "co_learner", "seed", "steps", "batch_size",
+            "val_acc", "test_acc", "command", "machine", "date"}
     assert all(need <= set(r) and 0 <= r["test_acc"] <= 1 for r in records)
+    assert json.loads((quick["dir"] / "accuracy.json").read_text()) == records  # appended one by one, all kept
+    assert records[0]["command"].startswith("python bench/accuracy.py --quick")
+
+
+def test_step_time_quick_times_the_reference_loop_against_base(quick):
+    result = quick["speed"]
+    rows = {r["method"]: r for r in result["results"]}
+    assert list(rows) == ["base", "gda", "pcr", "mgr-first", "mgr-second", "mltp-fo", "reference"]
+    assert all(r["ms_per_step"] > 0 for r in rows.values())
+    assert result["reference"]["model"] == "mgr SmallCNN class in the plain loop" and result["reference"]["dtype"] == "fp32"
+    assert result["speedup_vs_reference"] == pytest.approx(rows["reference"]["ms_per_step"] / rows["base"]["ms_per_step"],
+                                                           rel=0.02)
+    # MLTP's img/s counts both of its batches
+    for name, f in (("base", 1), ("mltp-fo", 2)):
+        assert rows[name]["img_per_s"] == pytest.approx(f * 128 * 1000 / rows[name]["ms_per_step"], rel=0.02)
+    assert json.loads((quick["dir"] / "speed.json").read_text())["command"].startswith("python bench/step_time.py")
+
+
+def test_step_time_reference_model_has_our_resnet18s_compute():
+    from mgr.models.classifier import build_classifier
+    ref, desc = load("step_time").reference_model("resnet18", 10, 1)
+    ours = build_classifier("resnet18", 10, 1)
+    assert "torchvision resnet18" in desc
+    assert [tuple(p.shape) for p in ref.parameters()] == [tuple(p.shape) for p in ours.body.parameters()] + [
+        tuple(p.shape) for p in ours.head.parameters()]
+
+
+def test_memory_quick_measures_each_method_in_its_own_process(quick):
+    result = json.loads((quick["dir"] / "memory.json").read_text())
+    assert result == quick["memory"]
+    assert [r["method"] for r in result["results"]] == ["base", "mgr-first"]
+    for r in result["results"]:
+        assert 0 < r["import_rss_mib"] <= r["peak_rss_mib"]
+    assert {"machine", "date", "command", "device", "dataset", "model", "batch_size"} <= set(result)
+
+
+def test_finder_fid_quick_compares_uniform_and_finder_samples(quick):
+    (rec,) = quick["finder_fid"]
+    assert rec["method"] == "mgr" and rec["n"] == 200 and rec["checkpoint_step"] == 6
+    assert rec["fid_uniform"] > 0 and rec["fid_finder"] > 0
+    assert "SmallCNN" in rec["extractor"] or "Inception" in rec["extractor"]
+    assert json.loads((quick["dir"] / "finder_fid.json").read_text()) == [rec]
+
+
+def test_finder_fid_refuses_a_run_without_a_generator_before_any_work(quick):
+    base_run = next(r["run"] for r in quick["accuracy"] if r["variant"] == "base")
+    with pytest.raises(SystemExit, match="method base uses no generator"):
+        load("finder_fid").main([base_run, "--quick", "--out", str(quick["dir"] / "nothing.json")])
+    assert not (quick["dir"] / "nothing.json").exists()
+
+
+def test_report_quick_renders_every_section_and_claim(quick):
+    text = (quick["dir"] / "docs" / "RESULTS.md").read_text()
+    assert text == quick["report"] + "\n"
+    verdicts = re.findall(r"^- \*\*\((\d)\) .*?: (reproduced|not reproduced|partly reproduced.*?|not measured.*?)\.\*\*",
+                          text, re.M)
+    assert [int(n) for n, _ in verdicts] == list(range(1, CLAIMS + 1))
+    for section in ("## Accuracy", "## Speed", "## Memory", "## Finder FID"):
+        assert section in text
+    assert "### digits 0.1, smallcnn, 6 steps, batch 128" in text and "speed-up" in text
+    assert "python bench/accuracy.py --quick" in text and "python bench/step_time.py --quick" in text
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert "results/accuracy_digits_smallcnn.png" in figures and "results/speed.png" in figures
+    for f in figures:
+        assert (quick["dir"] / "docs" / f).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_quick_refuses_to_write_docs():
+    with pytest.raises(SystemExit):
+        load("report").main(["--quick"])
+
+
+def records(variant, accs, **kw):
+    base = dict(dataset="digits", ratio=0.1, model="smallcnn", steps=500, batch_size=128, method=variant)
+    return [{**base, **kw, "variant": variant, "seed": s, "test_acc": a} for s, a in enumerate(accs)]
+
+
+def test_claims_are_judged_from_the_records_by_the_stated_criterion():
+    report = load("report")
+    rs = (records("base", [0.90, 0.91, 0.92]) + records("gda", [0.85, 0.86, 0.87]) + records("pcr", [0.93, 0.94, 0.95])
+          + records("gda-mps", [0.85, 0.87, 0.86]) + records("mgr", [0.95, 0.96, 0.97])
+          + records("mgr-mlp", [0.90, 0.94, 0.98]) + records("mgr-linear", [0.90, 0.91, 0.92])
+          + records("mgr-first", [0.95, 0.96, 0.965])
+          + records("base", [0.95, 0.96, 0.97], ratio=0.25) + records("mgr", [0.96, 0.97, 0.98], ratio=0.25))
+    speeds = [{"_file": "speed.json", "device": "cpu", "model": "smallcnn",
+               "results": [{"method": "mgr-first", "ms_per_step": 90.0}, {"method": "mgr-second", "ms_per_step": 100.0}]}]
+    fids = [{"run": "r1", "dataset": "digits", "ratio": 0.1, "method": "mgr", "seed": 0, "n": 2000,
+             "fid_uniform": 5.0, "fid_finder": 4.0},
+            {"run": "r2", "dataset": "digits", "ratio": 0.1, "method": "mgr", "seed": 1, "n": 2000,
+             "fid_uniform": 5.0, "fid_finder": 6.0}]
+    verdicts = [c["verdict"] for c in report.claims(report.stats(rs), speeds, fids)]
+    assert verdicts == [
+        "reproduced",  # base − gda = 5 pts > pooled std 1
+        "reproduced",  # pcr − gda = 8 > 1
+        "reproduced",  # mgr − pcr = 2 > 1, gda-mps − gda = 0
+        "reproduced",  # gain 5 at 0.1 > 1 at 0.25
+        "not reproduced",  # residual − mlp = 2 < pooled std 2.9 (the mlp varies by 4)
+        "reproduced",  # first − second = −0.17 within pooled std, 10% faster
+        "partly reproduced (1 of 2 runs)"]
+    one_seed = report.claims(report.stats(records("pcr", [0.9]) + records("gda", [0.8])), [], [])
+    assert one_seed[1]["verdict"] == "not measured" and "fewer than 2 seeds" in one_seed[1]["lines"][0]
+    assert report.claims({}, [], [])[0]["verdict"] == "not measured"

@@ -1,0 +1,56 @@
+"""What every benchmark stores next to its numbers: the command that made them, the machine, the
+date; and the atomic, locked writes of bench/results/*.json (a grid may be stopped at any time, and
+two workers may append to one file)."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mgr.checkpoint import atomic_write_text  # noqa: E402
+
+
+def command(script: str, argv: list[str] | None) -> str:
+    """The command line that reproduces a result (argv as given to main, else the process's)."""
+    args = sys.argv[1:] if argv is None else argv
+    return shlex.join(["python", f"bench/{script}", *args])
+
+
+def machine() -> str:
+    """e.g. 'vm: AMD EPYC, 2 cores'. The CPU model is what makes CPU timings comparable."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores"
+
+
+def stamp(script: str, argv: list[str] | None) -> dict:
+    return {"command": command(script, argv), "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+
+
+def write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def append_record(path: str | Path, record: dict) -> None:
+    """Add one record to the JSON list at `path`: atomic (readers never see half a file) and under
+    an exclusive lock, so two processes appending to one file never drop each other's records."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()) if path.exists() else []
+        if not isinstance(old, list):
+            raise ValueError(f"{path} does not hold a JSON list of records; choose another --out")
+        write_json(path, old + [record])

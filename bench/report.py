@@ -1,0 +1,509 @@
+"""bench/results/*.json -> docs/RESULTS.md and its figures (docs/results/*.png). Never edit
+RESULTS.md by hand: prose goes in docs/results-notes.md, which is included verbatim.
+
+    python bench/report.py
+    python bench/report.py --accuracy bench/results/accuracy.json bench/results/accuracy_mltp.json
+    python bench/report.py --results-dir /tmp/r --out /tmp/r/RESULTS.md --quick   # smoke test
+
+Reads, whichever exist: accuracy.json (or the --accuracy files), speed.json and speed_*.json (one
+table each, e.g. speed_cuda.json), memory.json and memory_*.json, app_speed.json, finder_fid.json.
+Every claim of the papers is judged by code from these records, with a stated criterion
+(`beats`); a claim whose records are absent is "not measured".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mgr.checkpoint import atomic_write, atomic_write_text  # noqa: E402
+
+from variants import VARIANTS  # noqa: E402
+
+MGR_CHOICES = ("mgr", "mgr-second", "mgr-first")  # which MGR a claim uses: the default (second order) first
+CRITERION = ("A beats B when the difference of their mean test accuracies (at the best validation step) exceeds "
+             "the pooled sample standard deviation over seeds, √((s_A² + s_B²)/2), with at least 2 seeds each; "
+             "a smaller difference is within seed noise. This is a one-sigma bar, not a significance test: with "
+             "3 seeds nothing here is significant in the statistical sense. Per-seed signs (seeds both have) are "
+             "shown beside each comparison but do not decide it.")
+
+
+# ----------------------------------------------------------------------------- accuracy records
+
+@dataclass
+class Stat:
+    mean: float  # test accuracy @ best val, in points
+    std: float
+    n: int
+    by_seed: dict
+    final: float | None  # final test accuracy, mean, in points
+
+
+def setting_of(r: dict) -> tuple:
+    return (r["dataset"], r["ratio"], r["model"], r["steps"], r["batch_size"])
+
+
+def setting_label(s: tuple) -> str:
+    dataset, ratio, model, steps, bs = s
+    return f"{dataset} {ratio:g}, {model}, {steps} steps, batch {bs}"
+
+
+def load_accuracy(paths: list[Path]) -> tuple[list[dict], list[str]]:
+    """Records of all files; the last of records with the same setting, variant and seed wins."""
+    notes, seen = [], {}
+    for path in paths:
+        for r in read_json(path) or []:
+            r = {**r, "source": str(path)}
+            r.setdefault("variant", r["method"])
+            if "batch_size" not in r:  # written before --batch-size existed, when every run used 128
+                r["batch_size"] = 128
+            key = (*setting_of(r), r["variant"], r["seed"])
+            if key in seen:
+                notes.append(f"{setting_label(setting_of(r))}: {r['variant']} seed {r['seed']} appears more than "
+                             f"once; the last record (from {path.name}) is used")
+            seen[key] = r
+    return list(seen.values()), notes
+
+
+def stats(records: list[dict]) -> dict[tuple, dict[str, Stat]]:
+    """{setting: {variant: Stat}}."""
+    groups: dict[tuple, dict[str, list]] = {}
+    for r in records:
+        groups.setdefault(setting_of(r), {}).setdefault(r["variant"], []).append(r)
+    out = {}
+    for s, by_variant in groups.items():
+        out[s] = {}
+        for v, rs in by_variant.items():
+            acc = [100 * r["test_acc"] for r in rs]
+            finals = [100 * r["final_test_acc"] for r in rs if r.get("final_test_acc") is not None]
+            out[s][v] = Stat(statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else 0.0, len(acc),
+                             {r["seed"]: 100 * r["test_acc"] for r in rs}, statistics.mean(finals) if finals else None)
+    return out
+
+
+def variant_order(names) -> list[str]:
+    known = [v for v in VARIANTS if v in names]
+    return known + sorted(set(names) - set(known))
+
+
+# ----------------------------------------------------------------------------- the criterion
+
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    diff: float  # mean(a) - mean(b), points
+    pooled: float
+    higher: int  # seeds (shared) where a > b
+    shared: int
+    enough: bool  # both have >= 2 seeds
+
+    @property
+    def beats(self) -> bool:
+        return self.enough and self.diff > self.pooled
+
+    @property
+    def equal(self) -> bool:
+        return self.enough and abs(self.diff) <= self.pooled
+
+    def __str__(self) -> str:
+        seeds = f"; higher in {self.higher} of {self.shared} shared seeds" if self.shared else ""
+        return f"{self.a} − {self.b} = {self.diff:+.2f} pts (pooled std {self.pooled:.2f}{seeds})"
+
+
+def compare(st: dict[str, Stat], a: str, b: str) -> Comparison:
+    A, B = st[a], st[b]
+    shared = sorted(set(A.by_seed) & set(B.by_seed))
+    return Comparison(a, b, A.mean - B.mean, math.sqrt((A.std ** 2 + B.std ** 2) / 2),
+                      sum(A.by_seed[s] > B.by_seed[s] for s in shared), len(shared), A.n >= 2 and B.n >= 2)
+
+
+def judged(c: Comparison, holds: bool) -> str:
+    if not c.enough:
+        return f"{c} → fewer than 2 seeds, not judged"
+    return f"{c} → {'holds' if holds else 'does not hold'}"
+
+
+def said(c: Comparison, yes: str, no: str) -> str:
+    return f"{c} → " + ((yes if c.beats else no) if c.enough else "fewer than 2 seeds, not judged")
+
+
+def overall(results: list[bool | None], what: str = "settings") -> str:
+    """The verdict of a claim from its per-setting outcomes (None: not judged)."""
+    judged_ = [r for r in results if r is not None]
+    if not judged_:
+        return "not measured"
+    k = sum(judged_)
+    if k == len(judged_):
+        return "reproduced"
+    return "not reproduced" if k == 0 else f"partly reproduced ({k} of {len(judged_)} {what})"
+
+
+def pick_mgr(st: dict[str, Stat]) -> str | None:
+    return next((v for v in MGR_CHOICES if v in st), None)
+
+
+# ----------------------------------------------------------------------------- the claims
+
+def claims(table: dict[tuple, dict[str, Stat]], speeds: list[dict], fids: list[dict]) -> list[dict]:
+    out = []
+
+    def claim(title, paper, verdict, lines, needs):
+        out.append({"title": title, "paper": paper, "verdict": verdict, "lines": lines or [f"no records: needs {needs}"]})
+
+    # (1) naive GDA can fall below base: one setting where base beats gda suffices
+    lines, res = [], []
+    for s, st in table.items():
+        if {"gda", "base"} <= set(st):
+            c = compare(st, "base", "gda")
+            res.append(c.beats if c.enough else None)
+            lines.append(f"{setting_label(s)}: {judged(c, c.beats)}")
+    verdict = "not measured" if not any(r is not None for r in res) else ("reproduced" if any(res) else "not reproduced")
+    claim("(1) Naive GDA can fall below base", "GDA's synthetic samples can lower test accuracy on small data",
+          verdict, lines, "gda and base in one setting")
+
+    # (2) PCR beats GDA
+    lines, res = [], []
+    for s, st in table.items():
+        if {"pcr", "gda"} <= set(st):
+            c = compare(st, "pcr", "gda")
+            res.append(c.beats if c.enough else None)
+            lines.append(f"{setting_label(s)}: {judged(c, c.beats)}")
+    claim("(2) PCR beats GDA", "consistency regularisation uses synthetic samples better than CE on them",
+          overall(res), lines, "pcr and gda in one setting")
+
+    # (3) MPS adds to PCR but not to GDA
+    lines, res = [], []
+    for s, st in table.items():
+        m = pick_mgr(st)
+        if m and {"pcr", "gda", "gda-mps"} <= set(st):
+            c1, c2 = compare(st, m, "pcr"), compare(st, "gda-mps", "gda")
+            ok = c1.enough and c2.enough
+            res.append(c1.beats and not c2.beats if ok else None)
+            lines.append(f"{setting_label(s)}: {said(c1, 'MPS adds to PCR', 'MPS does not add to PCR')}; "
+                         f"{said(c2, 'MPS adds to GDA', 'MPS does not add to GDA')}")
+    claim("(3) MPS adds to PCR but not to GDA", "the finder helps the consistency loss, and cannot rescue GDA",
+          overall(res), lines, "pcr, gda, gda-mps and mgr (or mgr-first) in one setting")
+
+    # (4) MGR's gain over base is largest on the smallest data (per dataset and model, across ratios)
+    lines, res = [], []
+    groups: dict[tuple, dict[float, tuple]] = {}
+    for s, st in table.items():
+        groups.setdefault((s[0], s[2]), {}).setdefault(s[1], []).append((s, st))
+    for (dataset, model), by_ratio in groups.items():
+        m = next((v for v in MGR_CHOICES
+                  if sum(any({v, "base"} <= set(st) for _, st in opts) for opts in by_ratio.values()) >= 2), None)
+        if m is None:
+            continue
+        gains = {}
+        for ratio, opts in sorted(by_ratio.items()):
+            s, st = max((o for o in opts if {m, "base"} <= set(o[1])), key=lambda o: o[1][m].n, default=(None, None))
+            if s is not None:
+                gains[ratio] = (compare(st, m, "base"), s)
+        enough = all(c.enough for c, _ in gains.values())
+        smallest = min(gains)
+        largest = max(gains, key=lambda r: gains[r][0].diff)
+        res.append(largest == smallest if enough else None)
+        parts = "; ".join(f"{r:g} ({s[3]} steps, batch {s[4]}): {c.diff:+.2f} ± {c.pooled:.2f}"
+                          for r, (c, s) in gains.items())
+        lines.append(f"{dataset}, {model}, gain of {m} over base by ratio: {parts} → largest at ratio {largest:g}"
+                     + ("" if enough else " (fewer than 2 seeds somewhere, not judged)")
+                     + f"; the paper's best gain is +7 points, the largest here {max(c.diff for c, _ in gains.values()):+.2f}")
+    claim("(4) MGR's gain is largest on the smallest data", "up to +7 points, largest gains on the smallest data",
+          overall(res, "datasets"), lines, "base and mgr (or mgr-first) at two or more ratios of one dataset")
+
+    # (5) residual finder > MLP and linear
+    lines, res = [], []
+    for s, st in table.items():
+        if {"mgr", "mgr-mlp", "mgr-linear"} <= set(st):
+            c1, c2 = compare(st, "mgr", "mgr-mlp"), compare(st, "mgr", "mgr-linear")
+            ok = c1.enough and c2.enough
+            res.append(c1.beats and c2.beats if ok else None)
+            lines.append(f"{setting_label(s)} (mgr = residual finder): {judged(c1, c1.beats)}; {judged(c2, c2.beats)}")
+    claim("(5) Residual finder beats MLP and linear finders", "Residual > Linear and > MLP (an MLP moves latents too far)",
+          overall(res), lines, "mgr, mgr-mlp and mgr-linear in one setting")
+
+    # (6) first order ≈ second order accuracy, ~10% less time
+    lines, acc_res, speed_res = [], [], []
+    for s, st in table.items():
+        second = next((v for v in ("mgr-second", "mgr") if v in st), None)
+        if second and "mgr-first" in st:
+            c = compare(st, "mgr-first", second)
+            acc_res.append(c.equal if c.enough else None)
+            lines.append(f"accuracy, {setting_label(s)}: {c} → "
+                         + (("equal within noise" if c.equal else "differs") if c.enough else "fewer than 2 seeds, not judged"))
+    for sp in speeds:
+        ms = {r["method"]: r["ms_per_step"] for r in sp["results"]}
+        if {"mgr-first", "mgr-second"} <= set(ms):
+            saving = 1 - ms["mgr-first"] / ms["mgr-second"]
+            speed_res.append(saving > 0)
+            lines.append(f"step time, {sp['_file']} ({sp['device']}, {sp['model']}): first {ms['mgr-first']:.2f} ms, "
+                         f"second {ms['mgr-second']:.2f} ms → first order takes {100 * saving:.0f}% less time (paper: about 10%)")
+    judged_acc = [r for r in acc_res if r is not None]
+    if not judged_acc or not speed_res:
+        verdict = "not measured" + (" (no step times of mgr-first and mgr-second)" if judged_acc else
+                                    " (no accuracy of mgr-first and mgr-second with ≥ 2 seeds)" if speed_res else "")
+    else:
+        verdict = "reproduced" if all(judged_acc) and all(speed_res) else "not reproduced"
+    claim("(6) First-order ≈ second-order accuracy at less time", "little accuracy loss for about 10% less time",
+          verdict, lines, "mgr-first and mgr-second (or mgr) accuracy, and their step times")
+
+    # (7) finder samples have lower FID than uniform ones (per run; the runs must agree)
+    lines, res = [], []
+    for f in fids:
+        if f.get("fid_finder") is not None:
+            res.append(f["fid_finder"] < f["fid_uniform"])
+            lines.append(f"{Path(f['run']).name} ({f['dataset']} {f['ratio']:g}, {f['method']}, seed {f['seed']}, n={f['n']}): "
+                         f"uniform {f['fid_uniform']:.3f}, finder {f['fid_finder']:.3f} → "
+                         f"{'lower' if res[-1] else 'not lower'}")
+    claim("(7) Finder samples have a lower FID than uniform ones", "MPS finds better samples (finder_fid.json; per run)",
+          overall(res, "runs"), lines, "finder_fid.json records of runs with a finder")
+    return out
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def read_json(path: Path):
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise SystemExit(f"{path}: not valid JSON ({e}); fix or remove it") from e
+
+
+def md_table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows), ""]
+
+
+def provenance(items: list[dict], what: str = "records") -> list[str]:
+    cmds = list(dict.fromkeys(i["command"] for i in items if i.get("command")))
+    missing = sum(1 for i in items if not i.get("command"))
+    lines = ["Reproduce with:", "", "```bash", *cmds, "```"] if cmds else []
+    if missing:
+        lines.append(f"({missing} of these {what} predate the `command` field: their command is in the notes or git history.)")
+    machines = sorted({i["machine"] for i in items if i.get("machine")})
+    dates = sorted({i["date"] for i in items if i.get("date")})
+    if machines or dates:
+        lines.append(f"Machine: {'; '.join(machines) or 'not recorded'}. Date: {', '.join(dates) or 'not recorded'}.")
+    return lines + [""]
+
+
+def shown(path) -> str:
+    """A path as the reader of RESULTS.md should see it: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
+
+
+def slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_")
+
+
+def save_figure(fig, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+
+
+def accuracy_figures(table, fig_dir: Path) -> dict[tuple, Path]:
+    """Accuracy vs ratio per variant, one figure per (dataset, model), error bars = std over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = {}
+    for dataset, model in dict.fromkeys((s[0], s[2]) for s in table):
+        settings = [s for s in table if (s[0], s[2]) == (dataset, model)]
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        budgets = sorted({(s[3], s[4]) for s in settings})  # one line per variant and (steps, batch size)
+        lines = [(v, b) for v in variant_order({v for s in settings for v in table[s]}) for b in budgets]
+        for i, (v, (steps, bs)) in enumerate(lines):
+            pts = sorted(((s[1], table[s][v]) for s in settings if v in table[s] and s[3:] == (steps, bs)),
+                         key=lambda p: p[0])
+            if pts:
+                dodge = 1.015 ** (i - len(lines) / 2)  # side by side, so that error bars at one ratio stay apart
+                ax.errorbar([p[0] * dodge for p in pts], [p[1].mean for p in pts], yerr=[p[1].std for p in pts],
+                            marker="os^vD<>p*hX"[i % 11], capsize=3, color=f"C{i % 10}",
+                            label=v if len(budgets) == 1 else f"{v} ({steps} steps, b{bs})")
+        ratios = sorted({s[1] for s in settings})
+        if len(ratios) > 1:
+            ax.set_xscale("log")
+        ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
+        ax.minorticks_off()
+        ax.set(xlabel="training ratio", ylabel="test accuracy @ best val (%)", title=f"{dataset}, {model}")
+        ax.legend(fontsize=7, ncol=2)
+        out[(dataset, model)] = fig_dir / f"accuracy_{slug(dataset)}_{slug(model)}.png"
+        save_figure(fig, out[(dataset, model)])
+        plt.close(fig)
+    return out
+
+
+def speed_figure(sp: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    key = next(k for k in sp["results"][0] if k.startswith("ratio_to_"))
+    names, ratios = [r["method"] for r in sp["results"]], [r[key] for r in sp["results"]]
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    ax.bar(names, ratios, color=["#888" if n == "reference" else "#3a7" for n in names])
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set(ylabel=f"step time / {key[len('ratio_to_'):]}",
+           title=f"{sp['dataset']} {sp['ratio']:g}, {sp['model']}, batch {sp['batch_size']}, {sp['device']}"
+                 + (", compiled" if sp.get("compile") else ""))
+    ax.tick_params(axis="x", rotation=30)
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def render(a) -> str:
+    rdir = Path(a.results_dir)
+    out = Path(a.out)
+    fig_dir = Path(a.figures_dir) if a.figures_dir else out.parent / "results"
+    rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731
+    acc_files = [Path(p) for p in a.accuracy] if a.accuracy else [rdir / "accuracy.json"]
+    records, dup_notes = load_accuracy(acc_files)
+    table = stats(records)
+    speeds = []
+    for path in sorted(rdir.glob("speed*.json")):
+        sp = read_json(path)
+        for one in (sp if isinstance(sp, list) else [sp]):
+            speeds.append({**one, "_file": path.name})
+    memories = [{**read_json(p), "_file": p.name} for p in sorted(rdir.glob("memory*.json"))]
+    app = read_json(rdir / "app_speed.json")
+    fids = read_json(rdir / "finder_fid.json") or []
+
+    L = ["# Results" + (" (smoke test: tiny runs, the numbers mean nothing)" if a.quick else ""), "",
+         f"Generated {time.strftime('%Y-%m-%d')} by `{shlex.join(['python', 'bench/report.py', *a.argv])}` from "
+         f"{', '.join(f'`{shown(p)}`' for p in acc_files)} and `{shown(rdir)}`. Do not edit this file: rerun the command; prose "
+         "goes in `docs/results-notes.md` (included below). Accuracy is the test accuracy at the evaluation with the "
+         "best validation accuracy (model selection on val; the earliest of ties), mean ± sample std over seeds, in %.",
+         "", "## Claims", "", f"Criterion: {CRITERION}", ""]
+    for c in claims(table, speeds, fids):
+        L += [f"- **{c['title']}: {c['verdict']}.** Paper: {c['paper']}.", *(f"  - {x}" for x in c["lines"])]
+    L += [""]
+
+    L += ["## Accuracy", ""]
+    if not records:
+        L += ["No accuracy records (`python bench/accuracy.py`).", ""]
+    figs = accuracy_figures(table, fig_dir) if table else {}
+    for s in sorted(table, key=lambda s: (s[0], s[2], s[1], s[3], s[4])):
+        st = table[s]
+        L += [f"### {setting_label(s)}", "", f"Model: **{s[2]}**.", ""]
+        rows = []
+        for v in variant_order(st):
+            x = st[v]
+            gain = "—" if "base" not in st or v == "base" else f"{x.mean - st['base'].mean:+.2f}"
+            what = ", ".join(f"{k}={val}" for k, val in VARIANTS.get(v, {}).items())
+            final = f"{x.final:.2f}" if x.final is not None else "—"
+            rows.append([v, what, f"{x.mean:.2f} ± {x.std:.2f}", x.n, gain, final])
+        L += md_table(["variant", "configuration", "test acc @ best val (%)", "seeds", "Δ vs base (pts)",
+                       "final test acc (%)"], rows)
+        L += provenance([r for r in records if setting_of(r) == s])
+    for (dataset, model), path in figs.items():
+        L += [f"![accuracy vs ratio, {dataset}, {model}]({rel(path)})", ""]
+    if dup_notes:
+        L += ["Duplicate records:", "", *(f"- {n}" for n in dup_notes), ""]
+
+    L += ["## Speed", ""]
+    if not speeds:
+        L += ["No speed records (`python bench/step_time.py`).", ""]
+    for sp in speeds:
+        key = next(k for k in sp["results"][0] if k.startswith("ratio_to_"))
+        L += [f"### {sp['_file']}: {sp['device']} ({sp.get('device_name', '')}), {sp['model']}, {sp['dataset']} "
+              f"{sp['ratio']:g}, batch {sp['batch_size']}" + (", --compile" if sp.get("compile") else ""), "",
+              f"{sp.get('cpu_threads', '?')} CPU thread(s), torch {sp.get('torch', '?')}; median of {sp.get('rounds')} "
+              f"interleaved rounds of {sp.get('steps')} steps.", ""]
+        L += md_table(["method", "ms / step", "images / s", f"step time / {key[9:]}"],
+                      [[r["method"], f"{r['ms_per_step']:.2f}", f"{r['img_per_s']:.0f}", f"{r[key]:.2f}"]
+                       for r in sp["results"]])
+        if "reference" in sp:
+            ref, base = sp["reference"], next(r for r in sp["results"] if r["method"] == "base")
+            L += [f"Our `base` against a plain loop ({ref['model']}, {ref['dtype']}, {ref['loader']}): "
+                  f"{ref['ms_per_step']:.2f} vs {base['ms_per_step']:.2f} ms/step, **speed-up "
+                  f"{sp['speedup_vs_reference']:.2f}×** (ours: {sp.get('ours', {}).get('dtype', '?')}"
+                  f"{', channels_last' if sp.get('ours', {}).get('channels_last') else ''}"
+                  f"{', compiled' if sp.get('compile') else ''}).", ""]
+        path = speed_figure(sp, fig_dir / f"{Path(sp['_file']).stem}.png")
+        L += [f"![step time ratios, {sp['_file']}]({rel(path)})", "", *provenance([sp], "results")]
+
+    L += ["## Memory", ""]
+    if not memories:
+        L += ["No memory records (`python bench/memory.py`).", ""]
+    for m in memories:
+        L += [f"### {m['_file']}: {m['device']} ({m.get('device_name', '')}), {m['model']}, {m['dataset']} "
+              f"{m['ratio']:g}, batch {m['batch_size']}", "",
+              "Peak RSS of a fresh process per method (imports included; 'after imports' is that fixed part).", ""]
+        cuda = any("cuda_max_allocated_mib" in r for r in m["results"])
+        L += md_table(["method", "peak RSS (MiB)", "after imports (MiB)"] + (
+            ["CUDA peak allocated (MiB)", "CUDA peak reserved (MiB)"] if cuda else []),
+            [[r["method"], r["peak_rss_mib"], r["import_rss_mib"]] + (
+                [r.get("cuda_max_allocated_mib", "—"), r.get("cuda_max_reserved_mib", "—")] if cuda else [])
+             for r in m["results"]])
+        L += provenance([m], "results")
+
+    L += ["## App", ""]
+    if not app:
+        L += ["No app timings (`python bench/app_speed.py`).", ""]
+    else:
+        if "pages" in app:
+            L += ["Server-side time of one page run of a finished run (AppTest): first render in a process, and "
+                  "the median of 3 reruns.", ""]
+            L += md_table(["page", "first (s)", "warm (s)"], [[p, v["first_s"], v["warm_s"]] for p, v in
+                                                              app["pages"].items() if isinstance(v, dict)])
+        if "feature_map" in app:
+            fm = app["feature_map"]
+            L += [f"Feature-space map of {fm.get('real_points')} real + {fm.get('synthetic_points')} synthetic points:", ""]
+            L += md_table(["measure", "value"], [[k, v] for k, v in fm.items() if k not in ("run",)])
+        if "live" in app:
+            L += md_table(["live curves", "value"], [[k, v] for k, v in app["live"].items()])
+        L += provenance([app], "results")
+
+    L += ["## Finder FID (claim 7)", ""]
+    if not fids:
+        L += ["No finder FID records (`python bench/finder_fid.py RUN_DIR ...`).", ""]
+    else:
+        L += md_table(["run", "dataset", "ratio", "method", "seed", "checkpoint step", "n", "FID uniform", "FID finder",
+                       "finder − uniform"],
+                      [[Path(f["run"]).name, f["dataset"], f"{f['ratio']:g}", f["method"], f["seed"], f["checkpoint_step"],
+                        f["n"], f"{f['fid_uniform']:.3f}", "—" if f["fid_finder"] is None else f"{f['fid_finder']:.3f}",
+                        "—" if f["fid_finder"] is None else f"{f['fid_finder'] - f['fid_uniform']:+.3f}"] for f in fids])
+        L += [f"Extractor: {'; '.join(sorted({f['extractor'] for f in fids}))}; reference: the test split. Both kinds "
+              "use the same z and class-balanced y; the finder is the run's last checkpoint (last.pt).", ""]
+        L += provenance(fids)
+
+    notes = Path(a.notes) if a.notes else out.parent / "results-notes.md"
+    if notes.exists():
+        L += ["## Notes", "", f"(from `{rel(notes)}`, written by hand)", "", notes.read_text().rstrip(), ""]
+    return "\n".join(L)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results-dir", default=str(REPO / "bench/results"))
+    p.add_argument("--accuracy", nargs="+", help="accuracy record files (default: RESULTS_DIR/accuracy.json)")
+    p.add_argument("--out", default=str(REPO / "docs/RESULTS.md"))
+    p.add_argument("--figures-dir", help="default: results/ beside --out")
+    p.add_argument("--notes", help="hand-written notes to include (default: results-notes.md beside --out)")
+    p.add_argument("--quick", action="store_true", help="smoke test: marks the page, refuses to write docs/")
+    a = p.parse_args(argv)
+    a.argv = sys.argv[1:] if argv is None else list(argv)
+    if a.quick and Path(a.out).resolve() == Path(p.get_default("out")).resolve():
+        p.error("--quick renders smoke-test numbers; give --out (and --results-dir) outside docs/")
+    text = render(a)
+    atomic_write_text(a.out, text + "\n")
+    print(f"-> {a.out}")
+    return text
+
+
+if __name__ == "__main__":
+    main()
