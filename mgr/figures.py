@@ -29,11 +29,20 @@ def _layout(fig: go.Figure, title: str = "", height: int = 320, **kw) -> go.Figu
 
 
 def curves(series: list[tuple[str, np.ndarray, np.ndarray]], smoothing: float = 0.0, title: str = "",
-           ytitle: str = "", markers: bool = False, height: int = 300) -> go.Figure:
+           ytitle: str = "", markers: bool = False, height: int = 300,
+           bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> go.Figure:
     """Line chart of (name, steps, values); with smoothing > 0 the debiased EMA is drawn and the
-    raw curve stays faint behind it, as in TensorBoard."""
+    raw curve stays faint behind it, as in TensorBoard. `bands[name] = (low, high)` shades a range
+    around a series (min–max, or mean ± std over seeds), never smoothed."""
     fig = go.Figure()
     for i, (name, x, y) in enumerate(series):
+        if bands and name in bands:
+            lo, hi = (np.asarray(b, dtype=float) for b in bands[name])
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            xb = np.asarray(x)[ok]
+            fig.add_trace(go.Scatter(x=np.concatenate([xb, xb[::-1]]), y=np.concatenate([hi[ok], lo[ok][::-1]]),
+                                     fill="toself", fillcolor=_rgba(colour(i), 0.15), line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False, legendgroup=name, name=f"{name} (range)"))
         ok = np.isfinite(y)
         x, y = np.asarray(x)[ok], np.asarray(y)[ok]
         c = colour(i)

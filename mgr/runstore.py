@@ -152,6 +152,27 @@ class Run:
                            "another process is writing it; stop that one first") from None
         self._lock_fd = fd
 
+    def writer_alive(self) -> bool | None:
+        """Whether a process holds the run's writer lock right now: a non-blocking shared flock probe
+        that never waits and never creates the file. True: a live trainer is writing the run (also one
+        frozen by SIGSTOP); False: nobody is (a `running` status then means the trainer was killed);
+        None: cannot tell (no flock on this OS, or a run made before `.lock` existed): ask the pid."""
+        if fcntl is None:
+            return None
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        finally:
+            os.close(fd)  # also drops the shared lock at once, so a --resume is not kept waiting
+        return False
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock

@@ -2,7 +2,8 @@
 import streamlit as st
 
 from mgr import launch
-from pages._ui import STATE_ICON, launcher, overview, runs_dir
+from mgr.runstore import Run
+from pages._ui import launcher, overview, runs_dir, state_text
 
 st.title("🧪 MGR Lab")
 left, right = st.columns([3, 2])
@@ -36,7 +37,7 @@ if not summaries:
             "`python -m mgr train --dataset digits --ratio 0.1 --method mgr --steps 300` in a shell.")
 else:
     st.dataframe(
-        [{"state": f"{STATE_ICON.get(s.state, '❓')} {s.state}", "run": s.id, "method": s.method,
+        [{"state": state_text(s.state), "run": s.id, "configuration": s.name,
           "data": f"{s.dataset} {s.ratio:g}" if s.ratio else s.dataset, "seed": s.seed,
           "progress": s.step / s.total_steps if s.total_steps else 0.0, "best val acc": s.best_val_acc,
           "test acc @ best val": s.test_at_best, "error": s.error or ""} for s in summaries],
@@ -44,6 +45,15 @@ else:
         column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
                        "best val acc": st.column_config.NumberColumn(format="%.3f"),
                        "test acc @ best val": st.column_config.NumberColumn(format="%.3f")})
+    for s in [s for s in summaries if s.state == "killed"][:10]:
+        a, b = st.columns([5, 1])
+        a.warning(f"⚠️ **{s.id}** was killed (resume?): {s.error}")
+        if b.button("Resume", key=f"resume-{s.id}"):
+            try:
+                launcher().resume(Run(s.path))
+                st.toast(f"resuming {s.id}")
+            except launch.LaunchError as e:
+                st.error(str(e))
 
 st.subheader("Teaching demos")
 st.caption("Each launches two short runs on digits (10% of the data, the shipped generator) that finish in a few "
