@@ -58,8 +58,9 @@ else:
 st.subheader("Teaching demos")
 st.caption("Each launches two short runs on digits (10% of the data, the shipped generator) that finish in a few "
            "minutes on a CPU; then open Compare with both selected.")
-cols = st.columns(len(launch.PRESETS))
-for col, (name, (what, configs)) in zip(cols, launch.PRESETS.items()):
+items = list(launch.PRESETS.items())
+cols = [c for i in range(0, len(items), 3) for c in st.columns(3)]  # rows of three cards
+for col, (name, (what, configs)) in zip(cols, items):
     with col.container(border=True):
         st.markdown(f"**{name}**")
         st.caption(what + f" {configs[0]['steps']} steps each.")
