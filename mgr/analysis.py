@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write, atomic_write_text
-from .runstore import Run, list_runs
+from .runstore import Run, default_runs_dir, list_runs
 
 ANALYSIS = "analysis"  # <run>/analysis/: the app's cache (projections, FID); safe to delete
 NOT_CURVES = ("step", "epoch", "elapsed")
@@ -168,7 +168,17 @@ def _summarize(run: Run) -> RunSummary:
 
 
 def runs_overview(runs_dir=None) -> list[RunSummary]:
-    return [summarize(r) for r in list_runs(runs_dir)]
+    """Every run in runs_dir, summarised. A run directory that is a link to somewhere outside runs_dir
+    is listed as `unknown` and never read: what the app shows comes from the runs folder only."""
+    root = (Path(runs_dir) if runs_dir else default_runs_dir()).resolve()
+    out = []
+    for r in list_runs(root):
+        if not r.path.resolve().is_relative_to(root):
+            out.append(RunSummary(r.id, r.path, "unknown", error=f"{r.path} links to {r.path.resolve()}, outside the "
+                                  f"runs directory {root}; the app reads runs only inside it (move or copy the run there)"))
+        else:
+            out.append(summarize(r))
+    return out
 
 
 def curves(run: Run) -> dict[str, np.ndarray]:

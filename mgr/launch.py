@@ -28,7 +28,7 @@ from pathlib import Path
 from .checkpoint import atomic_write_text
 from .data import DEBIAN_FASHION_MNIST, DataConfig, DataError, dataset_info
 from .paths import REPO
-from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, new_run_id
+from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, new_run_id, run_path
 
 LAUNCHES = ".launches"
 
@@ -349,7 +349,11 @@ class Launcher:
                 check_run_id(run_id)
             except RunError as e:
                 raise LaunchError(str(e), "run_id") from None
-            if (self.runs_dir / run_id).exists() or (self.runs_dir / LAUNCHES / f"{run_id}.json").exists():
+            try:
+                taken = run_path(self.runs_dir, run_id).exists() or (self.runs_dir / LAUNCHES / f"{run_id}.json").exists()
+            except RunError as e:
+                raise LaunchError(str(e), "run_id") from None
+            if taken:
                 raise LaunchError(f"run {run_id} already exists in {self.runs_dir}; choose another id", "run_id")
         cfg = build_config(values)
         try:
@@ -406,9 +410,12 @@ class Launcher:
         for meta_path in sorted((self.runs_dir / LAUNCHES).glob("*.json"), reverse=True):
             try:
                 meta = json.loads(meta_path.read_text())
-            except (OSError, json.JSONDecodeError):
+                run_dir = run_path(self.runs_dir, meta["run_id"])  # a crafted record never names another path
+                if not isinstance(meta.get("pid"), int):
+                    continue
+            except (OSError, ValueError, TypeError, KeyError):
                 continue
-            if (self.runs_dir / meta["run_id"] / "config.json").exists():
+            if (run_dir / "config.json").exists():
                 continue
             alive = _runs_command(meta["pid"], meta["run_id"])
             out.append({**meta, "state": "starting" if alive else "failed to start",
@@ -417,13 +424,13 @@ class Launcher:
 
     def dismiss(self, run_id: str) -> None:
         """Forget a failed launch (its log and record)."""
-        check_run_id(run_id)
+        run_path(self.runs_dir, run_id)
         for ext in (".json", ".log"):
             (self.runs_dir / LAUNCHES / f"{run_id}{ext}").unlink(missing_ok=True)
 
 
 def log_tail(runs_dir: str | Path, run_id: str, lines: int = 30) -> str:
-    check_run_id(run_id)
+    run_path(runs_dir, run_id)
     try:
         with open(Path(runs_dir) / LAUNCHES / f"{run_id}.log", "rb") as f:
             f.seek(0, os.SEEK_END)

@@ -70,6 +70,17 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def run_path(runs_dir: str | Path, run_id: str) -> Path:
+    """The directory of run `run_id` in runs_dir, for an id that came from a user or a URL: the id must be
+    a plain name, and the path must resolve inside runs_dir (a link pointing elsewhere is refused too)."""
+    check_run_id(run_id)
+    root = Path(runs_dir).resolve()
+    path = (root / run_id).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise RunError(f"run {run_id!r} resolves to {path}, outside the runs directory {root}; refused")
+    return root / run_id
+
+
 def ensure_writable(runs_dir: str | Path) -> Path:
     """Create runs_dir if needed and prove a file can be written there (fails at start, not mid-run)."""
     runs_dir = Path(runs_dir)

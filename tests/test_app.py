@@ -311,3 +311,70 @@ def test_every_bad_form_value_is_shown_next_to_its_field_and_the_app_keeps_runni
     assert at.title[0].value.endswith("Train")  # the page is still there, form and all
     getattr(at, kind)(key=key).set_value(value).run()
     assert not at.exception
+
+
+# ----------------------------------------------------------------------------- exposure (issue 7)
+
+@pytest.mark.parametrize("page", [None, *PAGES])
+def test_run_ids_from_the_url_never_name_paths(page, runs_copy, tmp_path, monkeypatch):
+    """?run= and ?runs= pick only among the listed runs; '../..' and absolute paths are ignored."""
+    outside = tmp_path / "outside"
+    shutil.copytree(runs_copy / "t-mgr", outside / "secret-run")
+    at = open_page(page, runs_copy, monkeypatch, run="../outside/secret-run", runs=f"../../etc,{outside / 'secret-run'},t-mgr")
+    assert not at.exception
+    for sb in at.selectbox:
+        if sb.key == "run":
+            assert sb.value in {"t-base", "t-pcr", "t-mgr"}
+    if page == "pages/compare.py":
+        assert at.multiselect(key="compare").value == ["t-mgr"]
+    assert "secret-run" not in str([d.value for d in at.dataframe])
+
+
+def test_a_run_linked_from_outside_the_runs_folder_is_listed_but_never_read(runs_copy, tmp_path, monkeypatch):
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(runs_copy / "t-mgr", outside)
+    (runs_copy / "z-link").symlink_to(outside, target_is_directory=True)
+    from mgr.analysis import runs_overview
+    link = next(s for s in runs_overview(runs_copy) if s.id == "z-link")
+    assert link.state == "unknown" and "outside the runs directory" in link.error and not link.config
+    for page in PAGES:
+        at = open_page(page, runs_copy, monkeypatch, run="z-link", runs="z-link")
+        assert not at.exception
+        if page != "pages/compare.py":
+            assert "outside the runs directory" in text(at)
+
+
+def test_a_crafted_launch_record_names_no_path(runs_copy, monkeypatch):
+    from mgr import launch
+    from mgr.runstore import RunError
+    d = runs_copy / launch.LAUNCHES
+    d.mkdir()
+    (d / "evil.json").write_text(json.dumps({"run_id": "../../etc", "pid": 1, "command": [], "started": 0}))
+    (d / "odd.json").write_text(json.dumps({"run_id": ["x"], "pid": "1"}))
+    at = open_page("pages/train.py", runs_copy, monkeypatch)
+    assert not at.exception and "etc" not in text(at)
+    assert launch.Launcher(runs_copy).pending() == []
+    for bad in ("../x", "/etc/passwd", "a/../../b"):
+        with pytest.raises(RunError):
+            launch.log_tail(runs_copy, bad)
+        with pytest.raises(RunError):
+            launch.Launcher(runs_copy).dismiss(bad)
+
+
+# ----------------------------------------------------------------------------- killed
+
+def test_each_page_shows_a_killed_run_as_resumable(runs_copy, monkeypatch):
+    """A status that says running with no trainer holding the run's lock (its trainer was SIGKILLed:
+    tests/test_launch.py kills a real one) reads "killed (resume?)" with a way to resume it."""
+    from mgr.runstore import Run
+    run = Run(runs_copy / "t-mgr")
+    run.write_status(state="running", pid=2 ** 22 + 7)
+    at = open_page(None, runs_copy, monkeypatch)
+    states = dict(zip(at.dataframe[0].value["run"], at.dataframe[0].value["state"]))
+    assert "killed (resume?)" in states["t-mgr"] and any(b.key == "resume-t-mgr" for b in at.button)
+    at = open_page("pages/train.py", runs_copy, monkeypatch, run="t-mgr")
+    assert any("killed (resume?)" in str(p.proto.text) for p in at.get("progress"))
+    assert not next(b for b in at.button if b.label == "Resume").disabled
+    assert next(b for b in at.button if b.label == "Stop").disabled
+    at = open_page("pages/latents.py", runs_copy, monkeypatch, run="t-mgr")
+    assert "Killed (resume?)" in text(at)
