@@ -378,3 +378,40 @@ def test_each_page_shows_a_killed_run_as_resumable(runs_copy, monkeypatch):
     assert next(b for b in at.button if b.label == "Stop").disabled
     at = open_page("pages/latents.py", runs_copy, monkeypatch, run="t-mgr")
     assert "Killed (resume?)" in text(at)
+
+
+# ----------------------------------------------------------------------------- 200 runs (issue 7)
+
+@pytest.fixture(scope="module")
+def many(app_runs, tmp_path_factory):
+    """200 real run directories: hard-linked copies of the fixture's finished runs under new ids
+    (bench/app_speed.py's many_runs, which the speed measurement uses too)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("app_speed", Path(APP).parent / "bench" / "app_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    d = tmp_path_factory.mktemp("many-runs")
+    ids = mod.many_runs([app_runs / n for n in ("t-base", "t-pcr", "t-mgr", "t-mltp")], d, 200)
+    return d, ids
+
+
+@pytest.mark.parametrize("page", [None, *PAGES])
+def test_pages_stay_fast_with_200_runs(page, many, monkeypatch):
+    """Loose bounds (AppTest on a shared 2-core machine); the real numbers: bench/app_speed.py --runs 200."""
+    import time
+    d, ids = many
+    t = time.time()
+    at = open_page(page, d, monkeypatch, run=ids[2], runs=",".join(ids[:8]))  # a mgr run; Compare: 8 runs
+    first = time.time() - t
+    t = time.time()
+    at.run()
+    warm = time.time() - t
+    assert not at.exception
+    assert first < 30 and warm < 10, (first, warm)
+    if page is None:
+        assert len(at.dataframe[0].value) == 200
+    elif page != "pages/compare.py":
+        need_generator = page in ("pages/latents.py", "pages/consistency.py")  # the 50 base runs have no samples
+        assert len(at.selectbox(key="run").options) == (150 if need_generator else 200)
+    else:
+        assert sorted(at.dataframe[0].value["seeds"]) == [2, 2, 2, 2]  # 4 configurations, 2 seeds each
