@@ -3,11 +3,11 @@ import streamlit as st
 
 from mgr import launch
 from mgr.runstore import Run
+from pages._diagram import mgr_svg
 from pages._ui import launcher, overview, runs_dir, state_text
 
 st.title("🧪 MGR Lab")
-left, right = st.columns([3, 2])
-left.markdown(
+st.markdown(
     "**Generative data augmentation** adds a class-conditional generator's images to a small training set. "
     "Done naively (**GDA**: synthetic images in the cross-entropy loss) it often *lowers* test accuracy: the "
     "images are imperfect members of their class, and uniformly sampled latents give many useless or "
@@ -16,19 +16,11 @@ left.markdown(
     "cross-entropy. **PCR** uses them only to make the feature extractor *consistent*: "
     "‖g(T(x_p)) − g(x_p)‖² for a random augmentation T. **MPS** trains a *finder* F(z) that rewrites the "
     "latents so that the samples help the classifier on held-out validation data, through a one-step "
-    "lookahead of the classifier (a meta-gradient).")
-left.caption("Explore a run: **Latents** (uniform vs finder samples), **Feature space** (where samples sit "
-             "among the real classes), **Consistency** (PCR gaps), **Compare** (accuracy over runs and seeds).")
-right.graphviz_chart("""
-digraph {
-  rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f5f5f5", fontsize=11]; edge [fontsize=9]
-  z [label="z ~ N(0, I)"]; F [label="finder F(z)", fillcolor="#fde2e2"]; G [label="generator G(·, y)\\n(frozen)"]
-  xp [label="x_p"]; T [label="T(x_p)"]; g [label="features g_ψ", fillcolor="#e2ecfd"]; h [label="head h_ω"]
-  x [label="real x"]; ce [label="CE", shape=ellipse]; pcr [label="PCR ‖g(T x_p) − g(x_p)‖²", shape=ellipse]
-  val [label="CE on validation\\nafter a lookahead step", shape=ellipse, fillcolor="#fde2e2"]
-  z -> F -> G -> xp -> T; xp -> g; T -> g; x -> g -> h -> ce; g -> pcr [label="λ"]
-  val -> F [label="meta-gradient", style=dashed, color="#d62728"]
-}""")
+    "lookahead of the classifier (a meta-gradient). One iteration:")
+st.image(mgr_svg(), width="stretch")
+st.caption("Explore a run: **Latents** (uniform vs finder samples), **Feature space** (where samples sit "
+           "among the real classes), **Consistency** (PCR gaps), **Compare** (accuracy over runs and seeds). "
+           "The same trainer offers MLTP (two batches a step, learnt step sizes) and CML's co-learner.")
 
 st.subheader("Runs")
 summaries = overview()
