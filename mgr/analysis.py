@@ -67,11 +67,28 @@ def config_name(cfg: dict) -> str:
     return name
 
 
+def _applies(name: str, cfg: dict) -> bool:
+    """Whether a field changes what this run trains (λ_KL does nothing without a finder, α without MLTP)."""
+    method = cfg.get("method")
+    if name in ("lam_kl", "finder", "finder_lr", "order"):
+        return method in ("gda-mps", "mgr")
+    if name == "fd_eps":
+        return method in ("gda-mps", "mgr") and cfg.get("order") == "first"
+    if name in ("lam", "generator", "pcr_aug"):
+        return method != "base" and (name != "pcr_aug" or method in ("pcr", "mgr"))
+    if name.startswith("mltp_"):
+        return cfg.get("procedure") == "mltp"
+    if name.startswith("co_learner_"):
+        return bool(cfg.get("co_learner"))
+    return True
+
+
 def config_items(cfg: dict) -> tuple:
-    """Everything that defines what a run trains, except its seed: (name, value) pairs, hashable."""
+    """Everything that defines what a run trains, except its seed: (name, value) pairs, hashable.
+    Fields that do not apply to the run (λ_KL of a base run, α of a standard one) are left out."""
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     items = [(f"data.{k}", v) for k, v in sorted(data.items()) if k not in NOT_CONFIG_DATA]
-    items += [(k, v) for k, v in sorted(cfg.items()) if k != "data" and k not in NOT_CONFIG]
+    items += [(k, v) for k, v in sorted(cfg.items()) if k != "data" and k not in NOT_CONFIG and _applies(k, cfg)]
     return tuple((k, json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v) for k, v in items)
 
 
@@ -83,15 +100,15 @@ def group_labels(keys: list[tuple]) -> dict[tuple, str]:
     """Readable names for configuration keys shown together: the short name, then dataset and size,
     then every other field whose value differs between the groups, e.g. "mgr (first) + co · digits 0.1 · lam=0.5"."""
     dicts = [dict(k) for k in keys]
-    varying = [f for f in dict.fromkeys(f for d in dicts for f in d)
+    varying = [f for f in dict.fromkeys(f for d in dicts for f in d)  # among the groups where the field applies
                if f not in _NAMED and f not in ("data.dataset", "data.ratio")
-               and len({json.dumps(d.get(f), sort_keys=True, default=str) for d in dicts}) > 1]
+               and len({json.dumps(d[f], sort_keys=True, default=str) for d in dicts if f in d}) > 1]
     out = {}
     for key, d in zip(keys, dicts):
         cfg = {k: v for k, v in d.items() if not k.startswith("data.")}
         ratio = d.get("data.ratio")
         size = f" {ratio:g}" if isinstance(ratio, (int, float)) else (f" {d['data.per_class']}/class" if d.get("data.per_class") else "")
-        extra = "".join(f" · {f.removeprefix('data.')}={d.get(f)}" for f in varying)
+        extra = "".join(f" · {f.removeprefix('data.')}={d[f]}" for f in varying if f in d)
         out[key] = f"{config_name(cfg)} · {d.get('data.dataset', '?')}{size}{extra}"
     return out
 

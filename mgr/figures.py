@@ -41,7 +41,7 @@ def curves(series: list[tuple[str, np.ndarray, np.ndarray]], smoothing: float = 
             ok = np.isfinite(lo) & np.isfinite(hi)
             xb = np.asarray(x)[ok]
             fig.add_trace(go.Scatter(x=np.concatenate([xb, xb[::-1]]), y=np.concatenate([hi[ok], lo[ok][::-1]]),
-                                     fill="toself", fillcolor=_rgba(colour(i), 0.15), line=dict(width=0),
+                                     mode="lines", fill="toself", fillcolor=_rgba(colour(i), 0.15), line=dict(width=0),
                                      hoverinfo="skip", showlegend=False, legendgroup=name, name=f"{name} (range)"))
         ok = np.isfinite(y)
         x, y = np.asarray(x)[ok], np.asarray(y)[ok]

@@ -44,8 +44,9 @@ n_configs = len(set(keys.values()))
 c1, c2, c3 = st.columns([3, 1, 1])
 shown = c1.multiselect("metrics", fields, default=[k for k in ("val_acc", "test_acc") if k in fields], key="cmp-fields")
 smoothing = c2.slider("smoothing", 0.0, 0.95, 0.0, 0.05, key="cmp-smooth", help="never applied to lr and α")
-grouped = c3.toggle("one curve per configuration", value=n_configs < len(picked), key="cmp-group",
-                    help="runs that differ only in their seed become one curve: the mean, with ± std shaded")
+grouped = c3.toggle("group seeds", value=n_configs < len(picked), key="cmp-group",
+                    help="one curve per configuration: runs that differ only in their seed become their mean, "
+                         "with ± std shaded")
 st.caption(f"{len(picked)} runs in {n_configs} configuration(s): " + "; ".join(
     f"**{labels[k]}** ({sum(v == k for v in keys.values())})" for k in dict.fromkeys(keys.values())))
 

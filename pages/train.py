@@ -152,7 +152,7 @@ PANELS = [  # (title, source, field picker, shown for this run); any numeric fie
     ("Training losses", "scalars", lambda k: k in ("loss", "ce", "pcr", "syn_ce", "meta_val_ce", "mltp_ce_j"), True),
     ("Finder: latent shift and KL", "scalars", lambda k: k in ("latent_shift", "kl"), s.method in ("gda-mps", "mgr", "?")),
     ("Held-out losses", "metrics", lambda k: k in ("val_loss", "test_loss"), True),
-    ("MLTP: step size α per layer group (mean, min–max shaded)", "scalars",
+    ("MLTP: step size α per layer group", "scalars",
      lambda k: k.startswith("alpha_") and k.endswith("_mean"), mltp),
     ("Gradient agreement (cosine)", "scalars", lambda k: k in ("mltp_grad_cos", "co_grad_cos"), mltp or co),
     ("Co-learner: CE and accuracy on its batch", "scalars", lambda k: k in ("co_ce", "co_acc"), co),
@@ -176,6 +176,8 @@ def panel(title: str, source: str, pick) -> None:
                                  smoothing if source == "scalars" and not raw else 0.0, title,
                                  markers=source == "metrics", bands=bands)
             st.plotly_chart(fig, config=CHART_CONFIG, key=f"chart-{title}")
+            if bands:
+                st.caption("lines: the mean α of each group of tensors; shaded: their min–max")
     draw()
 
 

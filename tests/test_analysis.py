@@ -202,12 +202,14 @@ def test_seed_table_groups_by_everything_but_the_seed(config_runs):
     by_runs = {tuple(sorted(r["runs"])): r for r in table}
     assert ("base-s0", "base-s1") in by_runs and by_runs[("base-s0", "base-s1")]["seeds"] == 2
     assert len(table) == 6  # procedure, variant, co-learner and λ each make their own configuration
-    names = {r["runs"][0]: r["config"] for r in table}
+    names = {rid: r["config"] for r in table for rid in r["runs"]}
     assert names["base-mltp-fo"].startswith("base · mltp-fo · digits 0.1")
     assert names["base-mltp-full"].startswith("base · mltp-full")
     assert names["mgr-first-co"].startswith("mgr (first) + co · digits 0.1")
     assert "lam=0.5" in names["mgr-first-lam"] and "lam=1.0" in names["mgr-first"]
     assert "seed" not in "".join(names.values())
+    # only what differs where it applies: λ means nothing to base, α nothing to a standard run
+    assert names["base-s0"] == "base · digits 0.1" and names["mgr-first"] == "mgr (first) · digits 0.1 · lam=1.0"
 
 
 def test_a_run_from_an_older_version_gets_the_defaults_of_missing_keys(config_runs, tmp_path):

@@ -234,7 +234,7 @@ def test_each_page_survives_a_run_deleted_while_open(page, runs_copy, monkeypatc
 def test_train_page_shows_mltp_and_co_learner_curves(app_runs, monkeypatch):
     at = open_page("pages/train.py", app_runs, monkeypatch, run="t-mltp")
     by_title = {chart_title(c): json.loads(c.proto.spec) for c in charts(at)}
-    alpha = by_title["MLTP: step size α per layer group (mean, min–max shaded)"]
+    alpha = by_title["MLTP: step size α per layer group"]
     names = {t["name"] for t in alpha["data"]}
     assert {"alpha_conv_mean", "alpha_fc_mean"} <= names and any(t.get("fill") == "toself" for t in alpha["data"])
     assert len(alpha["data"]) == len({t["legendgroup"] for t in alpha["data"]}) * 2  # no EMA copy: α is never smoothed
