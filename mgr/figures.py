@@ -94,7 +94,7 @@ def confidence_bars(view: LatentView) -> go.Figure:
                              name=kind, marker_color=KIND_COLOUR["uniform" if kind.startswith("u") else "finder"]))
     fig.update_yaxes(title_text="p(intended class)", range=[0, 1])
     fig.update_xaxes(type="category")
-    return _layout(fig, "classifier confidence in the intended class, mean per class", 300, barmode="group")
+    return _layout(fig, "p(intended class), mean per class", 300, barmode="group")
 
 
 def feature_map(fmap: FeatureMap, classes: list[str], show_uniform: bool = True, show_finder: bool = True,
@@ -135,7 +135,7 @@ def gap_over_training(history: dict) -> go.Figure:
         ys = np.concatenate(history[kind]) if history["steps"] else []
         fig.add_trace(go.Box(x=xs, y=ys, name=kind, marker_color=KIND_COLOUR[kind], boxpoints=False))
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="‖g(T(x_p)) − g(x_p)‖²", type="log")
+    fig.update_yaxes(title_text="‖g(T(x_p)) − g(x_p)‖²", type="log", dtick=1)  # decades only: no crowded 2, 5 labels
     return _layout(fig, "PCR gap of the probe samples over training", 340, boxmode="group")
 
 
@@ -146,7 +146,7 @@ def gap_by_class(history: dict, index: int) -> go.Figure:
         g = history[kind][index]
         fig.add_trace(go.Box(x=[history["classes"][c] for c in y], y=g, name=kind, marker_color=KIND_COLOUR[kind],
                              boxpoints=False))
-    fig.update_yaxes(title_text="PCR gap", type="log")
+    fig.update_yaxes(title_text="PCR gap", type="log", dtick=1)
     fig.update_xaxes(type="category")
     return _layout(fig, f"PCR gap per class at step {history['steps'][index]}", 320, boxmode="group")
 
