@@ -13,7 +13,8 @@ L = launcher()
 
 # ----------------------------------------------------------------------------- the form
 errors = st.session_state.pop("form_error", None)  # (field, message) of the last refused launch
-with st.expander("New run", expanded=not overview() or errors is not None):
+summaries = overview()  # read once per page run: with 200 runs the listing is most of the page's time
+with st.expander("New run", expanded=not summaries or errors is not None):
     # Not an st.form: a field that applies only to some choices (MLTP's variant under procedure mltp, the
     # co-learner's architecture once it is on) appears as soon as that choice is made.
     groups = {"data": "Data", "method": "Method", "schedule": "Schedule", "run": "Run"}
@@ -78,7 +79,8 @@ if any(p["state"] == "starting" for p in pending):
     wait_for_start()
 
 # ----------------------------------------------------------------------------- the run
-summaries = overview()
+if any(p["state"] == "starting" for p in pending):
+    summaries = overview()  # a run directory may have appeared since
 if "train_run" in st.session_state and any(s.id == st.session_state["train_run"] for s in summaries):
     st.session_state["run"] = st.session_state.pop("train_run")
     st.query_params["run"] = st.session_state["run"]
