@@ -22,8 +22,9 @@ def _rgba(hex_colour: str, alpha: float) -> str:
 
 
 def _layout(fig: go.Figure, title: str = "", height: int = 320, **kw) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, font=dict(size=14)), height=height,
-                      margin=dict(l=10, r=10, t=36 if title else 10, b=10),
+    # the mode bar stands upright in a right margin of its own, so it never covers the title
+    fig.update_layout(title=dict(text=title, x=0, font=dict(size=14)), height=height, modebar=dict(orientation="v"),
+                      margin=dict(l=10, r=44, t=36 if title else 10, b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0), **kw)
     return fig
 
