@@ -155,9 +155,14 @@ class Run:
             fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise RunError(f"cannot write in run directory {self.path} ({e.strerror or e})") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        for attempt in range(10):  # readers probe the lock for microseconds (writer_alive): outwait them
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt < 9:
+                    time.sleep(0.01)
+        else:
             os.close(fd)
             raise RunError(f"run {self.id} is still running (pid {self.status().get('pid', '?')}): "
                            "another process is writing it; stop that one first") from None
