@@ -1,12 +1,11 @@
 """Train: launch a run (a detached `python -m mgr train` process), watch it live, stop or resume it."""
 import time
 
-import numpy as np
 import streamlit as st
 
 from mgr import analysis, figures, launch
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, ago, state_text, fmt_seconds, guarded, launcher, overview, pick_run, state_banner
+from pages._ui import CHART_CONFIG, ago, fmt_seconds, guarded, launcher, overview, pick_run, state_banner, state_text
 
 st.title("🚀 Train")
 L = launcher()
