@@ -1,6 +1,7 @@
 """How fast the app is on this machine (not a test).
 
     python bench/app_speed.py --run RUNS_DIR/RUN_ID --map-run RUNS_DIR/RUN_ID [--out bench/results/app_speed.json]
+    python bench/app_speed.py --run RUNS_DIR/RUN_ID --runs 200 --skip pages,live --out bench/results/app_speed_200runs.json
 
 1. Page render times of a finished run: AppTest's script-run time (the server-side time of one
    page run; the browser adds drawing). "first" is the first render of the page in this process
@@ -9,6 +10,8 @@
    numba cold (compilation included), with numba warm (the app warms it in the background), with
    and without random_state (which makes UMAP single-threaded), PCA, the disk cache, and the page
    rerun (st.cache_data hit).
+4. With --runs N: every page again with N runs in the runs folder (hard-linked copies of the finished
+   runs beside --run, `many_runs`), the run picker and the home table holding all N.
 3. Live lag: a real trainer writes scalars.jsonl; a reader polling like a fragment sees each line
    at most one refresh interval plus one read later. Measured: the read + figure time per refresh.
 """
@@ -31,6 +34,25 @@ sys.path.insert(0, str(REPO))
 APP = str(REPO / "app.py")
 PAGES = ["pages/home.py", "pages/train.py", "pages/latents.py", "pages/feature_space.py", "pages/consistency.py",
          "pages/compare.py", "pages/data.py"]
+
+
+def many_runs(sources: list[Path], dest: Path, n: int) -> list[str]:
+    """n real run directories in dest, cheaply: hard links to the files of finished runs (never written
+    again), under new ids in the run store's form (launch time first, so the listing's order is the
+    launch order), each with its own config.json (seed = copy number) and its own empty .lock."""
+    import json
+    dest.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for i in range(n):
+        src = Path(sources[i % len(sources)])
+        cfg = json.loads((src / "config.json").read_text())
+        rid = f"20261123-{i // 60:02d}{i % 60:02d}00-{cfg['data']['dataset']}-{cfg['method']}-{i:04x}"
+        shutil.copytree(src, dest / rid, copy_function=os.link,
+                        ignore=shutil.ignore_patterns("analysis", ".lock", "config.json", "*.tmp"))
+        (dest / rid / "config.json").write_text(json.dumps({**cfg, "seed": i // len(sources)}, indent=1))
+        (dest / rid / ".lock").touch()
+        ids.append(rid)
+    return ids
 
 
 def page_times(runs_dir: Path, run_id: str) -> dict:
@@ -169,9 +191,11 @@ def live_lag(every: float = 2.0, seconds: float = 40.0) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a finished run directory for the page timings")
-    p.add_argument("--map-run", required=True, help="a run directory with a big probe (5 000 real points)")
+    p.add_argument("--map-run", default=None, help="a run directory with a big probe (5 000 real points)")
     p.add_argument("--out", default=str(REPO / "bench/results/app_speed.json"))
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: pages, map, live")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: pages, map, live, many")
+    p.add_argument("--runs", type=int, default=0, help="also time every page with this many runs in the runs "
+                   "folder (hard-linked copies of the finished runs beside --run, e.g. 200)")
     a = p.parse_args()
     skip = set(a.skip.split(","))
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores "
@@ -180,7 +204,17 @@ def main() -> None:
     run = Path(a.run)
     if "pages" not in skip:
         result["pages"] = page_times(run.parent, run.name)
-    if "map" not in skip:
+    if a.runs and "many" not in skip:
+        from mgr.runstore import Run
+        sources = sorted(r.resolve() for r in run.parent.iterdir()
+                         if (r / "config.json").exists() and Run(r).status().get("state") == "finished")
+        with tempfile.TemporaryDirectory() as tmp:
+            ids = many_runs(sources, Path(tmp), a.runs)
+            print(f"{a.runs} runs (copies of {len(sources)} finished runs):", flush=True)
+            result[f"pages_{a.runs}_runs"] = {"sources": sorted(r.name for r in sources),
+                                              **page_times(Path(tmp), ids[sources.index(run.resolve())]
+                                                           if run.resolve() in sources else ids[0])}
+    if "map" not in skip and a.map_run:
         result["feature_map"] = map_times(Path(a.map_run))
     if "live" not in skip:
         result["live"] = live_lag()

@@ -7,6 +7,7 @@ while a page is open: it returns what it can, with a message, instead of raising
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -18,10 +19,98 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write, atomic_write_text
-from .runstore import Run, list_runs
+from .runstore import Run, default_runs_dir, list_runs
 
 ANALYSIS = "analysis"  # <run>/analysis/: the app's cache (projections, FID); safe to delete
 NOT_CURVES = ("step", "epoch", "elapsed")
+
+
+# Fields that do not change what is trained: runs differing only in these are seeds of one configuration.
+NOT_CONFIG = ("seed", "device", "compile", "eval_every", "log_every", "probes_per_class", "probe_real")
+NOT_CONFIG_DATA = ("root", "download")
+
+
+def _defaults(cls) -> dict:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING and not dataclasses.is_dataclass(f.type):
+            out[f.name] = f.default_factory()
+    return out
+
+
+def resolved_config(raw: dict) -> dict:
+    """A run's config.json with every field a run made by an older version lacks filled in: the
+    TrainConfig as the trainer resolves it (lr, warm-up, α, T), or, where config.json does not
+    validate any more, its own values over the dataclasses' defaults. Never raises KeyError."""
+    from .data import DataConfig
+    from .train import TrainConfig
+    try:
+        return TrainConfig.from_dict({"data": {}, "method": TrainConfig.method, "model": TrainConfig.model,
+                                      "steps": TrainConfig.steps, **raw}).to_dict()
+    except (ValueError, TypeError, KeyError, AttributeError):
+        data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+        return {**_defaults(TrainConfig), **raw, "data": {**_defaults(DataConfig), **data}}
+
+
+def config_name(cfg: dict) -> str:
+    """A configuration's short name: method, hypergradient order where a finder uses one, MLTP variant,
+    co-learner; e.g. "mgr (first) + co", "base · mltp-fo", "pcr"."""
+    name = str(cfg.get("method", "?"))
+    if cfg.get("method") in ("gda-mps", "mgr"):
+        name += f" ({cfg.get('order', '?')})"
+    if cfg.get("procedure") == "mltp":
+        name += f" · mltp-{cfg.get('mltp_variant', '?')}"
+    if cfg.get("co_learner"):
+        name += " + co" + ("" if cfg.get("co_learner_arch", "conv") == "conv" else f"-{cfg['co_learner_arch']}")
+    return name
+
+
+def _applies(name: str, cfg: dict) -> bool:
+    """Whether a field changes what this run trains (λ_KL does nothing without a finder, α without MLTP)."""
+    method = cfg.get("method")
+    if name in ("lam_kl", "finder", "finder_lr", "order"):
+        return method in ("gda-mps", "mgr")
+    if name == "fd_eps":
+        return method in ("gda-mps", "mgr") and cfg.get("order") == "first"
+    if name in ("lam", "generator", "pcr_aug"):
+        return method != "base" and (name != "pcr_aug" or method in ("pcr", "mgr"))
+    if name.startswith("mltp_"):
+        return cfg.get("procedure") == "mltp"
+    if name.startswith("co_learner_"):
+        return bool(cfg.get("co_learner"))
+    return True
+
+
+def config_items(cfg: dict) -> tuple:
+    """Everything that defines what a run trains, except its seed: (name, value) pairs, hashable.
+    Fields that do not apply to the run (λ_KL of a base run, α of a standard one) are left out."""
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    items = [(f"data.{k}", v) for k, v in sorted(data.items()) if k not in NOT_CONFIG_DATA]
+    items += [(k, v) for k, v in sorted(cfg.items()) if k != "data" and k not in NOT_CONFIG and _applies(k, cfg)]
+    return tuple((k, json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v) for k, v in items)
+
+
+# what the short name already says, or what a label needs no more of
+_NAMED = {"method", "order", "procedure", "mltp_variant", "co_learner", "co_learner_arch"}
+
+
+def group_labels(keys: list[tuple]) -> dict[tuple, str]:
+    """Readable names for configuration keys shown together: the short name, then dataset and size,
+    then every other field whose value differs between the groups, e.g. "mgr (first) + co · digits 0.1 · lam=0.5"."""
+    dicts = [dict(k) for k in keys]
+    varying = [f for f in dict.fromkeys(f for d in dicts for f in d)  # among the groups where the field applies
+               if f not in _NAMED and f not in ("data.dataset", "data.ratio")
+               and len({json.dumps(d[f], sort_keys=True, default=str) for d in dicts if f in d}) > 1]
+    out = {}
+    for key, d in zip(keys, dicts):
+        cfg = {k: v for k, v in d.items() if not k.startswith("data.")}
+        ratio = d.get("data.ratio")
+        size = f" {ratio:g}" if isinstance(ratio, (int, float)) else (f" {d['data.per_class']}/class" if d.get("data.per_class") else "")
+        extra = "".join(f" · {f.removeprefix('data.')}={d[f]}" for f in varying if f in d)
+        out[key] = f"{config_name(cfg)} · {d.get('data.dataset', '?')}{size}{extra}"
+    return out
 
 
 @dataclass
@@ -44,15 +133,20 @@ class RunSummary:
     error: str | None = None
     batch_size: int = 0
     status: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # resolved: every TrainConfig field, defaults where config.json lacks one
+
+    @property
+    def name(self) -> str:
+        return config_name(self.config) if self.config else self.method
 
     @property
     def label(self) -> str:
-        return f"{self.method} · {self.dataset} {self.ratio:g} · seed {self.seed}" if self.ratio else self.id
+        return f"{self.name} · {self.dataset} {self.ratio:g} · seed {self.seed}" if self.ratio else self.id
 
     @property
     def config_key(self) -> tuple:
-        """Runs that differ only in their training seed share this key (mean ± std over seeds)."""
-        return (self.dataset, self.ratio, self.method, self.model, self.order)
+        """Runs that differ only in their training seed (and how they were logged) share this key."""
+        return config_items(self.config) if self.config else (("method", self.method),)
 
 
 def summarize(run: Run) -> RunSummary:
@@ -64,27 +158,44 @@ def summarize(run: Run) -> RunSummary:
         return RunSummary(run.id, run.path, "unknown", error=f"run files are malformed ({type(e).__name__}: {e})")
 
 
+def _num(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _summarize(run: Run) -> RunSummary:
-    cfg = run.config
+    cfg = resolved_config(run.config)
     from .launch import run_state
     st = run.status()
-    rows = run.metrics()
-    s = RunSummary(run.id, run.path, run_state(run, st), dataset=cfg["data"]["dataset"],
-                   ratio=cfg["data"].get("ratio") or (1.0 if cfg["data"].get("per_class") is None else None),
-                   method=cfg["method"], model=cfg["model"], order=cfg.get("order", "?"), seed=cfg.get("seed"),
-                   step=rows[-1]["step"] if rows else st.get("step", 0), total_steps=cfg["steps"], error=st.get("error"),
-                   batch_size=cfg.get("batch_size", 0), status=st)
+    rows = [r for r in run.metrics() if _num(r.get("val_acc")) is not None]
+    data = cfg["data"]
+    s = RunSummary(run.id, run.path, run_state(run, st), dataset=str(data.get("dataset")),
+                   ratio=data.get("ratio") or (1.0 if data.get("per_class") is None else None),
+                   method=str(cfg.get("method")), model=str(cfg.get("model")), order=str(cfg.get("order")),
+                   seed=cfg.get("seed"), step=rows[-1]["step"] if rows else st.get("step", 0),
+                   total_steps=cfg.get("steps") or 0, error=st.get("error"), batch_size=cfg.get("batch_size") or 0,
+                   status=st, config=cfg)
     if s.state == "killed":
-        s.error = s.error or f"the trainer (pid {st.get('pid')}) is gone without finishing; Resume continues it"
+        s.error = (f"the trainer (pid {st.get('pid')}) is gone without finishing (killed, or the machine restarted) "
+                   f"at step {st.get('step', s.step)}; Resume continues it from its last checkpoint")
     if rows:
         best = max(rows, key=lambda r: (r["val_acc"], -r["step"]))  # the earliest of the best
-        s.best_val_acc, s.best_step, s.test_at_best = best["val_acc"], best["step"], best["test_acc"]
-        s.final_test_acc = rows[-1]["test_acc"]
+        s.best_val_acc, s.best_step, s.test_at_best = best["val_acc"], best["step"], _num(best.get("test_acc"))
+        s.final_test_acc = _num(rows[-1].get("test_acc"))
     return s
 
 
 def runs_overview(runs_dir=None) -> list[RunSummary]:
-    return [summarize(r) for r in list_runs(runs_dir)]
+    """Every run in runs_dir, summarised. A run directory that is a link to somewhere outside runs_dir
+    is listed as `unknown` and never read: what the app shows comes from the runs folder only."""
+    root = (Path(runs_dir) if runs_dir else default_runs_dir()).resolve()
+    out = []
+    for r in list_runs(root):
+        if not r.path.resolve().is_relative_to(root):
+            out.append(RunSummary(r.id, r.path, "unknown", error=f"{r.path} links to {r.path.resolve()}, outside the "
+                                  f"runs directory {root}; the app reads runs only inside it (move or copy the run there)"))
+        else:
+            out.append(summarize(r))
+    return out
 
 
 def curves(run: Run) -> dict[str, np.ndarray]:
@@ -119,6 +230,16 @@ def file_signature(*paths) -> tuple:
     return tuple(sig)
 
 
+# Series that follow a schedule or are learnt state, not noisy per-batch estimates: an EMA would only make
+# them lag (the lr after a warm-up, MLTP's α), so the app draws them raw whatever the smoothing slider says.
+RAW_FIELDS = ("lr", "epoch", "elapsed", "step")
+RAW_PREFIXES = ("alpha_",)
+
+
+def smoothable(name: str) -> bool:
+    return name not in RAW_FIELDS and not name.startswith(RAW_PREFIXES)
+
+
 def smooth(values: np.ndarray, weight: float) -> np.ndarray:
     """TensorBoard's debiased exponential moving average (weight 0 = raw); NaNs are skipped."""
     if not 0 <= weight < 1:
@@ -133,20 +254,48 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
 
 
 def seed_table(summaries: list[RunSummary]) -> list[dict]:
-    """Mean ± std of test accuracy (at best val, and final) over the seeds of each configuration."""
+    """Mean ± std of test accuracy (at best val, and final) over the seeds of each configuration
+    (everything that defines a run but its seed: `RunSummary.config_key`), in first-seen order, each
+    row named readably (`group_labels`) and listing its runs."""
     groups: dict[tuple, list[RunSummary]] = {}
     for s in summaries:
         if s.test_at_best is not None:
             groups.setdefault(s.config_key, []).append(s)
+    labels = group_labels(list(groups))
     table = []
-    for (dataset, ratio, method, model, order), runs in groups.items():
-        best, final = [r.test_at_best for r in runs], [r.final_test_acc for r in runs]
-        table.append({"dataset": dataset, "ratio": ratio, "method": method, "model": model, "order": order,
-                      "seeds": len(runs), "test_at_best_mean": float(np.mean(best)),
-                      "test_at_best_std": float(np.std(best, ddof=1)) if len(runs) > 1 else 0.0,
-                      "final_test_mean": float(np.mean(final)),
-                      "final_test_std": float(np.std(final, ddof=1)) if len(runs) > 1 else 0.0})
+    for key, runs in groups.items():
+        best = [r.test_at_best for r in runs]
+        final = [r.final_test_acc for r in runs if r.final_test_acc is not None]
+        first = runs[0]
+        table.append({"config": labels[key], "name": first.name, "dataset": first.dataset, "ratio": first.ratio,
+                      "method": first.method, "model": first.model, "order": first.order,
+                      "procedure": first.config.get("procedure", "standard"),
+                      "mltp_variant": first.config.get("mltp_variant") if first.config.get("procedure") == "mltp" else None,
+                      "co_learner": bool(first.config.get("co_learner")), "seeds": len(runs),
+                      "seed_list": [r.seed for r in runs], "runs": [r.id for r in runs], "key": key,
+                      "test_at_best_mean": float(np.mean(best)),
+                      "test_at_best_std": float(np.std(best, ddof=1)) if len(best) > 1 else 0.0,
+                      "final_test_mean": float(np.mean(final)) if final else math.nan,
+                      "final_test_std": float(np.std(final, ddof=1)) if len(final) > 1 else 0.0})
     return table
+
+
+def group_curves(series: list[tuple[tuple, np.ndarray, np.ndarray]]) -> list[dict]:
+    """Curves of the runs of each configuration on their common steps: [{key, steps, mean, std, n}]
+    in first-seen order (a step only some seeds reached yet is left out, so a band never mixes n)."""
+    groups: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for key, x, y in series:
+        ok = np.isfinite(y)
+        groups.setdefault(key, []).append((np.asarray(x)[ok], np.asarray(y)[ok]))
+    out = []
+    for key, members in groups.items():
+        common = sorted(set.intersection(*(set(x.tolist()) for x, _ in members)))
+        if not common:
+            continue
+        ys = np.stack([np.array([dict(zip(x.tolist(), y.tolist()))[c] for c in common]) for x, y in members])
+        out.append({"key": key, "steps": np.array(common), "mean": ys.mean(0),
+                    "std": ys.std(0, ddof=1) if len(members) > 1 else np.zeros(len(common)), "n": len(members)})
+    return out
 
 
 def centroid_margins(real_features: np.ndarray, real_labels: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:

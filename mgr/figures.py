@@ -22,18 +22,28 @@ def _rgba(hex_colour: str, alpha: float) -> str:
 
 
 def _layout(fig: go.Figure, title: str = "", height: int = 320, **kw) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, font=dict(size=14)), height=height,
-                      margin=dict(l=10, r=10, t=36 if title else 10, b=10),
+    # the mode bar stands upright in a right margin of its own, so it never covers the title
+    fig.update_layout(title=dict(text=title, x=0, font=dict(size=14)), height=height, modebar=dict(orientation="v"),
+                      margin=dict(l=10, r=44, t=36 if title else 10, b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0), **kw)
     return fig
 
 
 def curves(series: list[tuple[str, np.ndarray, np.ndarray]], smoothing: float = 0.0, title: str = "",
-           ytitle: str = "", markers: bool = False, height: int = 300) -> go.Figure:
+           ytitle: str = "", markers: bool = False, height: int = 300,
+           bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> go.Figure:
     """Line chart of (name, steps, values); with smoothing > 0 the debiased EMA is drawn and the
-    raw curve stays faint behind it, as in TensorBoard."""
+    raw curve stays faint behind it, as in TensorBoard. `bands[name] = (low, high)` shades a range
+    around a series (min–max, or mean ± std over seeds), never smoothed."""
     fig = go.Figure()
     for i, (name, x, y) in enumerate(series):
+        if bands and name in bands:
+            lo, hi = (np.asarray(b, dtype=float) for b in bands[name])
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            xb = np.asarray(x)[ok]
+            fig.add_trace(go.Scatter(x=np.concatenate([xb, xb[::-1]]), y=np.concatenate([hi[ok], lo[ok][::-1]]),
+                                     mode="lines", fill="toself", fillcolor=_rgba(colour(i), 0.15), line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False, legendgroup=name, name=f"{name} (range)"))
         ok = np.isfinite(y)
         x, y = np.asarray(x)[ok], np.asarray(y)[ok]
         c = colour(i)
@@ -85,7 +95,7 @@ def confidence_bars(view: LatentView) -> go.Figure:
                              name=kind, marker_color=KIND_COLOUR["uniform" if kind.startswith("u") else "finder"]))
     fig.update_yaxes(title_text="p(intended class)", range=[0, 1])
     fig.update_xaxes(type="category")
-    return _layout(fig, "classifier confidence in the intended class, mean per class", 300, barmode="group")
+    return _layout(fig, "p(intended class), mean per class", 300, barmode="group")
 
 
 def feature_map(fmap: FeatureMap, classes: list[str], show_uniform: bool = True, show_finder: bool = True,
@@ -126,7 +136,7 @@ def gap_over_training(history: dict) -> go.Figure:
         ys = np.concatenate(history[kind]) if history["steps"] else []
         fig.add_trace(go.Box(x=xs, y=ys, name=kind, marker_color=KIND_COLOUR[kind], boxpoints=False))
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="‖g(T(x_p)) − g(x_p)‖²", type="log")
+    fig.update_yaxes(title_text="‖g(T(x_p)) − g(x_p)‖²", type="log", dtick=1)  # decades only: no crowded 2, 5 labels
     return _layout(fig, "PCR gap of the probe samples over training", 340, boxmode="group")
 
 
@@ -137,7 +147,7 @@ def gap_by_class(history: dict, index: int) -> go.Figure:
         g = history[kind][index]
         fig.add_trace(go.Box(x=[history["classes"][c] for c in y], y=g, name=kind, marker_color=KIND_COLOUR[kind],
                              boxpoints=False))
-    fig.update_yaxes(title_text="PCR gap", type="log")
+    fig.update_yaxes(title_text="PCR gap", type="log", dtick=1)
     fig.update_xaxes(type="category")
     return _layout(fig, f"PCR gap per class at step {history['steps'][index]}", 320, boxmode="group")
 

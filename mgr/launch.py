@@ -28,7 +28,7 @@ from pathlib import Path
 from .checkpoint import atomic_write_text
 from .data import DEBIAN_FASHION_MNIST, DataConfig, DataError, dataset_info
 from .paths import REPO
-from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, new_run_id
+from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, new_run_id, run_path
 
 LAUNCHES = ".launches"
 
@@ -46,33 +46,73 @@ class LaunchError(ValueError):
 @dataclass(frozen=True)
 class Field:
     """One input of the Train form. `name` is the TrainConfig field (or `data.<DataConfig field>`);
-    the CLI flag is derived from it, so a new config field needs one line here and nothing else."""
+    the CLI flag is derived from it, so a new config field needs one line here and nothing else.
+    `when(values)` says whether the field applies given the fields above it; a field that does not
+    apply is not shown and keeps its default (`shown_fields`)."""
     name: str
     label: str
-    kind: str  # select, int, float, optional_float, bool
+    kind: str  # select, int, float, optional_float, bool (a toggle), text
     default: object = None
     options: tuple = ()
     help: str = ""
     group: str = "method"  # data, method, schedule, run
+    when: object = None  # callable(values so far) -> bool; None: always
+
+    def applies(self, values: dict) -> bool:
+        return self.when is None or bool(self.when(values))
+
+
+IMAGEFOLDER = "imagefolder"  # the dataset choice whose images are in the folder of field `data.folder`
+FORM_ONLY = ("data.folder", "run_id")  # form fields that are not config fields: folded in by build_config / launch
+
+
+def _finder(v):
+    return v.get("method") in ("gda-mps", "mgr")
+
+
+def _lookahead(v):
+    return _finder(v) or v.get("procedure") == "mltp"
 
 
 def form_fields() -> list[Field]:
     from .finder import FINDERS
     from .models.classifier import MODELS
+    from .models.co_learner import CO_LEARNER_ARCHS
     from .runtime import DEVICES
-    from .train import METHODS, ORDERS
+    from .train import METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES
     return [
-        Field("data.dataset", "dataset", "select", "digits", ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn"),
-              "digits is bundled; the others need their files (see Data & generators)", "data"),
+        Field("data.dataset", "dataset", "select", "digits",
+              ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn", IMAGEFOLDER),
+              "digits is bundled; the others need their files (see Data & generators); imagefolder: your own images, "
+              "one sub-folder per class", "data"),
+        Field("data.folder", "image folder", "text", "", (), "a folder with one sub-folder of images per class "
+              "(or train/ and test/ each so)", "data", lambda v: v.get("data.dataset") == IMAGEFOLDER),
         Field("data.ratio", "ratio", "float", 0.1, (), "fraction of each class kept; a generator must exist for it", "data"),
         Field("data.data_seed", "data seed", "int", 0, (), "which subset (the generator is tied to it)", "data"),
         Field("method", "method", "select", "mgr", METHODS, "base: real only; gda: CE on synthetic; pcr: consistency; "
               "mgr: pcr + finder (MPS); gda-mps: gda + finder"),
         Field("model", "model", "select", "smallcnn", MODELS, "smallcnn is the fast CPU model"),
-        Field("lam", "λ", "float", 1.0, (), "weight of the synthetic term"),
-        Field("lam_kl", "λ_KL", "float", 0.1, (), "weight of the finder's batch KL (gda-mps, mgr)"),
-        Field("finder", "finder", "select", "residual", FINDERS, "F(z) = z + MLP(z) is the paper's best"),
-        Field("order", "hypergradient order", "select", "second", ORDERS, "first: finite-difference HVP (faster)"),
+        Field("lam", "λ", "float", 1.0, (), "weight of the synthetic term", when=lambda v: v.get("method") != "base"),
+        Field("lam_kl", "λ_KL", "float", 0.1, (), "weight of the finder's batch KL", when=_finder),
+        Field("finder", "finder", "select", "residual", FINDERS, "F(z) = z + MLP(z) is the paper's best", when=_finder),
+        Field("order", "hypergradient order", "select", "second", ORDERS, "first: finite-difference HVP (faster)",
+              when=_finder),
+        Field("procedure", "procedure", "select", "standard", PROCEDURES,
+              "mltp (Deng & Zhang 2020): two real batches a step, a learnt step α per tensor, rewards gradient "
+              "agreement between the batches; wraps any method"),
+        Field("mltp_variant", "MLTP variant", "select", "fo", MLTP_VARIANTS,
+              "fo: first order (cheapest, usually best); full: second order; conv / fc: meta step on those layers only",
+              when=lambda v: v.get("procedure") == "mltp"),
+        Field("mltp_eta", "MLTP η", "float", 1.0, (), "weight of the looked-ahead batch C(w'; B_j) in J",
+              when=lambda v: v.get("procedure") == "mltp"),
+        Field("co_learner", "CML co-learner", "bool", False, (),
+              "a co-learner head on the looked-ahead features (Shin et al. 2024); training only, never at inference",
+              when=_lookahead),
+        Field("co_learner_arch", "co-learner", "select", "conv", CO_LEARNER_ARCHS,
+              "conv: two conv blocks + linear on the last feature map; linear: on the pooled features",
+              when=lambda v: _lookahead(v) and v.get("co_learner")),
+        Field("co_learner_gamma", "co-learner γ", "float", 1.0, (), "weight of its CE in the outer objective",
+              when=lambda v: _lookahead(v) and v.get("co_learner")),
         Field("steps", "steps", "int", 300, (), "training iterations", "schedule"),
         Field("eval_every", "evaluate every", "int", 25, (), "steps between evaluations, probes and checkpoints", "schedule"),
         Field("batch_size", "batch size", "int", 64, (), "", "schedule"),
@@ -81,7 +121,14 @@ def form_fields() -> list[Field]:
         Field("device", "device", "select", "auto", DEVICES, "auto: CUDA when present", "run"),
         Field("probes_per_class", "probes per class", "int", 16, (), "probe latents per class (Latents, Feature space)", "run"),
         Field("probe_real", "real probe images", "int", 1000, (), "real images whose features each probe keeps", "run"),
+        Field("run_id", "run id", "text", "", (), "empty: generated (time, dataset, method); letters, digits, '.', "
+              "'_' and '-' only: a run id is never a path", "run"),
     ]
+
+
+def shown_fields(values: dict) -> list[Field]:
+    """The fields that apply to `values` (each decided by the fields before it)."""
+    return [f for f in form_fields() if f.applies(values)]
 
 
 # Teaching demos on digits 10% with the shipped generator: each pair runs in a few minutes on a CPU.
@@ -94,6 +141,14 @@ PRESETS = {
                                  [{**_DEMO, "method": "gda"}, {**_DEMO, "method": "pcr"}]),
     "MPS helps: pcr vs mgr": ("A finder meta-learns which latents to sample (mgr = pcr + MPS).",
                               [{**_DEMO, "method": "pcr"}, {**_DEMO, "method": "mgr", "order": "first"}]),
+    "MLTP: base vs mltp-fo": ("MLTP's first-order meta step (two batches a step, learnt α) against plain training, "
+                              "same seed and data.",
+                              [{**_DEMO, "method": "base"}, {**_DEMO, "method": "base", "procedure": "mltp",
+                                                            "mltp_variant": "fo"}]),
+    "CML: mgr vs mgr + co-learner": ("MGR with and without CML's co-learner on the finder's lookahead (paired: "
+                                     "same initialisation and batches).",
+                                     [{**_DEMO, "method": "mgr", "order": "first"},
+                                      {**_DEMO, "method": "mgr", "order": "first", "co_learner": True}]),
 }
 
 
@@ -102,6 +157,10 @@ def build_config(values: dict):
     config fields, dataset availability, the generator for this split. Raises LaunchError naming
     the field at fault."""
     from .train import TrainConfig
+    values = {k: v for k, v in values.items() if k != "run_id"}
+    folder = values.pop("data.folder", None)
+    if values.get("data.dataset") == IMAGEFOLDER:
+        values["data.dataset"] = check_folder(folder)
     data_kw = {k[5:]: v for k, v in values.items() if k.startswith("data.")}
     train_kw = {k: v for k, v in values.items() if not k.startswith("data.")}
     try:
@@ -114,6 +173,24 @@ def build_config(values: dict):
         raise LaunchError(str(e), _field_of(str(e), list(train_kw))) from None
     check_available(cfg)
     return cfg
+
+
+def check_folder(folder) -> str:
+    """The dataset name `imagefolder:<resolved folder>` of a typed folder, or a LaunchError on the field:
+    it must be an existing directory (the user's own images: any folder they can read is fine)."""
+    text = str(folder or "").strip()
+    if not text:
+        raise LaunchError("image folder is empty: give the folder that holds one sub-folder per class", "data.folder")
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise LaunchError(f"image folder {text!r} does not exist or is not a directory; give a folder with one "
+                          "sub-folder of images per class", "data.folder")
+    top = path / "train" if (path / "train").is_dir() and (path / "test").is_dir() else path
+    classes = [d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if len(classes) < 2:
+        raise LaunchError(f"image folder {text!r} has {len(classes)} class folder(s) in {top}; a classifier needs "
+                          "at least 2 (one sub-folder of images per class)", "data.folder")
+    return f"imagefolder:{path.resolve()}"
 
 
 def _field_of(message: str, names: list[str], fallback: str | None = None) -> str | None:
@@ -132,7 +209,7 @@ def check_available(cfg) -> None:
     if name == "fashion-mnist" and not DEBIAN_FASHION_MNIST.exists() and not (Path(cfg.data.root) / "FashionMNIST").exists():
         raise LaunchError(f"fashion-mnist is not on this machine: install it with `apt-get install dataset-fashion-mnist`",
                           "data.dataset")
-    if name not in ("digits", "fashion-mnist") and not Path(cfg.data.root).exists():
+    if name not in ("digits", "fashion-mnist") and not name.startswith("imagefolder:") and not Path(cfg.data.root).exists():
         raise LaunchError(f"{name} is not downloaded ({dataset_info(name).source}); this machine may be offline",
                           "data.dataset")
     try:
@@ -220,11 +297,18 @@ def is_trainer(pid, run: Run, started: float | None = None) -> bool:
     return started is not None and t0 <= started + 1.0
 
 
+def trainer_alive(run: Run, status: dict) -> bool:
+    """Whether the run's trainer is alive: the writer's flock on `.lock` decides (SIGKILL, a crash or
+    a reboot all release it; a recycled pid cannot hold it); where that cannot be told, the pid."""
+    alive = run.writer_alive()
+    return alive if alive is not None else is_trainer(status.get("pid"), run, status.get("started"))
+
+
 def run_state(run: Run, status: dict | None = None) -> str:
     """status.json's state, with `running` turned into `killed` when its trainer is gone."""
     st = status if status is not None else run.status()
     state = st.get("state", "unknown")
-    if state == "running" and not is_trainer(st.get("pid"), run, st.get("started")):
+    if state == "running" and not trainer_alive(run, st):
         return "killed"
     return state
 
@@ -259,11 +343,24 @@ class Launcher:
 
     def launch(self, values: dict, run_id: str | None = None) -> str:
         """Validate the form's values, then start the trainer detached; returns the run id."""
+        run_id = run_id or str(values.get("run_id") or "").strip() or None
+        if run_id is not None:
+            try:
+                check_run_id(run_id)
+            except RunError as e:
+                raise LaunchError(str(e), "run_id") from None
+            try:
+                taken = run_path(self.runs_dir, run_id).exists() or (self.runs_dir / LAUNCHES / f"{run_id}.json").exists()
+            except RunError as e:
+                raise LaunchError(str(e), "run_id") from None
+            if taken:
+                raise LaunchError(f"run {run_id} already exists in {self.runs_dir}; choose another id", "run_id")
         cfg = build_config(values)
-        ensure_writable(self.runs_dir)
-        run_id = check_run_id(run_id or new_run_id(cfg.data.dataset, cfg.method))
-        if (self.runs_dir / run_id).exists():
-            raise LaunchError(f"run {run_id} already exists")
+        try:
+            ensure_writable(self.runs_dir)
+        except RunError as e:
+            raise LaunchError(str(e)) from None
+        run_id = run_id or new_run_id(cfg.data.dataset, cfg.method)
         self._spawn(run_id, cli_args(cfg) + ["--run-id", run_id, "--runs-dir", str(self.runs_dir.resolve())])
         return run_id
 
@@ -283,7 +380,7 @@ class Launcher:
         if st.get("state") != "running":
             raise LaunchError(f"run {run.id} is {st.get('state')}, not running")
         pid = st.get("pid")
-        if not is_trainer(pid, run, st.get("started")):
+        if not trainer_alive(run, st) or not is_trainer(pid, run, st.get("started")):
             raise LaunchError(f"run {run.id}'s trainer (pid {pid}) is gone: it was killed; Resume continues it "
                               "from its last checkpoint")
         os.kill(pid, signal.SIGTERM)
@@ -313,9 +410,12 @@ class Launcher:
         for meta_path in sorted((self.runs_dir / LAUNCHES).glob("*.json"), reverse=True):
             try:
                 meta = json.loads(meta_path.read_text())
-            except (OSError, json.JSONDecodeError):
+                run_dir = run_path(self.runs_dir, meta["run_id"])  # a crafted record never names another path
+                if not isinstance(meta.get("pid"), int):
+                    continue
+            except (OSError, ValueError, TypeError, KeyError):
                 continue
-            if (self.runs_dir / meta["run_id"] / "config.json").exists():
+            if (run_dir / "config.json").exists():
                 continue
             alive = _runs_command(meta["pid"], meta["run_id"])
             out.append({**meta, "state": "starting" if alive else "failed to start",
@@ -324,13 +424,13 @@ class Launcher:
 
     def dismiss(self, run_id: str) -> None:
         """Forget a failed launch (its log and record)."""
-        check_run_id(run_id)
+        run_path(self.runs_dir, run_id)
         for ext in (".json", ".log"):
             (self.runs_dir / LAUNCHES / f"{run_id}{ext}").unlink(missing_ok=True)
 
 
 def log_tail(runs_dir: str | Path, run_id: str, lines: int = 30) -> str:
-    check_run_id(run_id)
+    run_path(runs_dir, run_id)
     try:
         with open(Path(runs_dir) / LAUNCHES / f"{run_id}.log", "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -349,5 +449,5 @@ def eta_seconds(status: dict, batch_size: int) -> float | None:
     return (total - step) * batch_size / ips
 
 
-__all__ = ["Field", "LaunchError", "Launcher", "RunError", "PRESETS", "build_config", "check_available", "cli_args",
-           "eta_seconds", "form_fields", "is_trainer", "log_tail", "run_state"]
+__all__ = ["Field", "IMAGEFOLDER", "LaunchError", "check_folder", "shown_fields", "Launcher", "RunError", "PRESETS", "build_config", "check_available", "cli_args",
+           "eta_seconds", "form_fields", "is_trainer", "log_tail", "run_state", "trainer_alive"]

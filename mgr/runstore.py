@@ -70,6 +70,17 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def run_path(runs_dir: str | Path, run_id: str) -> Path:
+    """The directory of run `run_id` in runs_dir, for an id that came from a user or a URL: the id must be
+    a plain name, and the path must resolve inside runs_dir (a link pointing elsewhere is refused too)."""
+    check_run_id(run_id)
+    root = Path(runs_dir).resolve()
+    path = (root / run_id).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise RunError(f"run {run_id!r} resolves to {path}, outside the runs directory {root}; refused")
+    return root / run_id
+
+
 def ensure_writable(runs_dir: str | Path) -> Path:
     """Create runs_dir if needed and prove a file can be written there (fails at start, not mid-run)."""
     runs_dir = Path(runs_dir)
@@ -144,13 +155,39 @@ class Run:
             fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise RunError(f"cannot write in run directory {self.path} ({e.strerror or e})") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        for attempt in range(10):  # readers probe the lock for microseconds (writer_alive): outwait them
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt < 9:
+                    time.sleep(0.01)
+        else:
             os.close(fd)
             raise RunError(f"run {self.id} is still running (pid {self.status().get('pid', '?')}): "
                            "another process is writing it; stop that one first") from None
         self._lock_fd = fd
+
+    def writer_alive(self) -> bool | None:
+        """Whether a process holds the run's writer lock right now: a non-blocking shared flock probe
+        that never waits and never creates the file. True: a live trainer is writing the run (also one
+        frozen by SIGSTOP); False: nobody is (a `running` status then means the trainer was killed);
+        None: cannot tell (no flock on this OS, or a run made before `.lock` existed): ask the pid."""
+        if fcntl is None:
+            return None
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        finally:
+            os.close(fd)  # also drops the shared lock at once, so a --resume is not kept waiting
+        return False
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

@@ -34,6 +34,11 @@ def umap_warmup() -> dict:
     return state
 
 
+def state_text(state: str) -> str:
+    """A run's state for people: a `running` run whose trainer is gone reads "killed (resume?)"."""
+    return f"{STATE_ICON.get(state, '❓')} " + ("killed (resume?)" if state == "killed" else state)
+
+
 def runs_dir() -> Path:
     return default_runs_dir()
 
@@ -93,7 +98,8 @@ def state_banner(s: analysis.RunSummary) -> None:
         st.warning(f"⏸️ Stopped at step {s.status.get('step', s.step)} of {s.total_steps} ({s.error}). "
                    "Resume it on the **Train** page.")
     elif s.state == "killed":
-        st.warning(f"⚠️ {s.error}")
+        st.warning(f"⚠️ Killed (resume?): {s.error}")
+        st.page_link("pages/train.py", label="Resume it on the Train page", icon="🚀", query_params={"run": s.id})
     elif s.state == "unknown":
         st.error(f"❓ Run {s.id} cannot be read: {s.error}")
         st.stop()

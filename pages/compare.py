@@ -6,7 +6,7 @@ import streamlit as st
 
 from mgr import analysis, figures
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, STATE_ICON, no_runs, overview
+from pages._ui import CHART_CONFIG, STATE_ICON, no_runs, overview, state_text
 
 st.title("📊 Compare runs")
 summaries = [s for s in overview() if s.state != "unknown"]
@@ -38,36 +38,53 @@ for s in picked:
     except (OSError, ValueError) as e:
         st.warning(f"{s.id}: metrics unreadable ({e})")
 fields = sorted({k for c in cols.values() for k in analysis.curve_fields(c)})
-c1, c2 = st.columns([3, 1])
+keys = {s.id: s.config_key for s in picked}
+labels = analysis.group_labels(list(dict.fromkeys(keys.values())))
+n_configs = len(set(keys.values()))
+c1, c2, c3 = st.columns([3, 1, 1])
 shown = c1.multiselect("metrics", fields, default=[k for k in ("val_acc", "test_acc") if k in fields], key="cmp-fields")
-smoothing = c2.slider("smoothing", 0.0, 0.95, 0.0, 0.05, key="cmp-smooth")
+smoothing = c2.slider("smoothing", 0.0, 0.95, 0.0, 0.05, key="cmp-smooth", help="never applied to lr and α")
+grouped = c3.toggle("group seeds", value=n_configs < len(picked), key="cmp-group",
+                    help="one curve per configuration: runs that differ only in their seed become their mean, "
+                         "with ± std shaded")
+st.caption(f"{len(picked)} runs in {n_configs} configuration(s): " + "; ".join(
+    f"**{labels[k]}** ({sum(v == k for v in keys.values())})" for k in dict.fromkeys(keys.values())))
 
 for k in shown:
-    series = [(by_id[i].label if sum(p.label == by_id[i].label for p in picked) == 1 else f"{by_id[i].label} · {i[-4:]}",
-               c["step"], c[k]) for i, c in cols.items() if k in c]
-    fig = figures.curves(series, smoothing, k, markers=True, height=340)
+    if grouped:
+        agg = analysis.group_curves([(keys[i], c["step"], c[k]) for i, c in cols.items() if k in c])
+        series = [(f"{labels[g['key']]} (n={g['n']})", g["steps"], g["mean"]) for g in agg]
+        bands = {name: (g["mean"] - g["std"], g["mean"] + g["std"]) for (name, _, _), g in zip(series, agg) if g["n"] > 1}
+    else:
+        series = [(by_id[i].label if sum(p.label == by_id[i].label for p in picked) == 1 else f"{by_id[i].label} · {i[-4:]}",
+                   c["step"], c[k]) for i, c in cols.items() if k in c]
+        bands = None
+    fig = figures.curves(series, smoothing if analysis.smoothable(k) else 0.0, k, markers=True, height=340, bands=bands)
     st.plotly_chart(fig, config={**CHART_CONFIG, "toImageButtonOptions": {"format": "png", "filename": k, "scale": 2}},
                     key=f"cmp-{k}")
     st.download_button(f"⬇ {k}.html", lambda fig=fig: fig.to_html(include_plotlyjs=True), file_name=f"{k}.html",
                        mime="text/html", key=f"html-{k}", on_click="ignore",
                        help="an interactive, self-contained chart; PNG: the camera icon on the chart")
 
-st.subheader("Best validation accuracy and test accuracy")
-st.dataframe([{"run": s.id, "state": f"{STATE_ICON.get(s.state, '❓')} {s.state}", "method": s.method,
-               "data": f"{s.dataset} {s.ratio:g}" if s.ratio else s.dataset, "seed": s.seed, "steps": s.step,
-               "best val acc": s.best_val_acc, "at step": s.best_step, "test acc @ best val": s.test_at_best,
-               "final test acc": s.final_test_acc} for s in picked], hide_index=True, width="stretch",
-             column_config={k: st.column_config.NumberColumn(format="%.3f")
-                            for k in ("best val acc", "test acc @ best val", "final test acc")})
 table = analysis.seed_table(picked)
 if table:
-    st.markdown("**Mean ± std over seeds of the same configuration** (test accuracy at the best validation step; "
-                "std with ddof 1, 0 for a single seed)")
-    st.dataframe([{"dataset": r["dataset"], "ratio": r["ratio"], "method": r["method"], "model": r["model"],
-                   "order": r["order"], "seeds": r["seeds"],
+    st.subheader("Configurations side by side")
+    st.markdown("Mean ± std over the seeds of each configuration (everything that defines a run but its seed): test "
+                "accuracy at the best validation step, and at the last step; std with ddof 1, 0 for a single seed.")
+    st.dataframe([{"configuration": r["config"], "procedure": r["procedure"] + (f" ({r['mltp_variant']})"
+                                                                                 if r["mltp_variant"] else ""),
+                   "co-learner": "yes" if r["co_learner"] else "no", "model": r["model"], "seeds": r["seeds"],
                    "test @ best val": f"{r['test_at_best_mean']:.3f} ± {r['test_at_best_std']:.3f}",
-                   "final test": f"{r['final_test_mean']:.3f} ± {r['final_test_std']:.3f}"} for r in table],
-                 hide_index=True, width="stretch")
+                   "final test": f"{r['final_test_mean']:.3f} ± {r['final_test_std']:.3f}",
+                   "runs": ", ".join(r["runs"])} for r in table], hide_index=True, width="stretch")
+
+st.subheader("Runs")
+st.dataframe([{"run": s.id, "state": state_text(s.state), "configuration": labels[s.config_key],
+               "seed": s.seed, "steps": s.step, "best val acc": s.best_val_acc, "at step": s.best_step,
+               "test acc @ best val": s.test_at_best, "final test acc": s.final_test_acc} for s in picked],
+             hide_index=True, width="stretch",
+             column_config={k: st.column_config.NumberColumn(format="%.3f")
+                            for k in ("best val acc", "test acc @ best val", "final test acc")})
 
 
 def metrics_csv() -> str:

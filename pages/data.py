@@ -5,7 +5,7 @@ from mgr.data import DEBIAN_FASHION_MNIST, dataset_info, known_datasets
 from mgr.gan import list_generators
 from mgr.paths import checkpoints_dir
 
-st.title("Data & generators")
+st.title("🗂️ Data & generators")
 st.markdown("MGR needs a frozen class-conditional generator trained on *the same reduced split* as the "
             "classifier (minus its validation part); the trainer refuses one made for another split.")
 
@@ -30,13 +30,13 @@ found = list_generators()
 if not found:
     st.info(f"No generators in {checkpoints_dir() / 'generators'}. Train one with "
             "`python -m mgr train-generator --dataset digits --ratio 0.1`.")
-for path, meta in found:
+for i, (path, meta) in enumerate(found):
     if isinstance(meta, str):
         st.error(f"{path.name}: {meta}")
         continue
     size = f"{meta['per_class']} per class" if "per_class" in meta else f"ratio {meta['ratio']:g}"
     fid = f"FID {meta['fid']:.2f}" if "fid" in meta else "FID not measured"
-    with st.expander(f"{meta['dataset']} · {size} · data seed {meta['data_seed']} · {fid}", expanded=len(found) <= 4):
+    with st.expander(f"{meta['dataset']} · {size} · data seed {meta['data_seed']} · {fid}", expanded=len(found) <= 4 or i == 0):
         grid = path.with_suffix(".png")
         cols = st.columns([2, 3])
         if grid.exists():

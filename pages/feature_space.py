@@ -125,7 +125,7 @@ with guarded(s):
         m[0].metric("uniform samples between two classes", f"{table['uniform_total']} / {table['n']}")
         m[1].metric("finder samples between two classes", f"{table['finder_total']} / {table['n']}",
                     delta=table["finder_total"] - table["uniform_total"], delta_color="inverse")
-        a, b = st.columns([3, 2])
+        a, b = st.columns([1, 1])
         if table["pairs"]:
             a.plotly_chart(figures.margin_bars(table), config=CHART_CONFIG)
         else:

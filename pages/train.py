@@ -1,47 +1,53 @@
 """Train: launch a run (a detached `python -m mgr train` process), watch it live, stop or resume it."""
 import time
 
-import numpy as np
 import streamlit as st
 
 from mgr import analysis, figures, launch
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, STATE_ICON, ago, fmt_seconds, guarded, launcher, overview, pick_run, state_banner
+from pages._ui import CHART_CONFIG, ago, fmt_seconds, guarded, launcher, overview, pick_run, state_banner, state_text
 
 st.title("🚀 Train")
 L = launcher()
 
 # ----------------------------------------------------------------------------- the form
 errors = st.session_state.pop("form_error", None)  # (field, message) of the last refused launch
-with st.expander("New run", expanded=not overview() or errors is not None):
-    with st.form("launch"):
-        fields = launch.form_fields()
-        groups = {"data": "Data", "method": "Method", "schedule": "Schedule", "run": "Run"}
-        cols = dict(zip(groups, st.columns(len(groups))))
-        values = {}
-        for g, title in groups.items():
-            cols[g].markdown(f"**{title}**")
-        for f in fields:
-            box, key = cols[f.group], f"form.{f.name}"
-            if f.kind == "select":
-                values[f.name] = box.selectbox(f.label, f.options, index=f.options.index(f.default), help=f.help, key=key)
-            elif f.kind == "int":
-                values[f.name] = int(box.number_input(f.label, value=f.default, step=1, help=f.help, key=key))
-            elif f.kind == "float":
-                values[f.name] = float(box.number_input(f.label, value=f.default, format="%g", help=f.help, key=key))
-            elif f.kind == "optional_float":
-                text = box.text_input(f.label, value="" if f.default is None else str(f.default), help=f.help, key=key)
-                try:
-                    values[f.name] = float(text) if text.strip() else None
-                except ValueError:
-                    values[f.name] = text  # TrainConfig names the field and what is allowed
-            elif f.kind == "bool":
-                values[f.name] = box.checkbox(f.label, value=f.default, help=f.help, key=key)
-            if errors and errors[0] == f.name:
-                box.error(errors[1])
-        if errors and errors[0] not in {f.name for f in fields}:
-            st.error(errors[1])
-        launched = st.form_submit_button("Launch", type="primary")
+summaries = overview()  # read once per page run: with 200 runs the listing is most of the page's time
+with st.expander("New run", expanded=not summaries or errors is not None):
+    # Not an st.form: a field that applies only to some choices (MLTP's variant under procedure mltp, the
+    # co-learner's architecture once it is on) appears as soon as that choice is made.
+    groups = {"data": "Data", "method": "Method", "schedule": "Schedule", "run": "Run"}
+    cols = dict(zip(groups, st.columns(len(groups))))
+    values = {}
+    for g, title in groups.items():
+        cols[g].markdown(f"**{title}**")
+    fields = launch.form_fields()
+    for f in fields:
+        if not f.applies(values):
+            values[f.name] = f.default  # not shown; build_config ignores what does not apply
+            continue
+        box, key = cols[f.group], f"form.{f.name}"
+        if f.kind == "select":
+            values[f.name] = box.selectbox(f.label, f.options, index=f.options.index(f.default), help=f.help, key=key)
+        elif f.kind == "int":
+            values[f.name] = int(box.number_input(f.label, value=f.default, step=1, help=f.help, key=key))
+        elif f.kind == "float":
+            values[f.name] = float(box.number_input(f.label, value=f.default, format="%g", help=f.help, key=key))
+        elif f.kind == "optional_float":
+            text = box.text_input(f.label, value="" if f.default is None else str(f.default), help=f.help, key=key)
+            try:
+                values[f.name] = float(text) if text.strip() else None
+            except ValueError:
+                values[f.name] = text  # TrainConfig names the field and what is allowed
+        elif f.kind == "bool":
+            values[f.name] = box.toggle(f.label, value=f.default, help=f.help, key=key)
+        elif f.kind == "text":
+            values[f.name] = box.text_input(f.label, value=f.default, help=f.help, key=key)
+        if errors and errors[0] == f.name:
+            box.error(errors[1])
+    if errors and errors[0] not in {f.name for f in fields if f.applies(values)}:
+        st.error(errors[1])
+    launched = st.button("Launch", type="primary", key="launch")
 if launched:
     try:
         run_id = L.launch(values)
@@ -72,7 +78,8 @@ if any(p["state"] == "starting" for p in pending):
     wait_for_start()
 
 # ----------------------------------------------------------------------------- the run
-summaries = overview()
+if any(p["state"] == "starting" for p in pending):
+    summaries = overview()  # a run directory may have appeared since
 if "train_run" in st.session_state and any(s.id == st.session_state["train_run"] for s in summaries):
     st.session_state["run"] = st.session_state.pop("train_run")
     st.query_params["run"] = st.session_state["run"]
@@ -101,7 +108,7 @@ def status_panel():
             st.rerun(scope="app")  # finished, failed or stopped: redraw everything once, then stay still
         step, total = st_.get("step", 0), st_.get("total_steps") or s.total_steps
         st.progress(min(step / total, 1.0) if total else 0.0,
-                    text=f"{STATE_ICON.get(state, '❓')} {state} · step {step}/{total}")
+                    text=f"{state_text(state)} · step {step}/{total}")
         m = st.columns(5)
         m[0].metric("best val acc", f"{st_['best_val_acc']:.3f}" if st_.get("best_val_acc") is not None else "—",
                     help=f"at step {st_.get('best_step')}")
@@ -110,7 +117,11 @@ def status_panel():
                     help="at the current throughput, evaluations not counted")
         m[3].metric("updated", ago(st_.get("updated")))
         m[4].metric("device", st_.get("device", "?"))
-        if state in ("failed", "killed", "stopped") and (st_.get("error") or s.error):
+        if state == "killed":
+            st.warning(f"⚠️ Killed (resume?): the trainer (pid {st_.get('pid')}) holds the run's lock no more, but "
+                       f"status.json still says running at step {step}: it was killed (SIGKILL, out of memory, a "
+                       "reboot). **Resume** continues it from its last checkpoint.")
+        elif state in ("failed", "stopped") and (st_.get("error") or s.error):
             (st.error if state == "failed" else st.warning)(st_.get("error") or s.error)
         b = st.columns([1, 1, 6])
         if b[0].button("Stop", disabled=state != "running", help="SIGTERM: saves last.pt, state becomes stopped"):
@@ -135,12 +146,19 @@ def status_panel():
 
 status_panel()
 
-PANELS = [  # (title, source, field picker); any numeric field not listed lands in "other"
-    ("Accuracy", "metrics", lambda k: k.endswith("_acc")),
-    ("Training losses", "scalars", lambda k: k in ("loss", "ce", "pcr", "syn_ce", "meta_val_ce")),
-    ("Finder: latent shift and KL", "scalars", lambda k: k in ("latent_shift", "kl")),
-    ("Held-out losses", "metrics", lambda k: k in ("val_loss", "test_loss")),
+cfg = s.config
+mltp, co = cfg.get("procedure") == "mltp", bool(cfg.get("co_learner"))
+PANELS = [  # (title, source, field picker, shown for this run); any numeric field not listed lands in "more curves"
+    ("Accuracy", "metrics", lambda k: k.endswith("_acc") and not k.startswith("co_"), True),
+    ("Training losses", "scalars", lambda k: k in ("loss", "ce", "pcr", "syn_ce", "meta_val_ce", "mltp_ce_j"), True),
+    ("Finder: latent shift and KL", "scalars", lambda k: k in ("latent_shift", "kl"), s.method in ("gda-mps", "mgr", "?")),
+    ("Held-out losses", "metrics", lambda k: k in ("val_loss", "test_loss"), True),
+    ("MLTP: step size α per layer group", "scalars",
+     lambda k: k.startswith("alpha_") and k.endswith("_mean"), mltp),
+    ("Gradient agreement (cosine)", "scalars", lambda k: k in ("mltp_grad_cos", "co_grad_cos"), mltp or co),
+    ("Co-learner: CE and accuracy on its batch", "scalars", lambda k: k in ("co_ce", "co_acc"), co),
 ]
+PANELS = [p for p in PANELS if p[3]]
 
 
 def panel(title: str, source: str, pick) -> None:
@@ -152,14 +170,20 @@ def panel(title: str, source: str, pick) -> None:
             if not fields:
                 st.caption(f"{title}: nothing logged yet" + (" by this method" if s.state != "running" else ""))
                 return
-            fig = figures.curves([(k, cols["step"], cols[k]) for k in fields], smoothing if source == "scalars" else 0.0,
-                                 title, markers=source == "metrics")
+            raw = not all(analysis.smoothable(k) for k in fields)  # schedules and learnt state: never smoothed
+            bands = {k: (cols[k[:-5] + "_min"], cols[k[:-5] + "_max"]) for k in fields
+                     if k.endswith("_mean") and k[:-5] + "_min" in cols and k[:-5] + "_max" in cols}
+            fig = figures.curves([(k, cols["step"], cols[k]) for k in fields],
+                                 smoothing if source == "scalars" and not raw else 0.0, title,
+                                 markers=source == "metrics", bands=bands)
             st.plotly_chart(fig, config=CHART_CONFIG, key=f"chart-{title}")
+            if bands:
+                st.caption("lines: the mean α of each group of tensors; shaded: their min–max")
     draw()
 
 
 left, right = st.columns(2)
-for i, (title, source, pick) in enumerate(PANELS):
+for i, (title, source, pick, _) in enumerate(PANELS):
     with (left if i % 2 == 0 else right):
         panel(title, source, pick)
 
@@ -168,14 +192,17 @@ for i, (title, source, pick) in enumerate(PANELS):
 def other_panel():
     with guarded(s):
         sc, mt = analysis.scalar_curves(run), analysis.curves(run)
-        known = {k for _, src, pick in PANELS for k in analysis.curve_fields(mt if src == "metrics" else sc) if pick(k)}
+        known = {k for _, src, pick, _ in PANELS for k in analysis.curve_fields(mt if src == "metrics" else sc)
+                 if pick(k)}
         other = sorted((set(analysis.curve_fields(sc)) | set(analysis.curve_fields(mt))) - known)
         chosen = st.multiselect("more curves (every other numeric field the trainer logs)", other,
                                 default=[k for k in ("lr",) if k in other], key="other-curves")
         for k in chosen:
             cols = sc if k in sc else mt
-            st.plotly_chart(figures.curves([(k, cols["step"], cols[k])], smoothing if cols is sc else 0.0, k,
-                                           height=240), config=CHART_CONFIG, key=f"chart-other-{k}")
+            smoothed = smoothing if cols is sc and analysis.smoothable(k) else 0.0  # lr, α: always raw
+            title = k if analysis.smoothable(k) else f"{k} (a schedule or learnt state: never smoothed)"
+            st.plotly_chart(figures.curves([(k, cols["step"], cols[k])], smoothed, title, height=240),
+                            config=CHART_CONFIG, key=f"chart-other-{k}")
 
 
 other_panel()

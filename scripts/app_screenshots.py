@@ -51,6 +51,10 @@ def main() -> None:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         try:
+            # the entry page first: a fresh server whose first request is a deep link (/train) runs that page
+            # without app.py's st.navigation and lists pages/ as a legacy multipage app (a Streamlit limitation)
+            driver.get(url)
+            time.sleep(a.wait)
             for name in a.pages.split(","):
                 query = f"?runs={a.compare}" if name == "compare" else f"?run={a.run}"
                 driver.get(f"{url}/{PAGES[name]}{query}")

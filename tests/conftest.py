@@ -30,7 +30,7 @@ def tiny_config(method: str, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="session")
 def app_runs(tmp_path_factory):
-    """A runs folder with finished base, pcr and mgr runs, a failed run and a running one
+    """A runs folder with finished base, pcr, mgr and mgr-under-MLTP-with-co-learner runs, a failed run and a running one
     (a real trainer process, paused with SIGSTOP after its first evaluation so it costs no CPU)."""
     d = tmp_path_factory.mktemp("app-runs")
     proc = subprocess.Popen(  # started first: its start-up overlaps the trainings below
@@ -40,6 +40,9 @@ def app_runs(tmp_path_factory):
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for method in ("base", "pcr", "mgr"):
         train(tiny_config(method), d, f"t-{method}", quiet=True)
+    # MLTP around mgr with the co-learner: α, both gradient cosines and the co-learner's scalars are logged
+    train(tiny_config("mgr", order="first", procedure="mltp", co_learner=True, steps=10, eval_every=5, log_every=2),
+          d, "t-mltp", quiet=True)
     with pytest.raises(FloatingPointError):
         train(tiny_config("pcr", lr=1e12), d, "t-failed", quiet=True)
     running = Run(d / "t-running")

@@ -176,3 +176,78 @@ def test_long_metrics_has_one_row_per_value(app_runs):
     rows = analysis.long_metrics(runs)
     expected = sum(len([k for k in r if k != "step"]) for run in runs for r in run.metrics())
     assert len(rows) == expected and {r["run"] for r in rows} == {"t-base", "t-mgr"}
+
+
+# ----------------------------------------------------------------------------- configurations (Compare)
+
+@pytest.fixture(scope="module")
+def config_runs(tmp_path_factory):
+    """Real runs that differ in what defines a configuration: procedure, MLTP variant, co-learner, λ."""
+    d = tmp_path_factory.mktemp("config-runs")
+    tiny = dict(data=DataConfig("digits", ratio=0.1), steps=2, eval_every=2, batch_size=16, probes_per_class=2,
+                probe_real=40, device="cpu")
+    for rid, kw in (("base-s0", dict(method="base")), ("base-s1", dict(method="base", seed=1)),
+                    ("base-mltp-fo", dict(method="base", procedure="mltp")),
+                    ("base-mltp-full", dict(method="base", procedure="mltp", mltp_variant="full")),
+                    ("mgr-first", dict(method="mgr", order="first")),
+                    ("mgr-first-co", dict(method="mgr", order="first", co_learner=True)),
+                    ("mgr-first-lam", dict(method="mgr", order="first", lam=0.5))):
+        train(TrainConfig(**tiny, **kw), d, rid, quiet=True)
+    return d
+
+
+def test_seed_table_groups_by_everything_but_the_seed(config_runs):
+    summaries = runs_overview(config_runs)
+    table = seed_table(summaries)
+    by_runs = {tuple(sorted(r["runs"])): r for r in table}
+    assert ("base-s0", "base-s1") in by_runs and by_runs[("base-s0", "base-s1")]["seeds"] == 2
+    assert len(table) == 6  # procedure, variant, co-learner and λ each make their own configuration
+    names = {rid: r["config"] for r in table for rid in r["runs"]}
+    assert names["base-mltp-fo"].startswith("base · mltp-fo · digits 0.1")
+    assert names["base-mltp-full"].startswith("base · mltp-full")
+    assert names["mgr-first-co"].startswith("mgr (first) + co · digits 0.1")
+    assert "lam=0.5" in names["mgr-first-lam"] and "lam=1.0" in names["mgr-first"]
+    assert "seed" not in "".join(names.values())
+    # only what differs where it applies: λ means nothing to base, α nothing to a standard run
+    assert names["base-s0"] == "base · digits 0.1" and names["mgr-first"] == "mgr (first) · digits 0.1 · lam=1.0"
+
+
+def test_a_run_from_an_older_version_gets_the_defaults_of_missing_keys(config_runs, tmp_path):
+    """config.json written before procedure, co-learner and friends existed: summaries, the seed table
+    and Compare's grouping use the TrainConfig defaults, never a KeyError."""
+    import shutil
+    for rid in ("base-s0", "mgr-first-co"):
+        shutil.copytree(config_runs / rid, tmp_path / rid)
+    shutil.copytree(config_runs / "base-s1", tmp_path / "old-base")
+    path = tmp_path / "old-base" / "config.json"
+    cfg = json.loads(path.read_text())
+    for k in ("procedure", "mltp_variant", "mltp_eta", "mltp_alpha", "co_learner", "co_learner_arch",
+              "co_learner_gamma", "co_learner_lr", "log_every", "lam"):
+        del cfg[k]
+    del cfg["data"]["data_seed"]
+    path.write_text(json.dumps(cfg))
+    old = summarize(Run(tmp_path / "old-base"))
+    assert old.state == "finished" and old.config["procedure"] == "standard" and old.config["co_learner"] is False
+    assert old.config_key == summarize(Run(tmp_path / "base-s0")).config_key  # seeds of one configuration
+    rows = seed_table(runs_overview(tmp_path))
+    assert sorted(r["seeds"] for r in rows) == [1, 2]
+    # even the fields the trainer requires: a hand-trimmed config is summarised, not raised on
+    del cfg["method"], cfg["model"], cfg["steps"], cfg["data"]["ratio"]
+    path.write_text(json.dumps(cfg))
+    old = summarize(Run(tmp_path / "old-base"))
+    assert old.state == "finished" and old.method == "mgr" and old.total_steps == 500  # TrainConfig's defaults
+    assert analysis.long_metrics([Run(tmp_path / "old-base")])
+
+
+def test_group_curves_average_seeds_on_common_steps():
+    g = analysis.group_curves([("a", np.array([2, 4]), np.array([0.5, 0.7])),
+                               ("a", np.array([2, 4, 6]), np.array([0.7, 0.9, 1.0])),
+                               ("b", np.array([2]), np.array([0.1]))])
+    assert [x["key"] for x in g] == ["a", "b"]
+    assert list(g[0]["steps"]) == [2, 4] and np.allclose(g[0]["mean"], [0.6, 0.8]) and g[0]["n"] == 2
+    assert np.allclose(g[0]["std"], np.std([[0.5, 0.7], [0.7, 0.9]], axis=0, ddof=1)) and g[1]["std"][0] == 0
+
+
+def test_schedules_are_never_smoothed():
+    assert not analysis.smoothable("lr") and not analysis.smoothable("alpha_conv_mean")
+    assert analysis.smoothable("loss") and analysis.smoothable("co_grad_cos")

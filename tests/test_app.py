@@ -44,14 +44,15 @@ def chart_title(chart) -> str:
 def test_home_lists_runs_with_state_and_offers_presets(app_runs, monkeypatch):
     at = open_page(None, app_runs, monkeypatch)
     table = at.dataframe[0].value
-    assert set(table["run"]) == {"t-base", "t-pcr", "t-mgr", "t-failed", "t-running"}
+    assert set(table["run"]) == {"t-base", "t-pcr", "t-mgr", "t-mltp", "t-failed", "t-running"}
     states = dict(zip(table["run"], table["state"]))
     assert "finished" in states["t-mgr"] and "failed" in states["t-failed"] and "running" in states["t-running"]
     best = dict(zip(table["run"], table["best val acc"]))
     assert 0 <= best["t-mgr"] <= 1
     labels = [b.label for b in at.button]
-    assert labels.count("Launch both") == 3
-    assert "GDA hurts: base vs gda" in text(at)
+    from mgr.launch import PRESETS
+    assert labels.count("Launch both") == len(PRESETS) == 5
+    assert "GDA hurts: base vs gda" in text(at) and "MLTP: base vs mltp-fo" in text(at)
 
 
 def test_home_without_runs_says_how_to_start_one(tmp_path, monkeypatch):
@@ -150,12 +151,33 @@ def test_consistency_page_shows_gaps_and_extreme_samples(app_runs, monkeypatch):
 
 
 def test_compare_page_overlays_runs_and_tabulates_seeds(app_runs, monkeypatch):
-    at = open_page("pages/compare.py", app_runs, monkeypatch, runs="t-base,t-mgr")
-    assert at.multiselect(key="compare").value == ["t-base", "t-mgr"]
+    at = open_page("pages/compare.py", app_runs, monkeypatch, runs="t-base,t-mgr,t-mltp")
+    assert at.multiselect(key="compare").value == ["t-base", "t-mgr", "t-mltp"]
     assert len(charts(at)) == 2  # val_acc and test_acc, overlaid
-    table = at.dataframe[0].value
-    assert list(table["run"]) == ["t-base", "t-mgr"]
-    assert "Mean ± std over seeds" in text(at)
+    configs, runs = at.dataframe[0].value, at.dataframe[1].value
+    assert list(runs["run"]) == ["t-base", "t-mgr", "t-mltp"]
+    assert "Mean ± std over the seeds" in text(at) and "Configurations side by side" in [h.value for h in at.subheader]
+    names = list(configs["configuration"])
+    assert names[0].startswith("base · digits 0.1") and names[1].startswith("mgr (second) · digits 0.1")
+    assert names[2].startswith("mgr (first) · mltp-fo + co · digits 0.1")
+    assert list(configs["procedure"]) == ["standard", "standard", "mltp (fo)"] and list(configs["co-learner"])[2] == "yes"
+
+
+def test_compare_groups_seeds_of_one_configuration_into_one_curve(app_runs, tmp_path, monkeypatch):
+    for name in ("t-pcr", "t-mgr"):
+        shutil.copytree(app_runs / name, tmp_path / name, ignore=shutil.ignore_patterns("analysis"))
+    shutil.copytree(app_runs / "t-pcr", tmp_path / "t-pcr-seed1", ignore=shutil.ignore_patterns("analysis"))
+    cfg = json.loads((tmp_path / "t-pcr-seed1" / "config.json").read_text())
+    (tmp_path / "t-pcr-seed1" / "config.json").write_text(json.dumps({**cfg, "seed": 1}))
+    at = open_page("pages/compare.py", tmp_path, monkeypatch, runs="t-pcr,t-pcr-seed1,t-mgr")
+    assert at.toggle(key="cmp-group").value  # on by default when seeds can be grouped
+    spec = json.loads(charts(at)[0].proto.spec)
+    names = [t["name"] for t in spec["data"] if t.get("showlegend", True)]
+    assert any(n.startswith("pcr · digits 0.1") and n.endswith("(n=2)") for n in names)
+    assert any(n.startswith("mgr (second)") and n.endswith("(n=1)") for n in names)
+    assert any(t.get("fill") == "toself" for t in spec["data"])  # the ± std band of the two pcr seeds
+    configs = at.dataframe[0].value
+    assert sorted(configs["seeds"]) == [1, 2]
 
 
 # ----------------------------------------------------------------------------- running, failed
@@ -205,3 +227,190 @@ def test_each_page_survives_a_run_deleted_while_open(page, runs_copy, monkeypatc
     at.run()
     assert not at.exception
     assert "t-mgr" not in str(at.selectbox[0].options if at.selectbox else "") or "deleted" in text(at)
+
+
+# ----------------------------------------------------------------------------- MLTP and the co-learner
+
+def test_train_page_shows_mltp_and_co_learner_curves(app_runs, monkeypatch):
+    at = open_page("pages/train.py", app_runs, monkeypatch, run="t-mltp")
+    by_title = {chart_title(c): json.loads(c.proto.spec) for c in charts(at)}
+    alpha = by_title["MLTP: step size α per layer group"]
+    names = {t["name"] for t in alpha["data"]}
+    assert {"alpha_conv_mean", "alpha_fc_mean"} <= names and any(t.get("fill") == "toself" for t in alpha["data"])
+    assert len(alpha["data"]) == len({t["legendgroup"] for t in alpha["data"]}) * 2  # no EMA copy: α is never smoothed
+    cos = {t["name"] for t in by_title["Gradient agreement (cosine)"]["data"]}
+    assert {"mltp_grad_cos", "co_grad_cos"} <= cos
+    assert {"co_ce", "co_acc"} <= {t["name"] for t in by_title["Co-learner: CE and accuracy on its batch"]["data"]}
+    assert "Finder: latent shift and KL" in by_title
+
+
+def test_train_page_hides_mltp_panels_for_a_standard_run_and_never_smooths_lr(app_runs, monkeypatch):
+    at = open_page("pages/train.py", app_runs, monkeypatch, run="t-pcr")
+    titles = {chart_title(c) for c in charts(at)}
+    assert not any(t.startswith(("MLTP", "Co-learner", "Gradient")) for t in titles)
+    lr = next(json.loads(c.proto.spec) for c in charts(at) if chart_title(c).startswith("lr"))
+    assert [t["name"] for t in lr["data"]] == ["lr"]  # one raw trace, no EMA over the schedule
+    losses = next(json.loads(c.proto.spec) for c in charts(at) if chart_title(c) == "Training losses")
+    assert any(t["name"].endswith("(raw)") for t in losses["data"])  # the losses are smoothed (raw faint behind)
+
+
+def test_train_form_shows_mltp_and_co_learner_fields_only_when_they_apply(tmp_path, monkeypatch):
+    at = open_page("pages/train.py", tmp_path, monkeypatch)
+    keys = lambda: {w.key for kind in ("selectbox", "toggle", "number_input") for w in at.get(kind)}  # noqa: E731
+    assert "form.mltp_variant" not in keys() and "form.co_learner_arch" not in keys() and "form.co_learner" in keys()
+    at.selectbox(key="form.procedure").set_value("mltp").run()
+    assert "form.mltp_variant" in keys()
+    at.toggle(key="form.co_learner").set_value(True).run()
+    assert "form.co_learner_arch" in keys() and not at.exception
+    at.selectbox(key="form.method").set_value("base").run()
+    assert "form.co_learner" in keys()  # base under MLTP has a lookahead
+    at.selectbox(key="form.procedure").set_value("standard").run()
+    assert "form.co_learner" not in keys() and "form.mltp_variant" not in keys()
+
+
+# ----------------------------------------------------------------------------- bad input (issue 7)
+
+def column_with(at: AppTest, key: str):
+    for col in at.columns:
+        for kind in ("number_input", "text_input", "selectbox", "toggle"):
+            if any(w.key == key for w in col.get(kind)):
+                return col
+    raise AssertionError(f"no column holds {key}")
+
+
+BAD = [  # (widget kind, key, value, a prerequisite (kind, key, value) or None, the message)
+    ("text_input", "form.lr", "-1", None, "lr=-1.0 is not allowed; it must be a number > 0"),
+    ("text_input", "form.lr", "fast", None, "lr='fast' is not allowed"),
+    ("number_input", "form.steps", 0, None, "steps=0 is not allowed; it must be a positive integer"),
+    ("number_input", "form.data.ratio", 1.5, None, "ratio=1.5 is outside (0, 1]"),
+    ("number_input", "form.lam", -0.5, None, "lam=-0.5 is not allowed; it must be a number >= 0"),
+    ("number_input", "form.lam_kl", -1.0, None, "lam_kl=-1.0 is not allowed"),
+    ("number_input", "form.batch_size", -4, None, "batch_size=-4 is not allowed"),
+    ("number_input", "form.data.data_seed", -1, None, "data_seed=-1 must be >= 0"),
+    ("text_input", "form.run_id", "../../etc", None, "run id '../../etc' is not allowed"),
+    ("text_input", "form.run_id", "a/b", None, "no path separators"),
+    ("text_input", "form.data.folder", "/no/such/cifar", ("selectbox", "form.data.dataset", "imagefolder"),
+     "image folder '/no/such/cifar' does not exist"),
+    ("number_input", "form.mltp_eta", -2.0, ("selectbox", "form.procedure", "mltp"), "mltp_eta=-2.0 is not allowed"),
+    ("number_input", "form.co_learner_gamma", -1.0, ("toggle", "form.co_learner", True), "co_learner_gamma=-1.0"),
+]
+
+
+@pytest.mark.parametrize("kind, key, value, first, message", BAD, ids=[f"{b[1]}={b[2]}" for b in BAD])
+def test_every_bad_form_value_is_shown_next_to_its_field_and_the_app_keeps_running(kind, key, value, first, message,
+                                                                                   tmp_path, monkeypatch):
+    at = open_page("pages/train.py", tmp_path, monkeypatch)
+    if first:
+        getattr(at, first[0])(key=first[1]).set_value(first[2]).run()
+    getattr(at, kind)(key=key).set_value(value).run()
+    at.button(key="launch").click().run()
+    assert not at.exception
+    col = column_with(at, key)
+    assert any(message in e.value for e in col.error), [e.value for e in at.error]
+    assert not (tmp_path / ".launches").exists()  # nothing was spawned
+    assert at.title[0].value.endswith("Train")  # the page is still there, form and all
+    assert getattr(at, kind)(key=key).value == value  # with the value to correct
+
+
+# ----------------------------------------------------------------------------- exposure (issue 7)
+
+@pytest.mark.parametrize("page", [None, *PAGES])
+def test_run_ids_from_the_url_never_name_paths(page, runs_copy, tmp_path, monkeypatch):
+    """?run= and ?runs= pick only among the listed runs; '../..' and absolute paths are ignored."""
+    outside = tmp_path / "outside"
+    shutil.copytree(runs_copy / "t-mgr", outside / "secret-run")
+    at = open_page(page, runs_copy, monkeypatch, run="../outside/secret-run", runs=f"../../etc,{outside / 'secret-run'},t-mgr")
+    assert not at.exception
+    for sb in at.selectbox:
+        if sb.key == "run":
+            assert sb.value in {"t-base", "t-pcr", "t-mgr"}
+    if page == "pages/compare.py":
+        assert at.multiselect(key="compare").value == ["t-mgr"]
+    assert "secret-run" not in str([d.value for d in at.dataframe])
+
+
+def test_a_run_linked_from_outside_the_runs_folder_is_listed_but_never_read(runs_copy, tmp_path, monkeypatch):
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(runs_copy / "t-mgr", outside)
+    (runs_copy / "z-link").symlink_to(outside, target_is_directory=True)
+    from mgr.analysis import runs_overview
+    link = next(s for s in runs_overview(runs_copy) if s.id == "z-link")
+    assert link.state == "unknown" and "outside the runs directory" in link.error and not link.config
+    for page in PAGES:
+        at = open_page(page, runs_copy, monkeypatch, run="z-link", runs="z-link")
+        assert not at.exception
+        if page != "pages/compare.py":
+            assert "outside the runs directory" in text(at)
+
+
+def test_a_crafted_launch_record_names_no_path(runs_copy, monkeypatch):
+    from mgr import launch
+    from mgr.runstore import RunError
+    d = runs_copy / launch.LAUNCHES
+    d.mkdir()
+    (d / "evil.json").write_text(json.dumps({"run_id": "../../etc", "pid": 1, "command": [], "started": 0}))
+    (d / "odd.json").write_text(json.dumps({"run_id": ["x"], "pid": "1"}))
+    at = open_page("pages/train.py", runs_copy, monkeypatch)
+    assert not at.exception and "etc" not in text(at)
+    assert launch.Launcher(runs_copy).pending() == []
+    for bad in ("../x", "/etc/passwd", "a/../../b"):
+        with pytest.raises(RunError):
+            launch.log_tail(runs_copy, bad)
+        with pytest.raises(RunError):
+            launch.Launcher(runs_copy).dismiss(bad)
+
+
+# ----------------------------------------------------------------------------- killed
+
+def test_each_page_shows_a_killed_run_as_resumable(runs_copy, monkeypatch):
+    """A status that says running with no trainer holding the run's lock (its trainer was SIGKILLed:
+    tests/test_launch.py kills a real one) reads "killed (resume?)" with a way to resume it."""
+    from mgr.runstore import Run
+    run = Run(runs_copy / "t-mgr")
+    run.write_status(state="running", pid=2 ** 22 + 7)
+    at = open_page(None, runs_copy, monkeypatch)
+    states = dict(zip(at.dataframe[0].value["run"], at.dataframe[0].value["state"]))
+    assert "killed (resume?)" in states["t-mgr"] and any(b.key == "resume-t-mgr" for b in at.button)
+    at = open_page("pages/train.py", runs_copy, monkeypatch, run="t-mgr")
+    assert any("killed (resume?)" in str(p.proto.text) for p in at.get("progress"))
+    assert not next(b for b in at.button if b.label == "Resume").disabled
+    assert next(b for b in at.button if b.label == "Stop").disabled
+    at = open_page("pages/latents.py", runs_copy, monkeypatch, run="t-mgr")
+    assert "Killed (resume?)" in text(at)
+
+
+# ----------------------------------------------------------------------------- 200 runs (issue 7)
+
+@pytest.fixture(scope="module")
+def many(app_runs, tmp_path_factory):
+    """200 real run directories: hard-linked copies of the fixture's finished runs under new ids
+    (bench/app_speed.py's many_runs, which the speed measurement uses too)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("app_speed", Path(APP).parent / "bench" / "app_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    d = tmp_path_factory.mktemp("many-runs")
+    ids = mod.many_runs([app_runs / n for n in ("t-base", "t-pcr", "t-mgr", "t-mltp")], d, 200)
+    return d, ids
+
+
+@pytest.mark.parametrize("page", [None, *PAGES])
+def test_pages_stay_fast_with_200_runs(page, many, monkeypatch):
+    """Loose bounds (AppTest on a shared 2-core machine); the real numbers: bench/app_speed.py --runs 200."""
+    import time
+    d, ids = many
+    t = time.time()
+    at = open_page(page, d, monkeypatch, run=ids[2], runs=",".join(ids[:8]))  # a mgr run; Compare: 8 runs
+    first = time.time() - t
+    t = time.time()
+    at.run()
+    warm = time.time() - t
+    assert not at.exception
+    assert first < 30 and warm < 10, (first, warm)
+    if page is None:
+        assert len(at.dataframe[0].value) == 200
+    elif page != "pages/compare.py":
+        need_generator = page in ("pages/latents.py", "pages/consistency.py")  # the 50 base runs have no samples
+        assert len(at.selectbox(key="run").options) == (150 if need_generator else 200)
+    else:
+        assert sorted(at.dataframe[0].value["seeds"]) == [2, 2, 2, 2]  # 4 configurations, 2 seeds each

@@ -74,6 +74,15 @@ def test_a_stale_pid_is_never_signalled(tmp_path):
     ({"steps": 0}, "steps", "steps=0 is not allowed"),
     ({"lr": "fast"}, "lr", "lr='fast' is not allowed"),
     ({"data.dataset": "cifar10"}, "data.dataset", "cifar10 is not downloaded"),
+    ({"lr": -0.1}, "lr", "lr=-0.1 is not allowed"),
+    ({"data.ratio": 1.5}, "data.ratio", "ratio=1.5 is outside (0, 1]"),
+    ({"batch_size": 0}, "batch_size", "batch_size=0 is not allowed"),
+    ({"run_id": "../escape"}, "run_id", "is not allowed: use letters"),
+    ({"run_id": "a/b"}, "run_id", "no path separators"),
+    ({"data.dataset": "imagefolder", "data.folder": "/no/such/folder"}, "data.folder", "does not exist"),
+    ({"data.dataset": "imagefolder", "data.folder": ""}, "data.folder", "image folder is empty"),
+    ({"method": "base", "co_learner": True}, "co_learner", "takes no lookahead"),
+    ({"procedure": "mltp", "mltp_eta": -1.0}, "mltp_eta", "mltp_eta=-1.0 is not allowed"),
 ])
 def test_bad_form_input_names_the_field_and_spawns_nothing(tmp_path, change, field, message, monkeypatch):
     monkeypatch.setenv("MGR_DATA_ROOT", str(tmp_path / "no-data"))
@@ -97,11 +106,95 @@ def test_form_fields_are_config_fields():
     from mgr.train import TrainConfig
     names = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
     for f in launch.form_fields():
-        assert f.name.startswith("data.") or f.name in names
+        assert f.name in launch.FORM_ONLY or (f.name.startswith("data.") and f.name[5:] in DATA_FIELDS) or f.name in names
     values = {f.name: f.default for f in launch.form_fields()}
     assert launch.build_config(values).steps == values["steps"]
+
+
+DATA_FIELDS = {f.name for f in __import__("dataclasses").fields(__import__("mgr.data").data.DataConfig)}
+
+
+def shown(**values):
+    defaults = {f.name: f.default for f in launch.form_fields()}
+    return [f.name for f in launch.shown_fields({**defaults, **values})]
+
+
+def test_fields_appear_only_where_they_apply():
+    assert "mltp_variant" not in shown() and "mltp_variant" in shown(procedure="mltp")
+    assert "co_learner" in shown(method="mgr") and "co_learner_arch" not in shown(method="mgr")
+    assert "co_learner_arch" in shown(method="mgr", co_learner=True)
+    # base under the standard procedure takes no lookahead: no co-learner to offer; under MLTP it has one
+    assert "co_learner" not in shown(method="base") and "co_learner" in shown(method="base", procedure="mltp")
+    assert {"lam", "lam_kl", "finder", "order"}.isdisjoint(shown(method="base"))
+    assert "data.folder" not in shown() and "data.folder" in shown(**{"data.dataset": launch.IMAGEFOLDER})
+
+
+def test_mltp_and_co_learner_from_the_form_reach_the_trainer_flags():
+    cfg = launch.build_config({**TINY, "method": "mgr", "procedure": "mltp", "mltp_variant": "full",
+                               "co_learner": True, "co_learner_arch": "linear"})
+    assert (cfg.procedure, cfg.mltp_variant, cfg.co_learner, cfg.co_learner_arch) == ("mltp", "full", True, "linear")
+    args = launch.cli_args(cfg)
+    assert args[args.index("--procedure") + 1] == "mltp" and args[args.index("--mltp-variant") + 1] == "full"
+    assert "--co-learner" in args and args[args.index("--co-learner-arch") + 1] == "linear"
+
+
+def test_every_preset_validates_and_the_mltp_and_cml_presets_pair_their_runs():
+    for name, (_, configs) in launch.PRESETS.items():
+        cfgs = [launch.build_config(v) for v in configs]
+        assert len(cfgs) == 2 and all(c.data.dataset == "digits" and c.steps <= 200 for c in cfgs), name
+    base, mltp = (launch.build_config(v) for v in launch.PRESETS["MLTP: base vs mltp-fo"][1])
+    assert (base.procedure, mltp.procedure, mltp.mltp_variant) == ("standard", "mltp", "fo")
+    plain, co = (launch.build_config(v) for v in launch.PRESETS["CML: mgr vs mgr + co-learner"][1])
+    assert not plain.co_learner and co.co_learner and plain.seed == co.seed
 
 
 def test_eta_from_status():
     assert launch.eta_seconds({"img_per_s": 64.0, "step": 10, "total_steps": 20}, 32) == 5.0
     assert launch.eta_seconds({"step": 10, "total_steps": 20}, 32) is None
+
+
+def test_an_existing_run_id_is_refused_on_its_field(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(launch.LaunchError, match="already exists") as e:
+        launch.Launcher(tmp_path).launch({**TINY, "run_id": "taken"})
+    assert e.value.field == "run_id"
+
+
+def test_stop_affects_only_its_run(tmp_path):
+    """Two runs launched from the app's launcher; Stop on one leaves the other to finish untouched."""
+    L = launch.Launcher(tmp_path)
+    a = Run(tmp_path / L.launch({**TINY, "run_id": "a-long"}))
+    b = Run(tmp_path / L.launch({**TINY, "steps": 30, "run_id": "b-short"}))
+    wait_for(lambda: a.metrics() and b.status().get("state") == "running", "both runs to get going")
+    L.stop(a)
+    wait_for(lambda: a.status()["state"] == "stopped", "the stop")
+    wait_for(lambda: b.status()["state"] == "finished", "the other run to finish")
+    assert [r["step"] for r in b.metrics()] == [10, 20, 30] and "SIGTERM" not in str(b.status().get("error"))
+    assert a.status()["step"] < 400 and launch.run_state(a) == "stopped"
+
+
+def test_a_run_killed_with_sigkill_shows_killed_and_resumes(tmp_path):
+    """status.json still says running after a SIGKILL; the released flock tells the app it is not."""
+    import os
+    import signal
+
+    from mgr.analysis import summarize
+    L = launch.Launcher(tmp_path)
+    run = Run(tmp_path / L.launch({**TINY, "run_id": "victim"}))
+    wait_for(lambda: run.metrics(), "the first evaluation")
+    assert run.writer_alive() is True and launch.run_state(run) == "running"
+    pid = run.status()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    L.children["victim"].wait(30)
+    assert run.status()["state"] == "running"  # the trainer had no chance to say otherwise
+    assert run.writer_alive() is False and launch.run_state(run) == "killed"
+    s = summarize(run)
+    assert s.state == "killed" and "Resume" in s.error
+    with pytest.raises(launch.LaunchError, match="is gone"):
+        L.stop(run)
+    cfg = json.loads((run.path / "config.json").read_text())
+    cfg["steps"] = 30  # finish soon after the resume
+    (run.path / "config.json").write_text(json.dumps(cfg))
+    L.resume(run)
+    wait_for(lambda: run.status()["state"] == "finished", "the resumed run to finish")
+    assert [r["step"] for r in run.metrics()] == [10, 20, 30]
