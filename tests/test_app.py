@@ -414,3 +414,18 @@ def test_pages_stay_fast_with_200_runs(page, many, monkeypatch):
         assert len(at.selectbox(key="run").options) == (150 if need_generator else 200)
     else:
         assert sorted(at.dataframe[0].value["seeds"]) == [2, 2, 2, 2]  # 4 configurations, 2 seeds each
+
+
+def test_two_sessions_watching_one_run_see_the_same_data(app_runs, monkeypatch):
+    """Two browser tabs on the same running run: the same progress and the same curves, and
+    neither session's reruns disturb the trainer (the app only reads the run directory)."""
+    first = open_page("pages/train.py", app_runs, monkeypatch, run="t-running")
+    second = open_page("pages/train.py", app_runs, monkeypatch, run="t-running")
+    first.run()
+    second.run()
+    progress = [[str(p.proto.text) for p in at.get("progress")] for at in (first, second)]
+    assert progress[0] == progress[1] and "running" in progress[0][0]
+    specs = [sorted(c.proto.spec for c in charts(at)) for at in (first, second)]
+    assert specs[0] == specs[1] and len(specs[0]) >= 4
+    from mgr.runstore import Run
+    assert Run(app_runs / "t-running").status()["state"] == "running"
