@@ -14,6 +14,7 @@ them into docs/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -49,8 +50,22 @@ def main(argv=None):
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--runs-dir", help="keep the runs here (default: a temporary directory)")
     p.add_argument("--quick", action="store_true", help="6 steps, one seed, for the test suite")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a training option for every method, e.g. --set finder_lr=1e-3 (repeatable); "
+                        "the variant is then named e.g. mgr[finder_lr=1e-3]")
     p.add_argument("--out", default="bench/results/accuracy.json")
     a = p.parse_args(argv)
+    overrides = {}
+    for item in a.set:
+        field, sep, value = item.partition("=")
+        if not sep or field not in TrainConfig.__dataclass_fields__ or field in ("data", "seed", "steps"):
+            p.error(f"--set {item!r}: expected FIELD=VALUE with FIELD a training option other than data, seed "
+                    f"and steps ({', '.join(f for f in TrainConfig.__dataclass_fields__ if f not in ('data', 'seed', 'steps'))})")
+        try:
+            overrides[field] = json.loads(value)  # numbers, true/false, null
+        except ValueError:
+            overrides[field] = value
+    suffix = "[" + ",".join(a.set) + "]" if a.set else ""
     if a.quick:
         a.steps, a.eval_every, a.seeds = 6, 3, "0"
     unknown = [n for n in a.methods.split(",") if n not in VARIANTS]
@@ -61,32 +76,38 @@ def main(argv=None):
     runs_dir = a.runs_dir or tempfile.mkdtemp(prefix="mgr-bench-")
     where = {**stamp("accuracy.py", argv), "threads": torch.get_num_threads(), "torch": torch.__version__}
     records = []
+    grid = []  # every configuration is built (and so checked) before the first run starts
     for seed in map(int, a.seeds.split(",")):  # seed-major: a stopped grid has whole seeds
         for name in a.methods.split(","):
-            cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), model=a.model, steps=a.steps, batch_size=a.batch_size,
-                              eval_every=a.eval_every, seed=seed, device=a.device, probes_per_class=2,
-                              probe_real=100, **VARIANTS[name])
-            t = time.time()
-            run = train(cfg, runs_dir, quiet=True)
-            rows = run.metrics()
-            best = max(rows, key=lambda r: (r["val_acc"], -r["step"]))  # earliest of the best
-            records.append({"dataset": a.dataset, "ratio": a.ratio, "model": a.model, "method": cfg.method,
-                            "variant": name, "order": cfg.order, "procedure": cfg.procedure,
-                            "mltp_variant": cfg.mltp_variant if cfg.procedure == "mltp" else None,
-                            "co_learner": cfg.co_learner, "finder": cfg.finder if cfg.uses_finder else None,
-                            "seed": seed, "steps": a.steps, "batch_size": a.batch_size, "best_step": best["step"], "val_acc": best["val_acc"],
-                            "test_acc": best["test_acc"], "final_test_acc": rows[-1]["test_acc"],
-                            "seconds": round(time.time() - t, 1), "run": str(run.path),
-                            "device": str(run.status().get("device", a.device)), **where})
-            if not a.quick or a.out != p.get_default("out"):  # --quick writes only where it is told to
-                append_record(Path(a.out), records[-1])
-            print(f"{name:12s} seed {seed}: val {best['val_acc']:.3f} test@best-val {best['test_acc']:.4f} "
-                  f"final test {rows[-1]['test_acc']:.4f} ({records[-1]['seconds']} s)", flush=True)
+            try:
+                grid.append((seed, name, TrainConfig(
+                    data=DataConfig(a.dataset, ratio=a.ratio), model=a.model, steps=a.steps, batch_size=a.batch_size,
+                    eval_every=a.eval_every, seed=seed, device=a.device, probes_per_class=2, probe_real=100,
+                    **{**VARIANTS[name], **overrides})))
+            except (ValueError, TypeError) as e:
+                p.error(f"{name}{suffix}: {e}")
+    for seed, name, cfg in grid:
+        t = time.time()
+        run = train(cfg, runs_dir, quiet=True)
+        rows = run.metrics()
+        best = max(rows, key=lambda r: (r["val_acc"], -r["step"]))  # earliest of the best
+        records.append({"dataset": a.dataset, "ratio": a.ratio, "model": a.model, "method": cfg.method,
+                        "variant": name + suffix, "order": cfg.order, "procedure": cfg.procedure,
+                        "mltp_variant": cfg.mltp_variant if cfg.procedure == "mltp" else None,
+                        "co_learner": cfg.co_learner, "finder": cfg.finder if cfg.uses_finder else None,
+                        "seed": seed, "steps": a.steps, "batch_size": a.batch_size, "best_step": best["step"], "val_acc": best["val_acc"],
+                        "test_acc": best["test_acc"], "final_test_acc": rows[-1]["test_acc"],
+                        "seconds": round(time.time() - t, 1), "run": str(run.path),
+                        "device": str(run.status().get("device", a.device)), **where})
+        if not a.quick or a.out != p.get_default("out"):  # --quick writes only where it is told to
+            append_record(Path(a.out), records[-1])
+        print(f"{name + suffix:12s} seed {seed}: val {best['val_acc']:.3f} test@best-val {best['test_acc']:.4f} "
+              f"final test {rows[-1]['test_acc']:.4f} ({records[-1]['seconds']} s)", flush=True)
     print(f"\n| method | test acc @ best val | final test acc | n |\n|---|---|---|---|")
     for name in a.methods.split(","):
-        rs = [r for r in records if r["variant"] == name]
+        rs = [r for r in records if r["variant"] == name + suffix]
         (m1, s1), (m2, s2) = mean_std([r["test_acc"] for r in rs]), mean_std([r["final_test_acc"] for r in rs])
-        print(f"| {name} | {100 * m1:.2f} ± {100 * s1:.2f} | {100 * m2:.2f} ± {100 * s2:.2f} | {len(rs)} |")
+        print(f"| {name + suffix} | {100 * m1:.2f} ± {100 * s1:.2f} | {100 * m2:.2f} ± {100 * s2:.2f} | {len(rs)} |")
     return records
 
 

@@ -146,3 +146,19 @@ def test_claims_are_judged_from_the_records_by_the_stated_criterion():
     one_seed = report.claims(report.stats(records("pcr", [0.9]) + records("gda", [0.8])), [], [])
     assert one_seed[1]["verdict"] == "not measured" and "fewer than 2 seeds" in one_seed[1]["lines"][0]
     assert report.claims({}, [], [])[0]["verdict"] == "not measured"
+
+
+def test_accuracy_set_names_the_variant_and_refuses_bad_overrides_before_any_run(tmp_path, capsys):
+    acc = load("accuracy")
+    out = tmp_path / "acc.json"
+    for bad, message in ((["--set", "bogus=1"], "bogus=1"), (["--set", "finder_lr=-1"], "finder_lr=-1 is not allowed"),
+                         (["--set", "seed=3"], "other than data, seed and steps")):
+        with pytest.raises(SystemExit) as e:
+            acc.main(["--quick", "--methods", "base,mgr", "--out", str(out), "--runs-dir", str(tmp_path / "r"), *bad])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "r").exists()
+    records = acc.main(["--quick", "--device", "cpu", "--methods", "mgr-first", "--set", "finder_lr=1e-3",
+                        "--runs-dir", str(tmp_path / "r"), "--out", str(out)])
+    assert [r["variant"] for r in records] == ["mgr-first[finder_lr=1e-3]"]
+    from mgr.runstore import Run
+    assert Run(records[0]["run"]).config["finder_lr"] == 1e-3
