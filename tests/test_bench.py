@@ -130,10 +130,10 @@ def test_claims_are_judged_from_the_records_by_the_stated_criterion():
           + records("base", [0.95, 0.96, 0.97], ratio=0.25) + records("mgr", [0.96, 0.97, 0.98], ratio=0.25))
     speeds = [{"_file": "speed.json", "device": "cpu", "model": "smallcnn",
                "results": [{"method": "mgr-first", "ms_per_step": 90.0}, {"method": "mgr-second", "ms_per_step": 100.0}]}]
-    fids = [{"run": "r1", "dataset": "digits", "ratio": 0.1, "method": "mgr", "seed": 0, "n": 2000,
-             "fid_uniform": 5.0, "fid_finder": 4.0},
-            {"run": "r2", "dataset": "digits", "ratio": 0.1, "method": "mgr", "seed": 1, "n": 2000,
-             "fid_uniform": 5.0, "fid_finder": 6.0}]
+    fid = {"dataset": "digits", "ratio": 0.1, "method": "mgr", "order": "second", "finder": "residual", "n": 2000}
+    fids = [{**fid, "run": "r1", "seed": 0, "fid_uniform": 5.0, "fid_finder": 4.0},  # residual: lower in both runs
+            {**fid, "run": "r2", "seed": 1, "fid_uniform": 5.0, "fid_finder": 4.5},
+            {**fid, "run": "r3", "seed": 0, "finder": "mlp", "fid_uniform": 5.0, "fid_finder": 6.0}]  # mlp: higher
     verdicts = [c["verdict"] for c in report.claims(report.stats(rs), speeds, fids)]
     assert verdicts == [
         "reproduced",  # base − gda = 5 pts > pooled std 1
@@ -142,7 +142,7 @@ def test_claims_are_judged_from_the_records_by_the_stated_criterion():
         "reproduced",  # gain 5 at 0.1 > 1 at 0.25
         "not reproduced",  # residual − mlp = 2 < pooled std 2.9 (the mlp varies by 4)
         "reproduced",  # first − second = −0.17 within pooled std, 10% faster
-        "partly reproduced (1 of 2 runs)"]
+        "partly reproduced (1 of 2 configurations)"]
     one_seed = report.claims(report.stats(records("pcr", [0.9]) + records("gda", [0.8])), [], [])
     assert one_seed[1]["verdict"] == "not measured" and "fewer than 2 seeds" in one_seed[1]["lines"][0]
     assert report.claims({}, [], [])[0]["verdict"] == "not measured"
