@@ -164,12 +164,12 @@ def test_stop_affects_only_its_run(tmp_path):
     """Two runs launched from the app's launcher; Stop on one leaves the other to finish untouched."""
     L = launch.Launcher(tmp_path)
     a = Run(tmp_path / L.launch({**TINY, "run_id": "a-long"}))
-    b = Run(tmp_path / L.launch({**TINY, "steps": 30, "run_id": "b-short"}))
+    b = Run(tmp_path / L.launch({**TINY, "steps": 200, "run_id": "b-short"}))  # long enough to outlast a's start on a busy CPU
     wait_for(lambda: a.metrics() and b.status().get("state") == "running", "both runs to get going")
     L.stop(a)
     wait_for(lambda: a.status()["state"] == "stopped", "the stop")
     wait_for(lambda: b.status()["state"] == "finished", "the other run to finish")
-    assert [r["step"] for r in b.metrics()] == [10, 20, 30] and "SIGTERM" not in str(b.status().get("error"))
+    assert [r["step"] for r in b.metrics()] == list(range(10, 201, 10)) and "SIGTERM" not in str(b.status().get("error"))
     assert a.status()["step"] < 400 and launch.run_state(a) == "stopped"
 
 
