@@ -359,7 +359,7 @@ def accuracy_figures(table, fig_dir: Path) -> dict[tuple, Path]:
             if pts:
                 dodge = 1.015 ** (i - len(lines) / 2)  # side by side, so that error bars at one ratio stay apart
                 ax.errorbar([p[0] * dodge for p in pts], [p[1].mean for p in pts], yerr=[p[1].std for p in pts],
-                            marker="os^vD<>p*hX"[i % 11], capsize=3, color=f"C{i % 10}",
+                            marker="os^vD<>p*hX"[i % 11], capsize=3, color=plt.cm.tab20(i % 20),
                             label=v if len(budgets) == 1 else f"{v} ({steps} steps, b{bs})")
         ratios = sorted({s[1] for s in settings})
         if len(ratios) > 1:
@@ -430,7 +430,9 @@ def render(a) -> str:
         for v in variant_order(st):
             x = st[v]
             gain = "—" if "base" not in st or v == "base" else f"{x.mean - st['base'].mean:+.2f}"
-            what = ", ".join(f"{k}={val}" for k, val in VARIANTS.get(v, {}).items())
+            name, _, extra = v.partition("[")  # accuracy.py --set names variants e.g. mgr-first[finder_lr=1e-3]
+            what = ", ".join([f"{k}={val}" for k, val in VARIANTS.get(name, {}).items()]
+                             + ([extra.rstrip("]")] if extra else []))
             final = f"{x.final:.2f}" if x.final is not None else "—"
             rows.append([v, what, f"{x.mean:.2f} ± {x.std:.2f}", x.n, gain, final])
         L += md_table(["variant", "configuration", "test acc @ best val (%)", "seeds", "Δ vs base (pts)",
