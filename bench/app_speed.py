@@ -188,19 +188,39 @@ def live_lag(every: float = 2.0, seconds: float = 40.0) -> dict:
     return out
 
 
-def main() -> None:
+def quick_run(runs_dir: Path) -> Path:
+    """A finished 4-step digits mgr run (with probes) for the smoke test."""
+    from mgr.data import DataConfig
+    from mgr.train import TrainConfig, train
+    cfg = TrainConfig(data=DataConfig("digits", ratio=0.1), method="mgr", steps=4, eval_every=2, batch_size=16,
+                      probes_per_class=2, probe_real=50, device="cpu")
+    return train(cfg, runs_dir, "quick-mgr", quiet=True).path
+
+
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="a finished run directory for the page timings")
+    p.add_argument("--run", help="a finished run directory for the page timings (required unless --quick)")
+    p.add_argument("--quick", action="store_true", help="smoke test: a 4-step run made here, every page and 5 runs; "
+                   "no map or live timing; needs --out")
     p.add_argument("--map-run", default=None, help="a run directory with a big probe (5 000 real points)")
     p.add_argument("--out", default=str(REPO / "bench/results/app_speed.json"))
     p.add_argument("--skip", default="", help="comma-separated parts to skip: pages, map, live, many")
     p.add_argument("--runs", type=int, default=0, help="also time every page with this many runs in the runs "
                    "folder (hard-linked copies of the finished runs beside --run, e.g. 200)")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    if a.quick and a.out == p.get_default("out"):
+        p.error("--quick writes only where --out says (never into bench/results/)")
+    if not a.quick and not a.run:
+        p.error("--run is required (a finished run directory), or use --quick")
     skip = set(a.skip.split(","))
+    tmp_runs = None
+    if a.quick:
+        tmp_runs = tempfile.TemporaryDirectory(prefix="mgr-app-speed-")
+        a.run, a.runs, a.map_run = str(quick_run(Path(tmp_runs.name))), 5, None
+        skip |= {"live"}
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores "
               "(shared with other jobs)", "python": platform.python_version(),
-              "command": "python bench/app_speed.py " + " ".join(sys.argv[1:])}
+              "command": "python bench/app_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     run = Path(a.run)
     if "pages" not in skip:
         result["pages"] = page_times(run.parent, run.name)
@@ -221,6 +241,9 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"-> {a.out}")
+    if tmp_runs is not None:
+        tmp_runs.cleanup()
+    return result
 
 
 if __name__ == "__main__":

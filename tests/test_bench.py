@@ -162,3 +162,15 @@ def test_accuracy_set_names_the_variant_and_refuses_bad_overrides_before_any_run
     assert [r["variant"] for r in records] == ["mgr-first[finder_lr=1e-3]"]
     from mgr.runstore import Run
     assert Run(records[0]["run"]).config["finder_lr"] == 1e-3
+
+
+def test_app_speed_quick_times_every_page_of_a_real_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MGR_RUNS_DIR", str(tmp_path))  # page_times points the app at its runs; restored after
+    app_speed = load("app_speed")
+    with pytest.raises(SystemExit):
+        app_speed.main(["--quick"])  # without --out it would write into bench/results/
+    result = app_speed.main(["--quick", "--out", str(tmp_path / "app_speed.json")])
+    assert json.loads((tmp_path / "app_speed.json").read_text()) == result
+    for pages in (result["pages"], result["pages_5_runs"]):
+        assert set(app_speed.PAGES) <= set(pages)
+        assert all(pages[p]["first_s"] > 0 and pages[p]["warm_s"] > 0 for p in app_speed.PAGES)
