@@ -2,6 +2,7 @@
 
     python bench/app_speed.py --run RUNS_DIR/RUN_ID --map-run RUNS_DIR/RUN_ID [--out bench/results/app_speed.json]
     python bench/app_speed.py --run RUNS_DIR/RUN_ID --runs 200 --skip pages,live --out bench/results/app_speed_200runs.json
+    python bench/app_speed.py --quick --out /tmp/app_speed.json          # smoke test (a 4-step run made here)
 
 1. Page render times of a finished run: AppTest's script-run time (the server-side time of one
    page run; the browser adds drawing). "first" is the first render of the page in this process
