@@ -65,3 +65,18 @@ def runs_copy(app_runs, tmp_path):
     for name in ("t-base", "t-pcr", "t-mgr"):
         shutil.copytree(app_runs / name, d / name, ignore=shutil.ignore_patterns("analysis"))
     return d
+
+
+@pytest.fixture
+def spawn():
+    """Popen for training processes, each killed at teardown if a failed test left it running."""
+    procs = []
+
+    def start(argv):
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return procs[-1]
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

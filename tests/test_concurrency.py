@@ -4,7 +4,6 @@ the same data; a run has one writer at a time."""
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,21 +20,6 @@ CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "
        "--probe-real", "40"]
 TIMING = ("img_per_s", "elapsed")
 drop = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
-
-
-@pytest.fixture
-def spawn():
-    """Popen for training processes, each killed at teardown if a failed test left it running."""
-    procs = []
-
-    def start(argv):
-        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        return procs[-1]
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 class Reader(threading.Thread):

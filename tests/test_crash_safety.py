@@ -66,21 +66,6 @@ class Watcher(threading.Thread):
             time.sleep(0.03)
 
 
-@pytest.fixture
-def spawn():
-    """Popen for training processes, each killed at teardown if a failed test left it running."""
-    procs = []
-
-    def start(argv):
-        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        return procs[-1]
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
 def _wait(cond, proc, timeout=300):
     t = time.time()
     while not cond():

@@ -35,21 +35,6 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-@pytest.fixture
-def spawn():
-    """Popen for training processes, each killed at teardown if a failed test left it running."""
-    procs = []
-
-    def start(argv):
-        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        return procs[-1]
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
 def _limit_file_size(nbytes):
     def preexec():  # in the child: a file-size limit, and SIGXFSZ ignored so Python's own start-up survives it
         resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
