@@ -394,6 +394,14 @@ def co_learner_loss(s: State, feature_map, y):
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
 
 
+def step_with(opt: torch.optim.Optimizer, params, grads) -> None:
+    """An optimizer step on gradients taken by hand (torch.autograd.grad in the meta steps),
+    detached from any graph they carry."""
+    for p, g in zip(params, grads):
+        p.grad = g.detach()
+    opt.step()
+
+
 def plain_step(s: State, x, y) -> None:
     """base: CE. gda: CE + λ CE(synthetic). pcr: CE + λ ℓ_PCR(synthetic). Uniform latents."""
     cfg = s.cfg
@@ -443,16 +451,10 @@ def mps_step(s: State, x, y, x_val, y_val) -> None:
         phi_grads = meta.finder_hypergradient(
             s.model, params, ahead, out.v, lr, s.finder, z_f, x_p, y_p, t, s.T,
             kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl, order=cfg.order, fd_eps=cfg.fd_eps)
-    for p, g in zip(s.finder.parameters(), phi_grads):
-        p.grad = g
-    s.finder_opt.step()
+    step_with(s.finder_opt, s.finder.parameters(), phi_grads)
     if s.co_learner is not None:
-        for p, g in zip(s.co_learner.parameters(), out.co_grads):
-            p.grad = g
-        s.co_opt.step()
-    for p, g in zip(params.values(), grads):  # the classifier's step, without the graph
-        p.grad = g.detach()
-    s.opt.step()
+        step_with(s.co_opt, s.co_learner.parameters(), out.co_grads)
+    step_with(s.opt, params.values(), grads)  # the classifier's step, without the graph
     s.sched.step()
     with torch.no_grad():  # the real batch's BatchNorm statistics, as a plain step would update them
         for name, b in s.model.named_buffers():
@@ -501,16 +503,10 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
                 syn_i.x, syn_i.y, syn_i.t, s.T, kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl,
                 order=cfg.order, fd_eps=cfg.fd_eps)
     if s.finder is not None:
-        for p, g in zip(s.finder.parameters(), phi_grads):
-            p.grad = g
-        s.finder_opt.step()
+        step_with(s.finder_opt, s.finder.parameters(), phi_grads)
     if s.co_learner is not None:
-        for p, g in zip(s.co_learner.parameters(), out.co_grads):
-            p.grad = g
-        s.co_opt.step()
-    for p, g in zip([*params.values(), *s.alpha.values()], w_grads + alpha_grads):
-        p.grad = g.detach()
-    s.opt.step()  # w and α, at the same scheduled rate r
+        step_with(s.co_opt, s.co_learner.parameters(), out.co_grads)
+    step_with(s.opt, [*params.values(), *s.alpha.values()], w_grads + alpha_grads)  # w and α, at one rate r
     s.sched.step()
     with torch.no_grad():
         for a in s.alpha.values():
