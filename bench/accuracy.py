@@ -29,7 +29,7 @@ from mgr.data import DataConfig  # noqa: E402
 from mgr.train import TrainConfig, train  # noqa: E402
 
 from records import append_record, stamp  # noqa: E402
-from variants import VARIANTS  # noqa: E402
+from variants import VARIANTS, add_setting_options, method_names  # noqa: E402
 
 
 def mean_std(xs):
@@ -38,16 +38,10 @@ def mean_std(xs):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--ratio", type=float, default=0.1)
-    p.add_argument("--model", default="smallcnn")
-    p.add_argument("--methods", default="base,gda,pcr,mgr")
+    add_setting_options(p, methods="base,gda,pcr,mgr")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--runs-dir", help="keep the runs here (default: a temporary directory)")
     p.add_argument("--quick", action="store_true", help="6 steps, one seed, for the test suite")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -68,9 +62,7 @@ def main(argv=None):
     suffix = "[" + ",".join(a.set) + "]" if a.set else ""
     if a.quick:
         a.steps, a.eval_every, a.seeds = 6, 3, "0"
-    unknown = [n for n in a.methods.split(",") if n not in VARIANTS]
-    if unknown:
-        p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    names = method_names(p, a.methods)
     if a.threads:
         torch.set_num_threads(a.threads)
     runs_dir = a.runs_dir or tempfile.mkdtemp(prefix="mgr-bench-")
@@ -78,7 +70,7 @@ def main(argv=None):
     records = []
     grid = []  # every configuration is built (and so checked) before the first run starts
     for seed in map(int, a.seeds.split(",")):  # seed-major: a stopped grid has whole seeds
-        for name in a.methods.split(","):
+        for name in names:
             try:
                 grid.append((seed, name, TrainConfig(
                     data=DataConfig(a.dataset, ratio=a.ratio), model=a.model, steps=a.steps, batch_size=a.batch_size,
@@ -104,7 +96,7 @@ def main(argv=None):
         print(f"{name + suffix:12s} seed {seed}: val {best['val_acc']:.3f} test@best-val {best['test_acc']:.4f} "
               f"final test {rows[-1]['test_acc']:.4f} ({records[-1]['seconds']} s)", flush=True)
     print(f"\n| method | test acc @ best val | final test acc | n |\n|---|---|---|---|")
-    for name in a.methods.split(","):
+    for name in names:
         rs = [r for r in records if r["variant"] == name + suffix]
         (m1, s1), (m2, s2) = mean_std([r["test_acc"] for r in rs]), mean_std([r["final_test_acc"] for r in rs])
         print(f"| {name + suffix} | {100 * m1:.2f} ± {100 * s1:.2f} | {100 * m2:.2f} ± {100 * s2:.2f} | {len(rs)} |")

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from variants import VARIANTS  # noqa: E402
+from variants import VARIANTS, add_setting_options, method_names  # noqa: E402
 
 DEFAULT_METHODS = "base,gda,gda-mps,pcr,mgr-first,mgr-second,mltp-fo"
 MiB = 2 ** 20
@@ -59,23 +59,14 @@ def child(a) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--ratio", type=float, default=0.1)
-    p.add_argument("--model", default="smallcnn")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--methods", default=DEFAULT_METHODS)
+    add_setting_options(p, methods=DEFAULT_METHODS)
     p.add_argument("--steps", type=int, default=10, help="training steps per method (the peak is reached in the first)")
-    p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="2 steps, base and mgr-first, for the test suite")
     p.add_argument("--out", default="bench/results/memory.json")
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure this one method and print JSON
     a = p.parse_args(argv)
-    names = [a.child] if a.child else a.methods.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    names = method_names(p, a.child or a.methods)
     if a.child:
         print(json.dumps(child(a)), flush=True)
         return None

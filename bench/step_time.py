@@ -37,7 +37,7 @@ from mgr.models.classifier import SmallCNN  # noqa: E402
 from mgr.train import TrainConfig, build, train_step  # noqa: E402
 
 from records import stamp, write_json  # noqa: E402
-from variants import VARIANTS  # noqa: E402
+from variants import VARIANTS, add_setting_options, method_names  # noqa: E402
 
 DEFAULT_METHODS = "base,gda,pcr,mgr-first,mgr-second,mltp-fo"
 
@@ -89,27 +89,18 @@ def reference_step(base_state, device: torch.device):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--ratio", type=float, default=0.1)
-    p.add_argument("--model", default="smallcnn")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--methods", default=DEFAULT_METHODS)
+    add_setting_options(p, methods=DEFAULT_METHODS)
     p.add_argument("--steps", type=int, default=20, help="steps per method per round")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the plain reference loop against our base (default: on)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="2 steps x 1 round, for the test suite")
     p.add_argument("--out", default="bench/results/speed.json")
     a = p.parse_args(argv)
     if a.quick:
         a.steps, a.rounds = 2, 1
-    names = a.methods.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    names = method_names(p, a.methods)
     if a.reference and "base" not in names:
         p.error("--reference compares the plain loop with our base: include base in --methods, or pass --no-reference")
     if a.threads:

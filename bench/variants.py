@@ -10,3 +10,24 @@ VARIANTS = {"base": {"method": "base"}, "gda": {"method": "gda"}, "gda-mps": {"m
             "pcr-mltp": {"method": "pcr", **MLTP}, "mgr-mltp": {"method": "mgr", **MLTP},
             "mgr-mltp-co": {"method": "mgr", **MLTP, "co_learner": True},
             "mltp-fo-co": {"method": "base", **MLTP, "co_learner": True}}
+
+
+def add_setting_options(p, methods: str) -> None:
+    """The options the per-method benchmarks share: the setting, the methods (default `methods`),
+    the device and the CPU threads."""
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--ratio", type=float, default=0.1)
+    p.add_argument("--model", default="smallcnn")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--methods", default=methods)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def method_names(p, methods: str) -> list[str]:
+    """The comma-separated variant names, or the parser's error naming the unknown ones."""
+    names = methods.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    return names
