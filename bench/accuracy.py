@@ -95,7 +95,7 @@ def main(argv=None):
             append_record(Path(a.out), records[-1])
         print(f"{name + suffix:12s} seed {seed}: val {best['val_acc']:.3f} test@best-val {best['test_acc']:.4f} "
               f"final test {rows[-1]['test_acc']:.4f} ({records[-1]['seconds']} s)", flush=True)
-    print(f"\n| method | test acc @ best val | final test acc | n |\n|---|---|---|---|")
+    print("\n| method | test acc @ best val | final test acc | n |\n|---|---|---|---|")
     for name in names:
         rs = [r for r in records if r["variant"] == name + suffix]
         (m1, s1), (m2, s2) = mean_std([r["test_acc"] for r in rs]), mean_std([r["final_test_acc"] for r in rs])

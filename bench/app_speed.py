@@ -109,7 +109,6 @@ def map_times(run_path: Path) -> dict:
         t = time.time()
         analysis.project(x, "umap", seed=0)
         out["umap_fit_seeded_s"] = round(time.time() - t, 2)
-        import umap
         t = time.time()
         analysis.project(x, "umap")  # the app's default: unseeded, threaded
         out["umap_fit_unseeded_parallel_s"] = round(time.time() - t, 2)

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 
-import pytest
 
 from mgr.__main__ import main
 from mgr.data import DataConfig

@@ -3,7 +3,6 @@ resumes into exactly the run it would have been: same metric and scalar lines, s
 best.pt, nothing duplicated or half-written; and readers polling it meanwhile never see a broken
 status.json, metrics line or probe file."""
 import json
-import os
 import random
 import signal
 import subprocess
@@ -13,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from mgr import checkpoint
