@@ -183,24 +183,24 @@ def claims(table: dict[tuple, dict[str, Stat]], speeds: list[dict], fids: list[d
     def claim(title, paper, verdict, lines, needs):
         out.append({"title": title, "paper": paper, "verdict": verdict, "lines": lines or [f"no records: needs {needs}"]})
 
+    def beats_in_each_setting(a: str, b: str) -> tuple[list[str], list]:
+        """'a beats b' in every setting that has both: the lines, and True/False/None (too few seeds)."""
+        lines, res = [], []
+        for s, st in table.items():
+            if {a, b} <= set(st):
+                c = compare(st, a, b)
+                res.append(c.beats if c.enough else None)
+                lines.append(f"{setting_label(s)}: {judged(c, c.beats)}")
+        return lines, res
+
     # (1) naive GDA can fall below base: one setting where base beats gda suffices
-    lines, res = [], []
-    for s, st in table.items():
-        if {"gda", "base"} <= set(st):
-            c = compare(st, "base", "gda")
-            res.append(c.beats if c.enough else None)
-            lines.append(f"{setting_label(s)}: {judged(c, c.beats)}")
+    lines, res = beats_in_each_setting("base", "gda")
     verdict = "not measured" if not any(r is not None for r in res) else ("reproduced" if any(res) else "not reproduced")
     claim("(1) Naive GDA can fall below base", "GDA's synthetic samples can lower test accuracy on small data",
           verdict, lines, "gda and base in one setting")
 
     # (2) PCR beats GDA
-    lines, res = [], []
-    for s, st in table.items():
-        if {"pcr", "gda"} <= set(st):
-            c = compare(st, "pcr", "gda")
-            res.append(c.beats if c.enough else None)
-            lines.append(f"{setting_label(s)}: {judged(c, c.beats)}")
+    lines, res = beats_in_each_setting("pcr", "gda")
     claim("(2) PCR beats GDA", "consistency regularisation uses synthetic samples better than CE on them",
           overall(res), lines, "pcr and gda in one setting")
 
