@@ -47,6 +47,24 @@ def atomic_write(path: str | Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable: without this, a power cut after os.replace can leave the
+    directory entry pointing at the old file (or at none) although the new bytes are on disk.
+    Platforms or file systems that cannot open or fsync a directory (Windows, some FUSE mounts)
+    are skipped: the rename is still atomic for readers, only not yet durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _write_error(path: Path, e: Exception) -> WriteError:
