@@ -257,42 +257,38 @@ def cli_args(cfg) -> list[str]:
 
 # ----------------------------------------------------------------------------- processes
 
-def _proc_start_time(pid: int) -> float | None:
-    """Unix time at which `pid` started (from /proc), None if unknown."""
+def _start_and_argv(pid) -> tuple[float, list[str]] | None:
+    """(Unix start time, command line) of the live process `pid`; None if there is none (gone, a
+    zombie, which has finished, or not ours to inspect)."""
+    import psutil  # app side only: the trainer never needs it
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] == "Z":
-            return None  # a zombie has finished
-        ticks = int(fields[19])
-        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                     if line.startswith("btime"))
-        return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p.create_time(), p.cmdline()
+    except psutil.Error:  # no such process, it ended meanwhile, or access denied
         return None
 
 
 def _runs_command(pid: int, run_id: str) -> bool:
-    try:
-        return _proc_start_time(pid) is not None and run_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    """Whether `pid` is alive and its command line names `run_id` (a launch still starting)."""
+    found = _start_and_argv(pid)
+    return found is not None and any(run_id in a for a in found[1])
 
 
 def is_trainer(pid, run: Run, started: float | None = None) -> bool:
     """Whether `pid` is alive and is this run's trainer, never a recycled pid: its command line is
     `... -m mgr train ...` naming the run (its id or its directory), or it started no later than
     the run's status says the trainer did (a recycled pid starts after the trainer has died)."""
-    if not isinstance(pid, int) or pid <= 0:
+    found = _start_and_argv(pid)
+    if found is None:
         return False
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    t0, argv = found
+    if "mgr" not in argv or "train" not in argv:
         return False
-    t0 = _proc_start_time(pid)
-    if t0 is None or b"mgr" not in argv or b"train" not in argv:
-        return False
-    if any(run.id.encode() in a for a in argv):
+    if any(run.id in a for a in argv):
         return True
     return started is not None and t0 <= started + 1.0
 

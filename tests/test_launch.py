@@ -1,5 +1,6 @@
 """Launching, stopping and resuming real trainer processes the way the app does."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -198,3 +199,26 @@ def test_a_run_killed_with_sigkill_shows_killed_and_resumes(tmp_path):
     L.resume(run)
     wait_for(lambda: run.status()["state"] == "finished", "the resumed run to finish")
     assert [r["step"] for r in run.metrics()] == [10, 20, 30]
+
+
+def test_a_real_process_is_told_apart_by_its_command_line_start_time_and_exit(tmp_path):
+    """is_trainer on live processes (psutil): the command line naming the run decides; a pid whose
+    process started after the run's trainer did is a recycled one; a finished child (a zombie
+    until reaped) and a reaped one are not alive."""
+    before = time.time()
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "mgr", "train",
+                          "--run-id", "r-real"])
+    try:
+        wait_for(lambda: "r-real" in " ".join(__import__("psutil").Process(p.pid).cmdline()), "the process", 30)
+        assert launch.is_trainer(p.pid, Run(tmp_path / "r-real"))
+        assert launch._runs_command(p.pid, "r-real") and not launch._runs_command(p.pid, "r-other")
+        other = Run(tmp_path / "r-other")  # not named on its command line: the start time decides
+        assert not launch.is_trainer(p.pid, other, started=before - 60)  # started after that trainer: recycled
+        assert launch.is_trainer(p.pid, other, started=time.time())
+        assert not launch.is_trainer(os.getpid(), Run(tmp_path / "r-real"))  # pytest: not a trainer
+    finally:
+        p.kill()
+    wait_for(lambda: __import__("psutil").Process(p.pid).status() == "zombie", "the child to exit", 30)
+    assert not launch.is_trainer(p.pid, Run(tmp_path / "r-real")) and not launch._runs_command(p.pid, "r-real")
+    p.wait()
+    assert not launch.is_trainer(p.pid, Run(tmp_path / "r-real"))
