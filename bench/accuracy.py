@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.data import DataConfig  # noqa: E402
-from mgr.train import TrainConfig, train  # noqa: E402
+from mgr.trainer import TrainConfig, train  # noqa: E402
 
 from records import append_record, stamp  # noqa: E402
 from variants import VARIANTS, add_setting_options, method_names  # noqa: E402

@@ -39,7 +39,9 @@ def child(a) -> dict:
     import torch
 
     from mgr.data import DataConfig
-    from mgr.train import TrainConfig, build, train_step
+    from mgr.trainer import TrainConfig
+from mgr.trainer.state import build
+from mgr.trainer.steps import train_step
     import_rss = peak_rss_mib()
     if a.threads:
         torch.set_num_threads(a.threads)

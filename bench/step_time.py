@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.data import DataConfig  # noqa: E402
 from mgr.models.classifier import SmallCNN  # noqa: E402
-from mgr.train import TrainConfig, build, train_step  # noqa: E402
+from mgr.trainer import TrainConfig
+from mgr.trainer.state import build
+from mgr.trainer.steps import train_step  # noqa: E402
 
 from records import stamp, write_json  # noqa: E402
 from variants import VARIANTS, add_setting_options, method_names  # noqa: E402

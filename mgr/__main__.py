@@ -50,7 +50,7 @@ def data_config(a) -> DataConfig:
 
 
 def cmd_train(a) -> None:
-    from . import train
+    from . import trainer as train
     from .runstore import default_runs_dir
 
     def started(run):
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from .finder import FINDERS
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
-    from .train import METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
+    from .trainer import METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
     t = sub.add_parser("train", help="train a classifier (prints the run directory first)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(t)

@@ -79,7 +79,7 @@ def form_fields() -> list[Field]:
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
     from .runtime import DEVICES
-    from .train import METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES
+    from .trainer import METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES
     return [
         Field("data.dataset", "dataset", "select", "digits",
               ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn", IMAGEFOLDER),
@@ -156,7 +156,7 @@ def build_config(values: dict):
     """The TrainConfig of the form's values, checked like the CLI checks it before any work:
     config fields, dataset availability, the generator for this split. Raises LaunchError naming
     the field at fault."""
-    from .train import TrainConfig
+    from .trainer import TrainConfig
     values = {k: v for k, v in values.items() if k != "run_id"}
     folder = values.pop("data.folder", None)
     if values.get("data.dataset") == IMAGEFOLDER:
@@ -204,7 +204,7 @@ def check_available(cfg) -> None:
     """What `python -m mgr train` would find missing only after starting: the data and the generator."""
     from . import checkpoint
     from .runtime import resolve_device
-    from .train import find_generator
+    from .trainer.state import find_generator
     name = cfg.data.dataset
     if name == "fashion-mnist" and not DEBIAN_FASHION_MNIST.exists() and not (Path(cfg.data.root) / "FashionMNIST").exists():
         raise LaunchError(f"fashion-mnist is not on this machine: install it with `apt-get install dataset-fashion-mnist`",
@@ -230,7 +230,7 @@ def check_available(cfg) -> None:
 
 def cli_args(cfg) -> list[str]:
     """`python -m mgr train` flags for a TrainConfig: --name-with-dashes per non-default field."""
-    from .train import TrainConfig
+    from .trainer import TrainConfig
     args = []
     data_defaults = DataConfig(cfg.data.dataset)
     for f in dataclasses.fields(cfg.data):
@@ -382,7 +382,7 @@ class Launcher:
         os.kill(pid, signal.SIGTERM)
 
     def resume(self, run: Run) -> None:
-        from .train import TrainConfig
+        from .trainer import TrainConfig
         st = run.status()
         state = run_state(run, st)
         if state not in ("stopped", "failed", "killed"):

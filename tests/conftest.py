@@ -13,7 +13,7 @@ import torch
 
 from mgr.data import DataConfig
 from mgr.runstore import Run
-from mgr.train import TrainConfig, train
+from mgr.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
 

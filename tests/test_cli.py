@@ -45,7 +45,7 @@ def test_train_generator_command_end_to_end(tmp_path):
 
 def test_trainer_never_imports_the_app_packages():
     # the trainer must run on a GPU box that has only torch: no Streamlit, Plotly or UMAP
-    code = ("import sys, mgr.train, mgr.gan, mgr.fid, mgr.__main__; "
+    code = ("import sys, mgr.trainer, mgr.gan, mgr.fid, mgr.__main__; "
             "bad = [m for m in ('streamlit', 'plotly', 'umap', 'numba') if m in sys.modules]; "
             "sys.exit(', '.join(bad) if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -12,7 +12,7 @@ import time
 from mgr.__main__ import main
 from mgr.data import DataConfig
 from mgr.runstore import Run
-from mgr.train import TrainConfig, train
+from mgr.trainer import TrainConfig, train
 
 CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet",
        "--steps", "12", "--eval-every", "3", "--log-every", "3", "--batch-size", "16", "--probes-per-class", "2",

@@ -51,7 +51,7 @@ def test_launch_stop_resume_a_real_run(tmp_path):
 
 def test_a_stale_pid_is_never_signalled(tmp_path):
     from tests.conftest import tiny_config
-    from mgr.train import train
+    from mgr.trainer import train
     run = train(tiny_config("base", steps=2, eval_every=2), tmp_path, "stale", quiet=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -104,7 +104,7 @@ def test_a_launch_that_fails_before_its_run_directory_is_reported(tmp_path):
 
 
 def test_form_fields_are_config_fields():
-    from mgr.train import TrainConfig
+    from mgr.trainer import TrainConfig
     names = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
     for f in launch.form_fields():
         assert f.name in launch.FORM_ONLY or (f.name.startswith("data.") and f.name[5:] in DATA_FIELDS) or f.name in names

@@ -17,8 +17,9 @@ from mgr.data import DataConfig, load
 from mgr.models import SmallCNN, build_classifier
 from mgr.models.classifier import accuracy
 from mgr.runstore import METRIC_FIELDS, Run
-from mgr.train import (TrainConfig, build, layer_group, load_classifier, load_co_learner, mltp_batches, mltp_indices,
-                       mltp_step, train)
+from mgr.trainer import TrainConfig, load_classifier, load_co_learner, train
+from mgr.trainer.state import build, layer_group
+from mgr.trainer.steps import mltp_batches, mltp_indices, mltp_step
 
 DIGITS = DataConfig("digits", ratio=0.1)
 ETA = 0.7

@@ -8,7 +8,8 @@ import pytest
 from mgr import checkpoint
 from mgr.data import DataConfig
 from mgr.runstore import Run
-from mgr.train import MAX_LATENT_SHIFT, TrainConfig, train
+from mgr.trainer import TrainConfig, train
+from mgr.trainer.state import MAX_LATENT_SHIFT
 
 
 def tiny(**kw):

@@ -15,7 +15,9 @@ from mgr import meta
 from mgr.__main__ import main
 from mgr.data import DataConfig
 from mgr.runstore import PROBE_FIELDS, Run
-from mgr.train import TrainConfig, batches, build, load_classifier, mps_step, train
+from mgr.trainer import TrainConfig, load_classifier, train
+from mgr.trainer.state import build
+from mgr.trainer.steps import batches, mps_step
 
 DIGITS = DataConfig("digits", ratio=0.1)
 REQUIRED = ("step", "epoch", "lr", "ce", "val_acc", "val_loss", "test_acc", "img_per_s")

@@ -25,7 +25,7 @@ from mgr.gan import GanConfig, load_generator, save_generator, train_generator
 from mgr.models import Generator
 from mgr.paths import REPO, extractor_path
 from mgr.runstore import Run, RunError
-from mgr.train import TrainConfig, load_classifier, train
+from mgr.trainer import TrainConfig, load_classifier, train
 
 GEN = REPO / "checkpoints" / "generators" / "digits_ratio0.1_seed0.pt"
 CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet",

@@ -106,12 +106,19 @@ def build_classifier(name: str, num_classes: int, in_channels: int, pretrained: 
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy in eval mode (restores the model's previous mode)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy in eval mode (restores the model's previous mode)."""
     was_training = model.training
     model.eval()
-    correct = sum((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
-                  for i in range(0, len(y), batch_size))
+    loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        logits = model(x[i:i + batch_size]).float()
+        loss += F.cross_entropy(logits, y[i:i + batch_size], reduction="sum").item()
+        correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
     model.train(was_training)
-    return correct / max(1, len(y))
+    return correct / max(1, len(y)), loss / max(1, len(y))
 
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy in eval mode: `evaluate` without the loss."""
+    return evaluate(model, x, y)[0]

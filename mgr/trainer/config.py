@@ -1,0 +1,139 @@
+"""TrainConfig: every option of a training run, validated at construction, with the defaults
+resolved so that config.json holds what actually ran. The maths behind the options is in
+docs/method.md."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+from .. import typecheck
+from ..augment import parse_policy
+from ..data import DataConfig, dataset_info
+from ..finder import FINDERS
+from ..models.classifier import MODELS
+from ..models.co_learner import CO_LEARNER_ARCHS
+from ..runtime import DEVICES
+
+METHODS = ("base", "gda", "gda-mps", "pcr", "mgr")
+PROCEDURES = ("standard", "mltp")
+MLTP_VARIANTS = ("fo", "full", "conv", "fc")  # first order; second order on all, conv or fully-connected tensors
+ORDERS = ("second", "first")
+SCHEDULES = ("cosine", "step", "constant")
+DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=lambda: DataConfig("digits", ratio=0.1))
+    method: str = "mgr"
+    model: str = "smallcnn"
+    pretrained: bool = False
+    steps: int = 500
+    batch_size: int = 128
+    lr: float | None = None  # None: 0.05 for smallcnn, 0.1 for resnet18
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_steps: int | None = None  # None: 5% of steps
+    lam: float = 1.0  # λ, weight of the synthetic term
+    lam_kl: float = 0.1  # λ_KL
+    finder: str = "residual"
+    finder_lr: float = 1e-4
+    order: str = "second"  # hypergradient
+    fd_eps: float = 0.01  # first order: the finite difference steps fd_eps / ‖v‖ along v
+    pcr_aug: str | None = None  # None: the dataset's default T
+    eval_every: int = 50
+    log_every: int = 10  # steps between training-scalar lines (scalars.jsonl): one host sync each
+    probes_per_class: int = 16
+    probe_real: int = 1000  # real images whose features each probe stores
+    seed: int = 0
+    device: str = "auto"
+    compile: bool = False
+    generator: str | None = None  # None: checkpoints/generators/ for the dataset, ratio and data seed
+    procedure: str = "standard"  # or "mltp": two real batches per iteration, learnable steps α (METHOD.md §2)
+    mltp_variant: str = "fo"
+    mltp_eta: float = 1.0  # η, weight of the looked-ahead task C(w'; B_j) in J
+    mltp_alpha: float | None = None  # initial α; None: the classifier's base lr
+    co_learner: bool = False  # the CML co-learner on the looked-ahead features (METHOD.md §3)
+    co_learner_arch: str = "conv"
+    co_learner_gamma: float = 1.0  # γ, weight of its CE in the outer objective
+    co_learner_lr: float = 1e-3  # its own Adam
+
+    def __post_init__(self):
+        def bad(name, allowed):
+            return ValueError(f"{name}={getattr(self, name)!r} is not allowed; {allowed}")
+        for name, options in (("method", METHODS), ("model", MODELS), ("finder", FINDERS), ("order", ORDERS),
+                              ("schedule", SCHEDULES), ("procedure", PROCEDURES), ("mltp_variant", MLTP_VARIANTS),
+                              ("co_learner_arch", CO_LEARNER_ARCHS)):
+            if getattr(self, name) not in options:
+                raise bad(name, f"choose one of {', '.join(options)}")
+        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d{1,3}", str(self.device)):
+            raise bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
+        for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise bad(name, "it must be a positive integer")
+        for name in ("lr", "finder_lr", "fd_eps", "co_learner_lr"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise bad(name, "it must be a number > 0")
+        for name in ("lam", "lam_kl", "weight_decay", "probe_real", "seed", "mltp_eta", "mltp_alpha",
+                     "co_learner_gamma"):
+            v = getattr(self, name)
+            if name == "mltp_alpha" and v is None:
+                continue
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise bad(name, "it must be a number >= 0")
+        if not isinstance(self.co_learner, bool):
+            raise bad("co_learner", "it must be true or false")
+        if self.co_learner and not self.uses_lookahead:
+            raise bad("co_learner", f"the co-learner reads looked-ahead features, and method {self.method!r} under "
+                                    "procedure 'standard' takes no lookahead; use method gda-mps or mgr, or "
+                                    "procedure mltp")
+        if not 0 <= self.momentum < 1:
+            raise bad("momentum", "it must be in [0, 1)")
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
+            raise bad("warmup_steps", f"it must be in [0, steps={self.steps})")
+        if self.pretrained and self.model != "resnet18":
+            raise bad("pretrained", "pretrained weights exist only for model resnet18")
+        # resolve the defaults, so config.json holds what actually ran
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        if self.lr is None:
+            set_("lr", DEFAULT_LR[self.model])
+        if self.warmup_steps is None:
+            set_("warmup_steps", int(0.05 * self.steps))
+        if self.procedure == "mltp" and self.mltp_alpha is None:
+            set_("mltp_alpha", self.lr)
+        if self.pcr_aug is None:
+            flip = dataset_info(self.data.dataset).hflip
+            set_("pcr_aug", "translation,flip,color,cutout" if flip else "translation,color,cutout")
+        parse_policy(self.pcr_aug)
+
+    @property
+    def uses_generator(self) -> bool:
+        return self.method != "base"
+
+    @property
+    def uses_finder(self) -> bool:
+        return self.method in ("gda-mps", "mgr")
+
+    @property
+    def uses_lookahead(self) -> bool:
+        return self.uses_finder or self.procedure == "mltp"
+
+    @property
+    def images_per_step(self) -> int:
+        """Real training images one iteration consumes (MLTP draws two batches)."""
+        return self.batch_size * (2 if self.procedure == "mltp" else 1)
+
+    @property
+    def synthetic_kind(self) -> str:
+        return "pcr" if self.method in ("pcr", "mgr") else "ce"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
+        """From config.json: unknown, ill-typed or invalid fields are refused, naming the field."""
+        return typecheck.from_json(cls, d, where, required=("data", "method", "model", "steps"))

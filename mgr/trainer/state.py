@@ -1,0 +1,190 @@
+"""Everything a run holds while it trains (State) and how it is built from a TrainConfig: data on
+the device, the classifier and its optimizer and schedule, the frozen generator, the finder,
+MLTP's learnable steps α and the CML co-learner. State also sums the step's scalars on the
+device and brings them to the host once per log interval (its only host sync)."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import checkpoint, paths
+from ..augment import Augment
+from ..data import load
+from ..finder import Finder
+from ..gan import load_generator
+from ..models.classifier import build_classifier
+from ..models.co_learner import CoLearner
+from ..runtime import resolve_device, seed_everything
+from .config import TrainConfig
+
+# The finder's guard: a mean latent shift ‖F(z) − z‖ beyond this many prior standard deviations per
+# coordinate (i.e. > MAX_LATENT_SHIFT·√z_dim) puts F(z) where the generator never was trained; its
+# images are then garbage and the run stops as failed (docs/decisions.md).
+MAX_LATENT_SHIFT = 4.0
+
+
+@dataclass
+class State:
+    cfg: TrainConfig
+    device: torch.device
+    data: object
+    model: torch.nn.Module
+    forward: object  # the model's plain forward, compiled with --compile
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    G: torch.nn.Module | None = None
+    finder: Finder | None = None
+    finder_opt: torch.optim.Optimizer | None = None
+    T: Augment | None = None
+    alpha: dict = field(default_factory=dict)  # MLTP: {parameter name: learnable step α ≥ 0}, 0-dim tensors
+    alpha_groups: dict = field(default_factory=dict)  # {"conv" | "bn" | "fc": names in alpha}, for logging
+    co_learner: CoLearner | None = None
+    co_opt: torch.optim.Optimizer | None = None
+    step: int = 0
+    best_val_acc: float = -1.0
+    best_step: int = -1
+    sums: dict = field(default_factory=dict)  # sums of the step's scalars since the last log line (on device)
+    first_bad: torch.Tensor | None = None  # first step whose loss was not finite, -1 if none (on device)
+    first_far: torch.Tensor | None = None  # (step, latent shift) where the finder left the prior, -1 if none (on device)
+    eval_sums: dict = field(default_factory=dict)  # host-side sums since the last evaluation
+
+    def accumulate(self, loss: torch.Tensor, **values):
+        """Sum the step's scalars on the device; remember the first step with a non-finite loss. No host sync."""
+        if self.first_bad is None:
+            self.first_bad = torch.tensor(-1, device=self.device)
+        # every scalar, not just the loss: an infinite meta-loss leaves the loss finite for a step but the finder NaN
+        finite = torch.stack([loss.detach().float(), *(v.detach().float() for v in values.values())]).isfinite().all()
+        self.first_bad = torch.where((self.first_bad < 0) & ~finite, self.step + 1, self.first_bad)
+        if "latent_shift" in values:  # the finder's guard: F(z) far from where G was trained (NaN counts as far)
+            if self.first_far is None:
+                self.first_far = torch.full((2,), -1.0, device=self.device)
+            shift = values["latent_shift"].detach().float()
+            far = (self.first_far[0] < 0) & ~(shift <= MAX_LATENT_SHIFT * self.G.z_dim ** 0.5)
+            # full_like, not a tensor from a Python number: a host-to-device copy would sync the step
+            self.first_far = torch.where(far, torch.stack([torch.full_like(shift, self.step + 1.0), shift]),
+                                         self.first_far)
+        for k, v in {"loss": loss, **values}.items():
+            self.sums[k] = self.sums.get(k, 0) + v.detach().float()
+        self.sums["n"] = self.sums.get("n", 0) + 1
+
+    def flush(self) -> dict:
+        """Means of the scalars since the last flush, brought to the host in one sync (every log_every
+        steps), and added to the evaluation's sums. Raises if a loss was not finite."""
+        keys = [k for k in self.sums if k != "n"]
+        n = self.sums.get("n", 0)
+        if self.first_bad is None or n == 0:
+            return {}
+        far = self.first_far if self.first_far is not None else torch.full((2,), -1.0, device=self.device)
+        *values, bad, far_step, far_shift = torch.cat(
+            [torch.stack([self.sums[k] for k in keys] + [self.first_bad.float()]), far]).tolist()
+        self.sums = {}
+        if bad >= 0:
+            parts = ", ".join(f"{k}={v / n:.4g}" for k, v in zip(keys, values))
+            raise FloatingPointError(f"the loss or a training scalar became non-finite at step {int(bad)} (means over the last {n} "
+                                     f"steps: {parts}); the run stopped without saving the broken weights")
+        if far_step >= 0:
+            z_dim = self.G.z_dim
+            raise FloatingPointError(
+                f"the finder's latents left the prior at step {int(far_step)}: mean latent shift ‖F(z) − z‖ = "
+                f"{far_shift:.4g} > {MAX_LATENT_SHIFT:g}·√z_dim = {MAX_LATENT_SHIFT * z_dim ** 0.5:.4g}, where the "
+                f"generator was never trained; lower --finder-lr or raise --lam-kl. The run stopped without saving "
+                "the finder's garbage")
+        for k, v in zip(keys, values):
+            self.eval_sums[k] = self.eval_sums.get(k, 0.0) + v
+        self.eval_sums["n"] = self.eval_sums.get("n", 0) + n
+        return {k: v / n for k, v in zip(keys, values)}
+
+
+def lr_lambda(cfg: TrainConfig):
+    def f(step):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * p))
+        if cfg.schedule == "step":
+            return 0.1 ** int(p >= 0.5) * 0.1 ** int(p >= 0.75)
+        return 1.0
+    return f
+
+
+def find_generator(cfg: TrainConfig) -> str:
+    path = cfg.generator or str(paths.generator_path(cfg.data.subset))
+    if not os.path.exists(path):
+        size = (f"--per-class {cfg.data.per_class}" if cfg.data.per_class is not None
+                else f"--ratio {cfg.data.subset['ratio']:g}")
+        raise FileNotFoundError(
+            f"method {cfg.method!r} needs a generator trained on this split, and {path} does not exist; train it with: "
+            f"python -m mgr train-generator --dataset {cfg.data.dataset} {size} --data-seed {cfg.data.data_seed}")
+    return path
+
+
+def layer_group(model: torch.nn.Module) -> dict[str, str]:
+    """{parameter name: "conv" | "bn" | "fc" | "other"}, by the kind of module that owns it."""
+    kinds = {}
+    for prefix, m in model.named_modules():
+        kind = ("conv" if isinstance(m, torch.nn.modules.conv._ConvNd) else
+                "bn" if isinstance(m, torch.nn.modules.batchnorm._NormBase) else
+                "fc" if isinstance(m, torch.nn.Linear) else "other")
+        for name, _ in m.named_parameters(recurse=False):
+            kinds[f"{prefix}.{name}" if prefix else name] = kind
+    return kinds
+
+
+def mltp_steps(cfg: TrainConfig, model: torch.nn.Module, device) -> dict[str, torch.Tensor]:
+    """MLTP's α: one learnable step per parameter tensor that takes the meta step (all of them for
+    fo and full, conv or fully-connected ones for conv and fc), initialised to mltp_alpha."""
+    take = {"fo": None, "full": None, "conv": "conv", "fc": "fc"}[cfg.mltp_variant]
+    return {n: torch.tensor(float(cfg.mltp_alpha), device=device, requires_grad=True)
+            for n, kind in layer_group(model).items() if take is None or kind == take}
+
+
+def build(cfg: TrainConfig) -> State:
+    """Everything a run needs, checked before any training starts."""
+    device = resolve_device(cfg.device)
+    if cfg.uses_generator:
+        gen_path = find_generator(cfg)
+        checkpoint.load(gen_path, "mgr-generator", 1)  # readable at all? (fails before data loading)
+    data = load(cfg.data, device=device)
+    if cfg.procedure == "mltp" and len(data.y_train) < 2:
+        raise ValueError(f"procedure 'mltp' draws two disjoint batches and needs at least 2 training images; "
+                         f"this split has {len(data.y_train)}: use a larger --ratio or --per-class")
+    seed_everything(cfg.seed)
+    model = build_classifier(cfg.model, data.num_classes, data.channels, cfg.pretrained).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        data.x_train, data.x_val, data.x_test = (x.contiguous(memory_format=torch.channels_last)
+                                                 for x in (data.x_train, data.x_val, data.x_test))
+    groups = [{"params": list(model.parameters())}]
+    alpha = mltp_steps(cfg, model, device) if cfg.procedure == "mltp" else {}
+    if alpha:  # α ← α − r ∂J/∂α: plain SGD at the weights' scheduled rate r (the same scheduler)
+        groups.append({"params": list(alpha.values()), "momentum": 0.0, "nesterov": False, "weight_decay": 0.0})
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                          weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    s = State(cfg, device, data, model, torch.compile(model) if cfg.compile else model, opt, sched)
+    if alpha:
+        kinds = layer_group(model)
+        s.alpha = alpha
+        s.alpha_groups = {g: [n for n in alpha if kinds[n] == g] for g in ("conv", "bn", "fc", "other")}
+        s.alpha_groups = {g: names for g, names in s.alpha_groups.items() if names}
+
+    if cfg.uses_generator:
+        s.G, _ = load_generator(gen_path, device=device, expect={
+            "dataset": cfg.data.dataset, "split_hash": data.split_hash, "resolution": data.resolution,
+            "channels": data.channels, "num_classes": data.num_classes})
+        s.T = Augment(cfg.pcr_aug)
+    if cfg.uses_finder:
+        s.finder = Finder(s.G.z_dim, cfg.finder).to(device)
+        s.finder_opt = torch.optim.Adam(s.finder.parameters(), lr=cfg.finder_lr)
+    if cfg.co_learner:
+        with torch.random.fork_rng(devices=[]):  # same init and batches as the run without it: a paired comparison
+            torch.manual_seed(cfg.seed)
+            s.co_learner = CoLearner(model.feature_dim, data.num_classes, cfg.co_learner_arch).to(device)
+        if device.type == "cuda":
+            s.co_learner = s.co_learner.to(memory_format=torch.channels_last)
+        s.co_opt = torch.optim.Adam(s.co_learner.parameters(), lr=cfg.co_learner_lr)
+    return s

@@ -1,0 +1,229 @@
+"""One training iteration, top to bottom: `plain_step` (base, gda, pcr), `mps_step` (gda-mps,
+mgr: the finder's meta step through a one-step lookahead, then the classifier's step) and
+`mltp_step` (any method under MLTP). `train_step` draws the batches and picks one. The maths is
+in docs/method.md; the meta-gradient engine they share is mgr/meta.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .. import meta
+from ..finder import kl_batch
+from ..runtime import autocast
+from .state import State
+
+def batches(s: State):
+    """A real training batch and a validation batch, sampled on the device (no host sync)."""
+    d, B = s.data, s.cfg.batch_size
+    i = torch.randint(len(d.y_train), (B,), device=s.device)
+    j = torch.randint(len(d.y_val), (min(B, len(d.y_val)),), device=s.device)
+    return d.x_train[i], d.y_train[i], d.x_val[j], d.y_val[j]
+
+
+def mltp_indices(s: State):
+    """Indices of MLTP's two disjoint real batches B_i and B_j into the training split. Each step a
+    random permutation splits the split into two halves and each batch is drawn (with replacement,
+    like `batches`) from its own half: no image is in both, even when the split is smaller than one
+    batch (digits 10%: 116 images, batch 128). On the device, no host sync."""
+    n, B = len(s.data.y_train), s.cfg.batch_size
+    perm, half = torch.randperm(n, device=s.device), n // 2
+    return perm[torch.randint(half, (B,), device=s.device)], perm[half + torch.randint(n - half, (B,), device=s.device)]
+
+
+def mltp_batches(s: State):
+    """B_i, B_j (disjoint, `mltp_indices`) and a validation batch (used by the finder's MPS step)."""
+    d = s.data
+    i, j = mltp_indices(s)
+    v = torch.randint(len(d.y_val), (min(s.cfg.batch_size, len(d.y_val)),), device=s.device)
+    return d.x_train[i], d.y_train[i], d.x_train[j], d.y_train[j], d.x_val[v], d.y_val[v]
+
+
+def latents(s: State, n: int):
+    z = torch.randn(n, s.G.z_dim, device=s.device)
+    return z, torch.randint(s.data.num_classes, (n,), device=s.device)  # y uniform over classes
+
+
+@dataclass
+class Synthetic:
+    z: torch.Tensor  # latents drawn
+    z_f: torch.Tensor  # the finder's latents F_φ(z) (z without a finder)
+    x: torch.Tensor  # G(z_f, y)
+    y: torch.Tensor
+    t: list | None  # one draw of T, reused by every evaluation of ℓ_PCR this step
+
+
+def synthetic(s: State, n: int, through_finder: bool) -> Synthetic | None:
+    """n synthetic samples (one per real sample) for a task's loss; None for base. Latents go
+    through the finder when there is one, differentiable in φ only if `through_finder`."""
+    if not s.cfg.uses_generator:
+        return None
+    z, y = latents(s, n)
+    with torch.set_grad_enabled(through_finder and s.finder is not None):
+        z_f = s.finder(z) if s.finder is not None else z
+        x = s.G(z_f, y)
+    return Synthetic(z, z_f, x, y, s.T.draw(x) if s.cfg.synthetic_kind == "pcr" else None)
+
+
+def synthetic_term(s: State, params: dict, syn: Synthetic | None):
+    """The method's synthetic term of C at `params`, before λ (0 for base)."""
+    return 0.0 if syn is None else meta.synthetic_loss(s.model, params, syn.x, syn.y, syn.t, s.T, s.cfg.synthetic_kind)
+
+
+def co_learner_loss(s: State, feature_map, y):
+    """The co-learner's CE and accuracy on (looked-ahead) features; (None, None) without one."""
+    if s.co_learner is None:
+        return None, None
+    logits = s.co_learner(feature_map).float()
+    return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
+
+
+def step_with(opt: torch.optim.Optimizer, params, grads) -> None:
+    """An optimizer step on gradients taken by hand (torch.autograd.grad in the meta steps),
+    detached from any graph they carry."""
+    for p, g in zip(params, grads):
+        p.grad = g.detach()
+    opt.step()
+
+
+def plain_step(s: State, x, y) -> None:
+    """base: CE. gda: CE + λ CE(synthetic). pcr: CE + λ ℓ_PCR(synthetic). Uniform latents."""
+    cfg = s.cfg
+    with autocast(s.device):
+        ce = F.cross_entropy(s.forward(x), y)
+        loss = ce
+        if cfg.uses_generator:
+            with torch.no_grad():
+                z, y_p = latents(s, len(x))
+                x_p = s.G(z, y_p)  # one synthetic sample per real sample
+            params = dict(s.model.named_parameters())
+            t = s.T.draw(x_p) if cfg.synthetic_kind == "pcr" else None
+            syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
+            loss = ce + cfg.lam * syn
+            s.accumulate(loss, ce=ce, **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
+        else:
+            s.accumulate(loss, ce=ce)
+    s.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    s.opt.step()
+    s.sched.step()
+
+
+def mps_step(s: State, x, y, x_val, y_val) -> None:
+    """gda-mps and mgr: the finder takes one meta step through a one-step lookahead of the
+    classifier, then the classifier takes its step with the same ∇_θ L(θ; φ). With the co-learner,
+    its CE (×γ) on the looked-ahead features of B_val joins the finder's meta-loss and trains it."""
+    cfg = s.cfg
+    lr = s.sched.get_last_lr()[0]  # η, the classifier's current learning rate
+    second = cfg.order == "second"
+    z, y_p = latents(s, len(x))
+    with autocast(s.device):
+        z_f = s.finder(z)  # F_φ(z)
+        x_p = s.G(z_f, y_p)  # synthetic images, differentiable in φ
+        t = s.T.draw(x_p)  # one draw of T, reused by every evaluation of ℓ_PCR this step
+        params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
+        ce = F.cross_entropy(meta.call(s.model, params, buffers, x), y)
+        syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
+        loss = ce + cfg.lam * syn  # L(θ; φ)
+        grads = meta.grads_of(loss, params, create_graph=second)
+        ahead = meta.lookahead(params, grads if second else [g.detach() for g in grads], lr)  # θ'(φ)
+        logits, fmap = meta.call(s.model, ahead, meta.clone_buffers(s.model), x_val, feature_map=True)
+        ce_val = F.cross_entropy(logits, y_val)
+        co_ce, co_acc = co_learner_loss(s, fmap, y_val)
+        out = meta.outer_grads(ce_val, ahead, None if co_ce is None else cfg.co_learner_gamma * co_ce,
+                               list(s.co_learner.parameters()) if s.co_learner else [])
+        phi_grads = meta.finder_hypergradient(
+            s.model, params, ahead, out.v, lr, s.finder, z_f, x_p, y_p, t, s.T,
+            kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl, order=cfg.order, fd_eps=cfg.fd_eps)
+    step_with(s.finder_opt, s.finder.parameters(), phi_grads)
+    if s.co_learner is not None:
+        step_with(s.co_opt, s.co_learner.parameters(), out.co_grads)
+    step_with(s.opt, params.values(), grads)  # the classifier's step, without the graph
+    s.sched.step()
+    with torch.no_grad():  # the real batch's BatchNorm statistics, as a plain step would update them
+        for name, b in s.model.named_buffers():
+            b.copy_(buffers[name])
+        shift = (z_f - z).norm(dim=1).mean()
+    co = {} if co_ce is None else {"co_ce": co_ce, "co_acc": co_acc, "co_grad_cos": out.co_cos}
+    s.accumulate(loss, ce=ce, kl=kl_batch(z_f), latent_shift=shift, meta_val_ce=ce_val, **co,
+                 **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
+
+
+def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
+    """MLTP around any method (METHOD.md §2). Task i at w; one lookahead w' = w − α ⊙ ∇C(w; B_i) on
+    the variant's tensors; task j at w'; J = C(w; B_i) + η C(w'; B_j) (+ γ CE of the co-learner on
+    the looked-ahead features of B_j) gives w its gradient (taken by the trainer's optimizer) and α
+    its own. C is the method's loss: CE, plus λ times its synthetic term on a fresh synthetic batch
+    per task. Under gda-mps/mgr the finder also takes its MPS step, through θ' = w − η ∇C(w; B_i)
+    with the same gradient and η the learning rate (docs/decisions.md)."""
+    cfg = s.cfg
+    lr = s.sched.get_last_lr()[0]
+    second = cfg.mltp_variant != "fo"  # full, conv, fc: through the Hessian; fo: without it
+    with autocast(s.device):
+        params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
+        syn_i, syn_j = synthetic(s, len(x_i), through_finder=True), synthetic(s, len(x_j), through_finder=False)
+        # task i at w: its forward gives the step's only BatchNorm update (copied back below)
+        ce_i = F.cross_entropy(meta.call(s.model, params, buffers, x_i), y_i)
+        syn_term = synthetic_term(s, params, syn_i)
+        c_i = ce_i + cfg.lam * syn_term
+        g_i = meta.grads_of(c_i, params, create_graph=second or (s.finder is not None and cfg.order == "second"))
+        ahead = meta.lookahead(params, g_i if second else [g.detach() for g in g_i], s.alpha)  # w'
+        # task j at w' (throwaway BatchNorm buffers); the co-learner reads the same looked-ahead features
+        logits_j, fmap_j = meta.call(s.model, ahead, meta.clone_buffers(s.model), x_j, feature_map=True)
+        ce_j = F.cross_entropy(logits_j, y_j)
+        c_j = ce_j + cfg.lam * synthetic_term(s, ahead, syn_j)
+        co_ce, co_acc = co_learner_loss(s, fmap_j, y_j)
+        co = None if co_ce is None else cfg.co_learner_gamma * co_ce
+        out = meta.outer_grads(cfg.mltp_eta * c_j, ahead, co, list(s.co_learner.parameters()) if s.co_learner else [])
+        back = meta.pullback(ahead, out.v, [*params.values(), *s.alpha.values()])
+        w_grads = [g.detach() + b for g, b in zip(g_i, back)]  # ∂J/∂w = ∇C_i(w) + (∂w'/∂w)ᵀ v
+        alpha_grads = back[len(params):]  # ∂J/∂α_l = −⟨v_l, ∇_l C_i(w)⟩
+        J = c_i + cfg.mltp_eta * c_j + (0.0 if co is None else co)
+        if s.finder is not None:  # MPS: the finder's meta step, through the lookahead at the learning rate
+            mps_ahead = meta.lookahead(params, g_i if cfg.order == "second" else [g.detach() for g in g_i], lr)
+            ce_val = F.cross_entropy(meta.call(s.model, mps_ahead, meta.clone_buffers(s.model), x_val), y_val)
+            phi_grads = meta.finder_hypergradient(
+                s.model, params, mps_ahead, meta.outer_grads(ce_val, mps_ahead).v, lr, s.finder, syn_i.z_f,
+                syn_i.x, syn_i.y, syn_i.t, s.T, kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl,
+                order=cfg.order, fd_eps=cfg.fd_eps)
+    if s.finder is not None:
+        step_with(s.finder_opt, s.finder.parameters(), phi_grads)
+    if s.co_learner is not None:
+        step_with(s.co_opt, s.co_learner.parameters(), out.co_grads)
+    step_with(s.opt, [*params.values(), *s.alpha.values()], w_grads + alpha_grads)  # w and α, at one rate r
+    s.sched.step()
+    with torch.no_grad():
+        for a in s.alpha.values():
+            a.clamp_(min=0)
+        for name, b in s.model.named_buffers():  # task i's BatchNorm statistics, as a plain step would
+            b.copy_(buffers[name])
+    logged = {"ce": ce_i, "mltp_ce_j": ce_j, "mltp_grad_cos": meta.cosine(g_i, out.main), **alpha_stats(s)}
+    if syn_i is not None:
+        logged["pcr" if cfg.synthetic_kind == "pcr" else "syn_ce"] = syn_term
+    if s.finder is not None:
+        logged.update(kl=kl_batch(syn_i.z_f), latent_shift=(syn_i.z_f - syn_i.z).norm(dim=1).mean(), meta_val_ce=ce_val)
+    if co_ce is not None:
+        logged.update(co_ce=co_ce, co_acc=co_acc, co_grad_cos=out.co_cos)
+    s.accumulate(J, **logged)
+
+
+def train_step(s: State) -> None:
+    """One iteration of the configured procedure and method, batches included."""
+    if s.cfg.procedure == "mltp":
+        mltp_step(s, *mltp_batches(s))
+        return
+    x, y, x_val, y_val = batches(s)
+    if s.cfg.uses_finder:
+        mps_step(s, x, y, x_val, y_val)
+    else:
+        plain_step(s, x, y)
+
+
+def alpha_stats(s: State) -> dict:
+    """Mean, min and max of MLTP's α per layer group (conv, bn, fc), on the device."""
+    out = {}
+    for group, names in s.alpha_groups.items():
+        a = torch.stack([s.alpha[n] for n in names]).detach()
+        out.update({f"alpha_{group}_mean": a.mean(), f"alpha_{group}_min": a.min(), f"alpha_{group}_max": a.max()})
+    return out
