@@ -6,7 +6,7 @@ file, and a section, that a fresh clone has.
 only in this working tree is missing from a clone."""
 import re
 import subprocess
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -80,7 +80,7 @@ def outside_code_fences(text: str):
             yield n, line
 
 
-@lru_cache(maxsize=None)
+@cache
 def anchors(md_file: str) -> frozenset[str]:
     """The section anchors of a markdown file: its headings (duplicates numbered as GitHub does)
     and explicit <a id=…> / <a name=…> targets."""
