@@ -49,6 +49,16 @@ def data_config(a) -> DataConfig:
                       resolution=a.resolution, download=not a.no_download, **kw)
 
 
+def train_config(a):
+    """The TrainConfig of parsed `train` options: every field from the option of the same name
+    (--batch-size for batch_size), so a new field needs only its option (the test checks both ways)."""
+    import dataclasses
+
+    from .trainer import TrainConfig
+    return TrainConfig(data=data_config(a), **{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)
+                                               if f.name != "data"})
+
+
 def cmd_train(a) -> None:
     from . import trainer as train
     from .runstore import default_runs_dir
@@ -64,15 +74,7 @@ def cmd_train(a) -> None:
                              f"training options (got {', '.join(given)}). Start a new run to change them")
         train.resume(a.resume, quiet=a.quiet, on_start=started)
         return
-    cfg = train.TrainConfig(
-        data=data_config(a), method=a.method, model=a.model, pretrained=a.pretrained, steps=a.steps,
-        batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay, schedule=a.schedule,
-        warmup_steps=a.warmup_steps, lam=a.lam, lam_kl=a.lam_kl, finder=a.finder, finder_lr=a.finder_lr,
-        order=a.order, fd_eps=a.fd_eps, pcr_aug=a.pcr_aug, eval_every=a.eval_every, log_every=a.log_every, probes_per_class=a.probes_per_class,
-        probe_real=a.probe_real, seed=a.seed, device=a.device, compile=a.compile, generator=a.generator,
-        procedure=a.procedure, mltp_variant=a.mltp_variant, mltp_eta=a.mltp_eta, mltp_alpha=a.mltp_alpha,
-        co_learner=a.co_learner, co_learner_arch=a.co_learner_arch, co_learner_gamma=a.co_learner_gamma,
-        co_learner_lr=a.co_learner_lr)
+    cfg = train_config(a)
     run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started)
     st = run.status()
     print(f"{st['state']}: best val acc {st.get('best_val_acc')} at step {st.get('best_step')}", flush=True)
@@ -172,7 +174,7 @@ def _check_writable(folder: Path, option: str) -> None:
         raise ValueError(f"{option}: {folder} is not writable ({e.__cause__.strerror if e.__cause__ else e})") from e
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mgr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -187,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--method", default="mgr", choices=METHODS)
     t.add_argument("--model", default="smallcnn", choices=MODELS)
     t.add_argument("--pretrained", action="store_true", help="ImageNet weights for resnet18 (from torch's cache)")
+    t.add_argument("--width", type=int, help="SmallCNN's first-stage channels (default 32; 8 or 16 for fast demos)")
     t.add_argument("--steps", type=int, default=500)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, help="classifier learning rate (default 0.05 smallcnn, 0.1 resnet18)")
@@ -277,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--device", default="auto")
     add_threads_arg(f)
     f.set_defaults(fn=cmd_fid)
+    return p
 
-    a = p.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     if hasattr(signal, "SIGXFSZ"):  # past a file-size limit (ulimit -f) a write fails with a message, not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:

@@ -1,4 +1,4 @@
-"""The meta-gradient engine: the losses of METHOD.md §1 written as functions of explicit
+"""The meta-gradient engine: the losses of docs/method.md#mgr written as functions of explicit
 parameters, a one-step lookahead, and what flows back through it: the finder's hypergradient
 (MPS: second order, or first order by a finite-difference Hessian-vector product), MLTP's
 gradients for w and the per-tensor steps α, and the split of the outer gradient between the

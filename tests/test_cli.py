@@ -64,3 +64,26 @@ def test_threads_come_from_the_option_else_mgr_threads(tmp_path, monkeypatch):
         assert main(args) == 0 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(1)
+
+
+def test_every_train_config_field_round_trips_through_the_command_line():
+    """The app launches runs as `python -m mgr train <cli_args(cfg)>`: every TrainConfig field must reach
+    the trainer unchanged, with a value other than its default (a field the CLI dropped would silently
+    train with the default)."""
+    import dataclasses
+
+    from mgr.__main__ import build_parser, train_config
+    from mgr.data import DataConfig
+    from mgr.launch import cli_args
+    from mgr.trainer import TrainConfig
+    changed = dict(method="gda-mps", model="smallcnn", width=8, steps=77, batch_size=33, lr=0.02, momentum=0.8,
+                   weight_decay=1e-3, schedule="step", warmup_steps=3, lam=0.5, lam_kl=0.2, finder="linear",
+                   finder_lr=3e-4, order="first", fd_eps=0.02, pcr_aug="translation,color", eval_every=7,
+                   log_every=3, probes_per_class=5, probe_real=90, seed=4, device="cpu", compile=True,
+                   generator="x.pt", procedure="mltp", mltp_variant="full", mltp_eta=0.7, mltp_alpha=0.01,
+                   co_learner=True, co_learner_arch="linear", co_learner_gamma=0.3, co_learner_lr=2e-3)
+    untested = {f.name for f in dataclasses.fields(TrainConfig)} - set(changed) - {"data", "pretrained"}
+    assert not untested, f"add these fields to this test: {untested}"
+    cfg = TrainConfig(data=DataConfig("digits", ratio=0.25, data_seed=3), **changed)
+    back = train_config(build_parser().parse_args(["train", *cli_args(cfg)]))
+    assert back == cfg

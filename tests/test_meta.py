@@ -1,4 +1,4 @@
-"""METHOD.md §4 for MGR, on tiny float64 models: the hypergradient is right, PCR leaves ω alone,
+"""docs/method.md#what-a-correct-implementation-must-show, for MGR, on tiny float64 models: the hypergradient is right, PCR leaves ω alone,
 the finder starts as the identity, and the lookahead leaves BatchNorm statistics alone."""
 import copy
 

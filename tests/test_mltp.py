@@ -1,4 +1,4 @@
-"""MLTP and the CML co-learner (METHOD.md §2-4): the α-gradient identity, what each variant
+"""MLTP and the CML co-learner (docs/method.md#mltp, #cml-co-learner): the α-gradient identity, what each variant
 differentiates, BatchNorm, the co-learner's place in the outer objective and outside the
 classifier, resume, and every variant end to end on digits."""
 import copy
@@ -61,7 +61,7 @@ def test_alpha_gradient_is_minus_eta_times_the_inner_product_of_the_two_batch_gr
     model, params, alpha, batches = net
     J, g_i, ahead = J_from_scratch(model, params, alpha, batches)
     dJ_dalpha = torch.autograd.grad(J, list(alpha.values()))
-    # METHOD.md §2: ∂J/∂α_l = −η ⟨∇_{w_l} C_j(w'), ∇_{w_l} C_i(w)⟩, from first derivatives only
+    # docs/method.md#mltp: ∂J/∂α_l = −η ⟨∇_{w_l} C_j(w'), ∇_{w_l} C_i(w)⟩, from first derivatives only
     w_ahead = {n: p.detach().requires_grad_() for n, p in ahead.items()}
     g_j = torch.autograd.grad(C(model, w_ahead, *batches[2:]), list(w_ahead.values()))
     identity = torch.stack([-ETA * (a * b.detach()).sum() for a, b in zip(g_j, g_i)])

@@ -1,4 +1,4 @@
-"""The CML co-learner c_χ (Shin, Han, Kim, UAI 2024; METHOD.md §3): a second classification head
+"""The CML co-learner c_χ (Shin, Han, Kim, UAI 2024; docs/method.md#cml-co-learner): a second classification head
 on the classifier's shared feature extractor. It reads the looked-ahead features, is trained only
 by the outer objective (its own optimizer), never takes the lookahead step, and is dropped after
 training: it is not part of the classifier and never of its checkpoint or reported accuracy.

@@ -87,7 +87,10 @@ def load_classifier(path, device="cpu"):
     if m["model"] not in MODELS or not 2 <= m["num_classes"] <= 100_000 or m["channels"] not in (1, 3):
         raise checkpoint.CheckpointError(f"{path}: metadata describes no classifier this MGR Lab builds "
                                          f"(model={m['model']!r}, num_classes={m['num_classes']}, channels={m['channels']})")
-    model = build_classifier(m["model"], m["num_classes"], m["channels"])
+    width = m.get("width")  # absent in checkpoints older than the width option: the default
+    if width is not None and not (isinstance(width, int) and 1 <= width <= 1024):
+        raise checkpoint.CheckpointError(f"{path}: metadata width={width!r} is not an integer in [1, 1024]")
+    model = build_classifier(m["model"], m["num_classes"], m["channels"], width=width)
     checkpoint.load_state(model, ck["model"], path)
     return model.to(device).eval(), m
 
@@ -98,7 +101,7 @@ def save_best(run: Run, s: State, record: dict) -> None:
     run killed in between never keeps a best.pt from steps that its resume will redo differently."""
     d = s.data
     checkpoint.save(run.path / f".best-{s.step:07d}.pt", MODEL_KIND, MODEL_VERSION,
-                    {"model": s.cfg.model, "num_classes": d.num_classes, "channels": d.channels,
+                    {"model": s.cfg.model, "width": s.cfg.width, "num_classes": d.num_classes, "channels": d.channels,
                      "resolution": d.resolution, "classes": d.classes, "step": s.step, "val_acc": record["val_acc"],
                      "test_acc": record["test_acc"], "dataset": d.name}, model=s.model.state_dict())
     if s.co_learner is not None:  # its own file, staged the same way: the classifier's checkpoint never holds it

@@ -29,6 +29,7 @@ class TrainConfig:
     method: str = "mgr"
     model: str = "smallcnn"
     pretrained: bool = False
+    width: int | None = None  # SmallCNN's first-stage channels; None: 32
     steps: int = 500
     batch_size: int = 128
     lr: float | None = None  # None: 0.05 for smallcnn, 0.1 for resnet18
@@ -51,11 +52,11 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     generator: str | None = None  # None: checkpoints/generators/ for the dataset, ratio and data seed
-    procedure: str = "standard"  # or "mltp": two real batches per iteration, learnable steps α (METHOD.md §2)
+    procedure: str = "standard"  # or "mltp": two real batches per iteration, learnable steps α (docs/method.md#mltp)
     mltp_variant: str = "fo"
     mltp_eta: float = 1.0  # η, weight of the looked-ahead task C(w'; B_j) in J
     mltp_alpha: float | None = None  # initial α; None: the classifier's base lr
-    co_learner: bool = False  # the CML co-learner on the looked-ahead features (METHOD.md §3)
+    co_learner: bool = False  # the CML co-learner on the looked-ahead features (docs/method.md#cml-co-learner)
     co_learner_arch: str = "conv"
     co_learner_gamma: float = 1.0  # γ, weight of its CE in the outer objective
     co_learner_lr: float = 1e-3  # its own Adam
@@ -94,6 +95,11 @@ class TrainConfig:
             raise bad("momentum", "it must be in [0, 1)")
         if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
             raise bad("warmup_steps", f"it must be in [0, steps={self.steps})")
+        if self.width is not None and (isinstance(self.width, bool) or not isinstance(self.width, int)
+                                       or not 1 <= self.width <= 1024):
+            raise bad("width", "it must be an integer in [1, 1024], or None for the model's default")
+        if self.width is not None and self.model != "smallcnn":
+            raise bad("width", f"model {self.model!r} has fixed widths; width is only for smallcnn")
         if self.pretrained and self.model != "resnet18":
             raise bad("pretrained", "pretrained weights exist only for model resnet18")
         # resolve the defaults, so config.json holds what actually ran

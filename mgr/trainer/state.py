@@ -153,7 +153,7 @@ def build(cfg: TrainConfig) -> State:
         raise ValueError(f"procedure 'mltp' draws two disjoint batches and needs at least 2 training images; "
                          f"this split has {len(data.y_train)}: use a larger --ratio or --per-class")
     seed_everything(cfg.seed)
-    model = build_classifier(cfg.model, data.num_classes, data.channels, cfg.pretrained).to(device)
+    model = build_classifier(cfg.model, data.num_classes, data.channels, cfg.pretrained, cfg.width).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         data.x_train, data.x_val, data.x_test = (x.contiguous(memory_format=torch.channels_last)

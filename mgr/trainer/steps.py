@@ -151,7 +151,7 @@ def mps_step(s: State, x, y, x_val, y_val) -> None:
 
 
 def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
-    """MLTP around any method (METHOD.md §2). Task i at w; one lookahead w' = w − α ⊙ ∇C(w; B_i) on
+    """MLTP around any method (docs/method.md#mltp). Task i at w; one lookahead w' = w − α ⊙ ∇C(w; B_i) on
     the variant's tensors; task j at w'; J = C(w; B_i) + η C(w'; B_j) (+ γ CE of the co-learner on
     the looked-ahead features of B_j) gives w its gradient (taken by the trainer's optimizer) and α
     its own. C is the method's loss: CE, plus λ times its synthetic term on a fresh synthetic batch
