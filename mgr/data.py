@@ -10,16 +10,16 @@ on a subset can be checked against a classifier run by the subset's fingerprint 
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+from . import fashion_mnist
+
+DEBIAN_FASHION_MNIST = fashion_mnist.DEBIAN_DIR  # where Debian's package puts it (read through fashion_mnist)
 VAL_FRACTION = 0.1
 HOLDOUT_FRACTION = 0.3  # test share for datasets without an official split (digits, imagefolder)
 
@@ -40,9 +40,7 @@ class DatasetInfo:
 
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("digits", 1, 8, False, "bundled with scikit-learn (no download)"),
-    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, True,
-                                 f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_MNIST}), "
-                                 "else torchvision download"),
+    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, True, fashion_mnist.SOURCE),
     "cifar10": DatasetInfo("cifar10", 3, 32, True, "torchvision download"),
     "cifar100": DatasetInfo("cifar100", 3, 32, True, "torchvision download"),
     "svhn": DatasetInfo("svhn", 3, 32, False, "torchvision download"),
@@ -120,6 +118,8 @@ class Data:
     train_idx: np.ndarray  # indices into the dataset's full training set
     val_idx: np.ndarray
     hflip: bool
+    source: str = ""  # where the images were read from (e.g. Debian's package, the bundled subset)
+    skipped: list = field(default_factory=list)  # (file, reason) of what an image folder had but was not used
 
     @property
     def num_classes(self) -> int:
@@ -143,9 +143,11 @@ class Data:
         return self
 
     def summary(self) -> str:
+        from .imagefolder import skipped_summary
         return (f"{self.name}: {self.num_classes} classes, {self.channels}x{self.resolution}x"
                 f"{self.resolution}, train {len(self.y_train)}, val {len(self.y_val)}, "
-                f"test {len(self.y_test)}")
+                f"test {len(self.y_test)}" + (f" (from {self.source})" if self.source else "")
+                + (f"; {skipped_summary(self.skipped)}" if self.skipped else ""))
 
 
 def split_hash(train_idx: np.ndarray, val_idx: np.ndarray) -> str:
@@ -193,20 +195,36 @@ def reduce_split(labels: np.ndarray, *, ratio: float | None = None, per_class: i
 
 # ----------------------------------------------------------------------------- loading
 
+@dataclass
+class Raw:
+    """A dataset as read: x as uint8 (N, C, H, W) (or a fashion_mnist.PartialTrainSet indexed like one)."""
+    x_train: object
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    source: str = ""
+    skipped: list = field(default_factory=list)
+
+
 def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
     """Load the dataset, carve the reduced train / val split of cfg and move it to `device`."""
     info = dataset_info(cfg.dataset)
-    x_full, y_full, x_test, y_test, classes = _load_raw(cfg, info)
-    train_idx, val_idx = reduce_split(y_full, ratio=cfg.ratio, per_class=cfg.per_class,
-                                      data_seed=cfg.data_seed, classes=classes)
+    raw = _load_raw(cfg, info)
+    train_idx, val_idx = _split(cfg, raw.y_train, raw.classes)
+    x_full, y_full = raw.x_train, raw.y_train
     data = Data(
-        name=cfg.dataset, classes=classes,
+        name=cfg.dataset, classes=raw.classes,
         x_train=_normalise(x_full[train_idx]), y_train=torch.as_tensor(y_full[train_idx]).long(),
         x_val=_normalise(x_full[val_idx]), y_val=torch.as_tensor(y_full[val_idx]).long(),
-        x_test=_normalise(x_test), y_test=torch.as_tensor(y_test).long(),
-        train_idx=train_idx, val_idx=val_idx, hflip=info.hflip,
+        x_test=_normalise(raw.x_test), y_test=torch.as_tensor(raw.y_test).long(),
+        train_idx=train_idx, val_idx=val_idx, hflip=info.hflip, source=raw.source, skipped=raw.skipped,
     )
     return data.to(device)
+
+
+def _split(cfg: DataConfig, labels: np.ndarray, classes: list[str]):
+    return reduce_split(labels, ratio=cfg.ratio, per_class=cfg.per_class, data_seed=cfg.data_seed, classes=classes)
 
 
 def _normalise(x_uint8: np.ndarray) -> torch.Tensor:
@@ -214,8 +232,7 @@ def _normalise(x_uint8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.require(x_uint8, requirements=["C", "W"])).float().div_(127.5).sub_(1.0)
 
 
-def _load_raw(cfg: DataConfig, info: DatasetInfo):
-    """Return (x_train, y_train, x_test, y_test, classes) with x as uint8 (N, C, H, W)."""
+def _load_raw(cfg: DataConfig, info: DatasetInfo) -> Raw:
     if cfg.dataset == "digits":
         return _load_digits()
     if cfg.dataset == "fashion-mnist":
@@ -225,13 +242,13 @@ def _load_raw(cfg: DataConfig, info: DatasetInfo):
     return _load_torchvision(cfg, info)
 
 
-def _load_digits():
+def _load_digits() -> Raw:
     from sklearn.datasets import load_digits
     d = load_digits()
     x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 -> 0..255
     y = d.target.astype(np.int64)
     is_test = _holdout(y, HOLDOUT_FRACTION)
-    return x[~is_test], y[~is_test], x[is_test], y[is_test], [str(c) for c in range(10)]
+    return Raw(x[~is_test], y[~is_test], x[is_test], y[is_test], [str(c) for c in range(10)], "scikit-learn")
 
 
 def _holdout(y: np.ndarray, fraction: float) -> np.ndarray:
@@ -244,32 +261,52 @@ def _holdout(y: np.ndarray, fraction: float) -> np.ndarray:
     return is_test
 
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _load_fashion_mnist(cfg: DataConfig):
-    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-    for folder in (DEBIAN_FASHION_MNIST, Path(cfg.root) / "FashionMNIST" / "raw"):
-        if all((folder / n).exists() for n in names):
-            xtr, ytr, xte, yte = (_read_idx(folder / n) for n in names)
-            return xtr[:, None], ytr.astype(np.int64), xte[:, None], yte.astype(np.int64), FASHION_CLASSES
+def _load_fashion_mnist(cfg: DataConfig) -> Raw:
+    """The full data (Debian's package, else a torchvision download in cfg.root); else the bundled
+    subset if it holds every image of cfg's split; else a download; else an error saying how."""
+    folder = fashion_mnist.full_dir(cfg.root)
+    if folder is not None:
+        xtr, ytr, xte, yte = fashion_mnist.read_full(folder)
+        return Raw(xtr[:, None], ytr.astype(np.int64), xte[:, None], yte.astype(np.int64), fashion_mnist.CLASSES,
+                   str(folder))
+    if fashion_mnist_missing(cfg) is None:
+        xtr, ytr, xte, yte = fashion_mnist.read_bundle()
+        return Raw(_AddChannel(xtr), ytr, xte[:, None], yte, fashion_mnist.CLASSES,
+                   f"the bundled subset in {fashion_mnist.BUNDLE_DIR}")
     import torchvision
     try:
         torchvision.datasets.FashionMNIST(cfg.root, train=True, download=cfg.download)
         torchvision.datasets.FashionMNIST(cfg.root, train=False, download=cfg.download)
     except Exception as e:
-        raise _unavailable(cfg, e, "or install Debian's package: sudo apt-get install dataset-fashion-mnist") from e
+        why = "--no-download is set" if not cfg.download else f"the download failed: {type(e).__name__}: {e}"
+        raise DataError(f"{fashion_mnist_missing(cfg)} ({why})") from e
     return _load_fashion_mnist(cfg)
+
+
+def fashion_mnist_missing(cfg: DataConfig) -> str | None:
+    """None if cfg's Fashion-MNIST split can be read without a download (full data or the bundle);
+    otherwise why not and how to get the full data."""
+    if fashion_mnist.full_dir(cfg.root) is not None:
+        return None
+    bundle = fashion_mnist.read_bundle_index()
+    if bundle is not None and bundle.covers(np.concatenate(_split(cfg, bundle.train_labels, fashion_mnist.CLASSES))):
+        return None
+    size = f"per_class={cfg.per_class}" if cfg.per_class is not None else f"ratio={cfg.subset['ratio']}"
+    held = ("" if bundle is None else f"; the subset bundled in {fashion_mnist.BUNDLE_DIR} holds only the "
+            f"{len(bundle.train_index)} training images of the shipped generators' splits")
+    return (f"fashion-mnist {size} data_seed={cfg.data_seed} needs the full dataset, which is not on this "
+            f"machine (not in {fashion_mnist.DEBIAN_DIR}, nor downloaded into {cfg.root}){held}; "
+            + fashion_mnist.GET_FULL)
+
+
+class _AddChannel:
+    """x[idx][:, None] of an indexable image set: (N, 28, 28) -> (N, 1, 28, 28)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __getitem__(self, idx):
+        return self.images[idx][:, None]
 
 
 def _unavailable(cfg: DataConfig, err: Exception, extra: str = "") -> DataError:
@@ -302,7 +339,7 @@ def _load_torchvision(cfg: DataConfig, info: DatasetInfo):
     xtr, ytr = _to_arrays(train, res, info.fixed_size)
     xte, yte = _to_arrays(test, res, info.fixed_size)
     classes = getattr(train, "classes", None) or [str(c) for c in range(int(ytr.max()) + 1)]
-    return xtr, ytr, xte, yte, [str(c) for c in classes]
+    return Raw(xtr, ytr, xte, yte, [str(c) for c in classes], f"torchvision ({cfg.root})")
 
 
 def _concat_splits(cls, cfg, splits):
@@ -324,57 +361,25 @@ def _to_arrays(ds, res: int, fixed_size: bool):
             x = x.transpose(0, 3, 1, 2)
         y = np.asarray(getattr(ds, "targets", None) if hasattr(ds, "targets") else ds.labels)
         return x, y.astype(np.int64)
+    from .imagefolder import square
     xs, ys = [], []
     for img, label in ds:
-        xs.append(_square(img, res))
+        xs.append(square(img, res))
         ys.append(label)
     return np.stack(xs), np.asarray(ys, np.int64)
 
 
-def _square(img, res: int) -> np.ndarray:
-    """Centre-crop a PIL image to a square, resize to res x res, return uint8 (3, res, res)."""
-    from PIL import Image
-    img = img.convert("RGB")
-    w, h = img.size
-    s = min(w, h)
-    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    img = img.resize((res, res), Image.BICUBIC)
-    return np.asarray(img).transpose(2, 0, 1).copy()
-
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def _load_imagefolder(path: str, res: int):
-    """`path/<class>/*.png`; if `path/train` and `path/test` exist they are the two splits,
-    otherwise a fixed stratified 30% of the images is held out as the test set."""
-    from PIL import Image
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"imagefolder path {str(root)!r} does not exist or is not a directory; expected "
-                        "one sub-folder of images per class")
-
-    def scan(folder: Path, classes=None):
-        found = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-        classes = classes or found
-        if len(classes) < 2:
-            raise DataError(f"imagefolder {str(folder)!r} has {len(classes)} class folder(s); "
-                            "a classifier needs at least 2 (one sub-folder of images per class)")
-        xs, ys = [], []
-        for c, name in enumerate(classes):
-            files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not files:
-                raise DataError(f"class folder {str(folder / name)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            for p in files:
-                with Image.open(p) as im:
-                    xs.append(_square(im, res))
-                ys.append(c)
-        return np.stack(xs), np.asarray(ys, np.int64), classes
-
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        xtr, ytr, classes = scan(root / "train")
-        xte, yte, _ = scan(root / "test", classes)
-        return xtr, ytr, xte, yte, classes
-    x, y, classes = scan(root)
+def _load_imagefolder(path: str, res: int) -> Raw:
+    """`path/<class>/...` (or `path/train/` and `path/test/` each so), read by mgr.imagefolder's rules;
+    without test/, a fixed stratified 30% of the images is held out as the test set."""
+    from .imagefolder import FolderError, scan
+    try:
+        found = scan(path, res)
+    except FolderError as e:
+        raise DataError(str(e)) from None
+    source = f"image folder {path}"
+    if found.x_test is not None:
+        return Raw(found.x_train, found.y_train, found.x_test, found.y_test, found.classes, source, found.skipped)
+    x, y = found.x_train, found.y_train
     is_test = _holdout(y, HOLDOUT_FRACTION)
-    return x[~is_test], y[~is_test], x[is_test], y[is_test], classes
+    return Raw(x[~is_test], y[~is_test], x[is_test], y[is_test], found.classes, source, found.skipped)

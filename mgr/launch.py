@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
-from .data import DEBIAN_FASHION_MNIST, DataConfig, DataError, dataset_info
+from .data import DataConfig, DataError, dataset_info, fashion_mnist_missing
 from .paths import REPO
 from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, new_run_id, run_path
 
@@ -176,21 +176,24 @@ def build_config(values: dict):
 
 
 def check_folder(folder) -> str:
-    """The dataset name `imagefolder:<resolved folder>` of a typed folder, or a LaunchError on the field:
-    it must be an existing directory (the user's own images: any folder they can read is fine)."""
+    """The dataset name `imagefolder:<resolved folder>` of a typed folder, or a LaunchError on the field."""
+    return folder_report(folder)[0]
+
+
+def folder_report(folder) -> tuple[str, list[tuple[str, str]]]:
+    """(dataset name, skipped files with their reasons) of a typed image folder, read by the trainer's
+    own scanner (mgr.imagefolder.scan: the same answers as `python -m mgr train`), or a LaunchError
+    on the field naming the file or folder at fault. It decodes every image, as the trainer will."""
+    from .imagefolder import FolderError, scan
     text = str(folder or "").strip()
     if not text:
         raise LaunchError("image folder is empty: give the folder that holds one sub-folder per class", "data.folder")
     path = Path(text).expanduser()
-    if not path.is_dir():
-        raise LaunchError(f"image folder {text!r} does not exist or is not a directory; give a folder with one "
-                          "sub-folder of images per class", "data.folder")
-    top = path / "train" if (path / "train").is_dir() and (path / "test").is_dir() else path
-    classes = [d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    if len(classes) < 2:
-        raise LaunchError(f"image folder {text!r} has {len(classes)} class folder(s) in {top}; a classifier needs "
-                          "at least 2 (one sub-folder of images per class)", "data.folder")
-    return f"imagefolder:{path.resolve()}"
+    try:
+        found = scan(path, dataset_info("imagefolder:" + text).resolution)
+    except FolderError as e:
+        raise LaunchError(str(e), "data.folder") from None
+    return f"imagefolder:{path.resolve()}", found.skipped
 
 
 def _field_of(message: str, names: list[str], fallback: str | None = None) -> str | None:
@@ -206,9 +209,13 @@ def check_available(cfg) -> None:
     from .runtime import resolve_device
     from .trainer.state import find_generator
     name = cfg.data.dataset
-    if name == "fashion-mnist" and not DEBIAN_FASHION_MNIST.exists() and not (Path(cfg.data.root) / "FashionMNIST").exists():
-        raise LaunchError(f"fashion-mnist is not on this machine: install it with `apt-get install dataset-fashion-mnist`",
-                          "data.dataset")
+    if name == "fashion-mnist":
+        try:
+            missing = fashion_mnist_missing(cfg.data)  # full data here, or a split the bundled subset holds?
+        except DataError as e:  # e.g. per_class larger than a class
+            raise LaunchError(str(e), "data.ratio") from None
+        if missing:
+            raise LaunchError(missing, "data.ratio")
     if name not in ("digits", "fashion-mnist") and not name.startswith("imagefolder:") and not Path(cfg.data.root).exists():
         raise LaunchError(f"{name} is not downloaded ({dataset_info(name).source}); this machine may be offline",
                           "data.dataset")
@@ -437,13 +444,15 @@ def log_tail(runs_dir: str | Path, run_id: str, lines: int = 30) -> str:
     return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
 
 
-def eta_seconds(status: dict, batch_size: int) -> float | None:
-    """Seconds left at the trainer's current throughput (evaluations not counted)."""
+def eta_seconds(status: dict, images_per_step: int) -> float | None:
+    """Seconds left at the trainer's current throughput (evaluations not counted). img_per_s counts
+    every real image a step consumes, so pass the same: the batch size, twice it under MLTP (two
+    batches a step; TrainConfig.images_per_step). The batch size alone halved MLTP's ETA."""
     ips, step, total = status.get("img_per_s"), status.get("step", 0), status.get("total_steps")
     if not ips or not total or step >= total:
         return None
-    return (total - step) * batch_size / ips
+    return (total - step) * images_per_step / ips
 
 
-__all__ = ["Field", "IMAGEFOLDER", "LaunchError", "check_folder", "shown_fields", "Launcher", "RunError", "PRESETS", "build_config", "check_available", "cli_args",
+__all__ = ["Field", "IMAGEFOLDER", "LaunchError", "check_folder", "folder_report", "shown_fields", "Launcher", "RunError", "PRESETS", "build_config", "check_available", "cli_args",
            "eta_seconds", "form_fields", "is_trainer", "log_tail", "run_state", "trainer_alive"]

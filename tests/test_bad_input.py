@@ -47,7 +47,7 @@ TRAIN = [  # (options, what the message must say)
     (["--resolution", "16"], "dataset 'digits' has a fixed size of 8x8"),
     (["--resolution", "2"], "resolution=2 is outside [4, 256]"),
     (["--dataset", "nope"], "unknown dataset 'nope'; known: digits"),
-    (["--dataset", "imagefolder:/no/such/folder", "--method", "base"], "imagefolder path '/no/such/folder' does not exist"),
+    (["--dataset", "imagefolder:/no/such/folder", "--method", "base"], "image folder '/no/such/folder' does not exist"),
     (["--method", "magic"], "argument --method: invalid choice: 'magic' (choose from"),
     (["--model", "vgg"], "argument --model: invalid choice: 'vgg' (choose from"),
     (["--finder", "oracle"], "argument --finder: invalid choice: 'oracle' (choose from"),

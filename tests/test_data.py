@@ -89,8 +89,11 @@ def test_imagefolder(tmp_path):
 def test_imagefolder_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load(DataConfig(f"imagefolder:{tmp_path / 'nope'}"))
+    from PIL import Image
     (tmp_path / "only").mkdir()
-    with pytest.raises(DataError, match="1 class folder.*at least 2"):
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / "only" / f"{i}.png")
+    with pytest.raises(DataError, match=r"has 1 class folder\(s\) with usable images \(only\); a classifier needs at least 2"):
         load(DataConfig(f"imagefolder:{tmp_path}"))
 
 
@@ -106,3 +109,48 @@ def test_fashion_mnist_from_debian_package():
     assert d.x_train.shape[1:] == (1, 28, 28) and len(d.y_test) == 10000
     assert len(d.y_train) == 540 and len(d.y_val) == 60
     assert d.classes[9] == "Ankle boot"
+
+
+@pytest.fixture
+def no_full_fashion_mnist(tmp_path, monkeypatch):
+    """A fresh clone offline: no Debian package, nothing downloaded, downloads off."""
+    from mgr import fashion_mnist
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian-package")
+    return dict(root=str(tmp_path / "no-data"), download=False)
+
+
+SHIPPED_FASHION = [0.01, 0.05, 0.1]
+
+
+@pytest.mark.parametrize("ratio", SHIPPED_FASHION)
+def test_fashion_mnist_bundle_serves_the_shipped_generators_splits_offline(no_full_fashion_mnist, ratio):
+    from mgr.gan import load_generator
+    from mgr.paths import generator_path
+    d = load(DataConfig("fashion-mnist", ratio=ratio, **no_full_fashion_mnist))
+    _, meta = load_generator(generator_path({"dataset": "fashion-mnist", "ratio": ratio, "data_seed": 0}))
+    assert d.split_hash == meta["split_hash"]  # the very images the generator was trained on
+    assert len(d.y_train) + len(d.y_val) == round(ratio * 60000) and len(d.y_test) == 10000
+    assert d.x_train.shape[1:] == (1, 28, 28) and "bundled subset" in d.source
+    assert torch.bincount(d.y_test).tolist() == [1000] * 10
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(),
+                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_bundle_holds_the_same_images_as_the_full_data(tmp_path, monkeypatch):
+    from mgr import fashion_mnist
+    full = load(DataConfig("fashion-mnist", ratio=0.1))
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "hidden")
+    bundled = load(DataConfig("fashion-mnist", ratio=0.1, root=str(tmp_path), download=False))
+    assert bundled.split_hash == full.split_hash
+    for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert torch.equal(getattr(bundled, k), getattr(full, k)), k
+
+
+@pytest.mark.parametrize("kw", [dict(ratio=0.2), dict(ratio=0.01, data_seed=1), dict(per_class=700)])
+def test_fashion_mnist_split_outside_the_bundle_says_how_to_get_the_full_data(no_full_fashion_mnist, kw):
+    with pytest.raises(DataError) as e:
+        load(DataConfig("fashion-mnist", **kw, **no_full_fashion_mnist))
+    msg = str(e.value)
+    assert "needs the full dataset" in msg and "apt-get install dataset-fashion-mnist" in msg
+    assert "holds only the 6000 training images of the shipped generators' splits" in msg
+    assert "--no-download is set" in msg

@@ -222,3 +222,38 @@ def test_a_real_process_is_told_apart_by_its_command_line_start_time_and_exit(tm
     assert not launch.is_trainer(p.pid, Run(tmp_path / "r-real")) and not launch._runs_command(p.pid, "r-real")
     p.wait()
     assert not launch.is_trainer(p.pid, Run(tmp_path / "r-real"))
+
+
+def test_the_image_folder_field_gives_the_trainers_answers(tmp_path):
+    """check_folder reads a folder with the trainer's own scanner: a messy folder passes with the same
+    skipped list the run will report; a refused one fails on the field with the trainer's message."""
+    from mgr.imagefolder import FolderError, scan
+    from tests.test_imagefolder import messy, noise, save
+    root = messy(tmp_path / "photos")
+    name, skipped = launch.folder_report(str(root))
+    assert name == f"imagefolder:{root.resolve()}" and skipped == scan(root).skipped and len(skipped) == 14
+    cfg = launch.build_config({**TINY, "method": "base", "data.dataset": "imagefolder", "data.folder": str(root),
+                               "data.ratio": 1.0})
+    assert cfg.data.dataset == name
+
+    save(tmp_path / "few" / "cat" / "0.png", noise(8, 8, 0))
+    for i in range(3):
+        save(tmp_path / "few" / "dog" / f"{i}.png", noise(8, 8, 200))
+    with pytest.raises(FolderError) as scanned:
+        scan(tmp_path / "few")
+    with pytest.raises(launch.LaunchError) as e:
+        launch.build_config({**TINY, "method": "base", "data.dataset": "imagefolder", "data.folder": str(tmp_path / "few")})
+    assert e.value.field == "data.folder" and str(e.value) == str(scanned.value)
+    assert "class folder" in str(e.value) and "has 1 usable image(s)" in str(e.value)
+
+
+def test_fashion_mnist_on_a_fresh_clone_is_accepted_for_the_bundled_splits_only(tmp_path, monkeypatch):
+    from mgr import fashion_mnist
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setenv("MGR_DATA_ROOT", str(tmp_path / "no-data"))
+    fm = {**TINY, "data.dataset": "fashion-mnist", "data.ratio": 0.01}
+    assert launch.build_config(fm).data.dataset == "fashion-mnist"  # pcr: the shipped 1% generator is found too
+    with pytest.raises(launch.LaunchError) as e:
+        launch.build_config({**fm, "method": "base", "data.ratio": 0.2})
+    assert e.value.field == "data.ratio" and "needs the full dataset" in str(e.value)
+    assert "apt-get install dataset-fashion-mnist" in str(e.value)
