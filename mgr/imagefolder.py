@@ -69,6 +69,7 @@ def scan(path: str | Path, res: int = 32) -> Scan:
     split = (root / "train").is_dir() and (root / "test").is_dir()
     skipped: list[tuple[str, str]] = []
     if split:
+        skipped += [(e.name, "outside train/ and test/") for e in sorted(root.iterdir()) if e.name not in ("train", "test")]
         train = _read_split(root, root / "train", res, skipped, minimum=2)
         test = _read_split(root, root / "test", res, skipped, minimum=1, classes=list(train))
     else:

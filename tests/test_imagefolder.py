@@ -184,7 +184,9 @@ def test_train_and_test_folders_must_share_their_classes(tmp_path):
         for c in ("cat", "dog"):
             for i in range(n):
                 save(tmp_path / split / c / f"{i}.png", noise(8, 8, 30 if c == "cat" else 200))
+    (tmp_path / "notes.txt").write_text("split made by hand")
     d = load(DataConfig(f"imagefolder:{tmp_path}", resolution=8))
     assert d.classes == ["cat", "dog"] and len(d.y_test) == 4 and len(d.y_train) + len(d.y_val) == 8
+    assert d.skipped == [("notes.txt", "outside train/ and test/")]
     save(tmp_path / "test" / "owl" / "0.png", noise(8, 8, 100))
     assert "only in test: owl" in refusal(tmp_path)
