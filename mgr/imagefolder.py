@@ -84,7 +84,11 @@ def scan(path: str | Path, res: int = 32) -> Scan:
 def _read_split(root: Path, top: Path, res: int, skipped: list, minimum: int, classes: list[str] | None = None):
     """{class: [images]} of the class folders of `top`, in name order."""
     folders, loose = [], []
-    for entry in sorted(top.iterdir()):
+    try:
+        entries = sorted(top.iterdir())
+    except OSError as e:
+        raise FolderError(f"image folder {str(top)!r} cannot be listed: {e.strerror or e}") from None
+    for entry in entries:
         rel = str(entry.relative_to(root))
         if entry.name.startswith("."):
             skipped.append((rel, "hidden"))
@@ -138,7 +142,10 @@ def _read_split(root: Path, top: Path, res: int, skipped: list, minimum: int, cl
 
 def _files(folder: Path, root: Path, skipped: list):
     """Every non-hidden file under `folder`, nested sub-folders included, never through a symlinked folder."""
-    for here, dirs, files in os.walk(folder, followlinks=False):
+    def unlistable(e: OSError):
+        skipped.append((str(Path(e.filename).relative_to(root)), f"cannot be listed ({e.strerror})"))
+
+    for here, dirs, files in os.walk(folder, onerror=unlistable, followlinks=False):
         here = Path(here)
         for d in sorted(dirs):
             if d.startswith("."):
@@ -177,6 +184,8 @@ def read_image(path: Path, res: int) -> tuple[np.ndarray | None, str]:
         if isinstance(e, UnidentifiedImageError):
             return None, "not an image (no format Pillow reads)"
         return None, f"too large ({str(e).split('.')[0]}; not decoded)"
+    except PermissionError as e:
+        return None, f"cannot be read ({e.strerror})"
     except Exception as e:  # any decoder's complaint about the user's file: skip that file, never crash the run
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return None, f"truncated or corrupt ({msg})"

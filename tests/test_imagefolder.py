@@ -43,6 +43,10 @@ def messy(root):
     os.symlink(root / "cat" / "gone.png", root / "cat" / "broken.png")
     (root / "cat" / "truncated.jpg").write_bytes(jpeg_bytes(noise(64, 64, 16))[:300])
     (root / "cat" / "notes.txt").write_text("my cats")
+    (root / "cat" / "empty.png").write_bytes(b"")
+    os.mkfifo(root / "cat" / "pipe.png")  # opening it would wait forever
+    frames = [noise(20, 20, 11), noise(20, 20, 180)]
+    frames[0].save(root / "cat" / "animated.gif", save_all=True, append_images=frames[1:])  # first frame used
     (root / "cat" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(60))
     (root / "cat" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     save(root / "cat" / ".thumbs" / "t.png", noise(8, 8, 10))
@@ -69,6 +73,8 @@ EXPECTED_SKIPS = {  # file -> the start of its reason
     "cat/.thumbs": "hidden",
     "cat/broken.png": "broken symlink",
     "cat/notes.txt": "not an image",
+    "cat/empty.png": "not an image",
+    "cat/pipe.png": "not a regular file",
     "cat/Thumbs.db": "not an image",
     "cat/truncated.jpg": "truncated or corrupt",
     "dog/corrupt.png": "truncated or corrupt",
@@ -85,17 +91,17 @@ def test_a_messy_folder_trains_on_its_images_and_reports_every_skipped_file(tmp_
     root = messy(tmp_path / "photos")
     found = scan(root, res=16)
     assert found.classes == ["cat", "dog"]
-    assert found.counts() == {"cat": 11, "dog": 4}  # 4 + grey, rgba, cmyk, palette, png_named, nested, link
+    assert found.counts() == {"cat": 12, "dog": 4}  # 4 + grey, rgba, cmyk, palette, png_named, nested, link, gif
     got = dict(found.skipped)
     assert set(got) == set(EXPECTED_SKIPS), set(got) ^ set(EXPECTED_SKIPS)
     for name, reason in EXPECTED_SKIPS.items():
         assert got[name].startswith(reason), (name, got[name])
-    assert found.x_train.shape == (15, 3, 16, 16) and found.x_train.dtype == np.uint8
+    assert found.x_train.shape == (16, 3, 16, 16) and found.x_train.dtype == np.uint8
 
     d = load(DataConfig(f"imagefolder:{root}", resolution=16))  # the trainer's loader: same scan, same report
     assert d.classes == ["cat", "dog"] and d.skipped == found.skipped
-    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 15
-    assert "skipped 14 (" in d.summary() and "not an image" in d.summary()
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 16
+    assert "skipped 16 (" in d.summary() and "not an image" in d.summary()
     assert d.x_test[d.y_test == 1].mean() > d.x_test[d.y_test == 0].mean()  # labels follow folders
 
 
@@ -123,6 +129,12 @@ def test_every_mode_becomes_rgb_by_the_documented_rule(tmp_path, name, make, rgb
     path = tmp_path / ("x.gif" if img.mode == "P" else "x.tif" if img.mode in ("CMYK", "I", "I;16") else "x.png")
     save(path, img, **({"transparency": 3} if img.mode == "P" else {}))
     assert pixel(path) == rgb
+
+
+def test_an_animation_gives_its_first_frame(tmp_path):
+    black, white = Image.new("L", (8, 8), 0), Image.new("L", (8, 8), 255)
+    black.save(tmp_path / "a.gif", save_all=True, append_images=[white])
+    assert pixel(tmp_path / "a.gif") == [0, 0, 0]
 
 
 def test_a_wide_image_is_centre_cropped_not_squashed(tmp_path):

@@ -231,7 +231,7 @@ def test_the_image_folder_field_gives_the_trainers_answers(tmp_path):
     from tests.test_imagefolder import messy, noise, save
     root = messy(tmp_path / "photos")
     name, skipped = launch.folder_report(str(root))
-    assert name == f"imagefolder:{root.resolve()}" and skipped == scan(root).skipped and len(skipped) == 14
+    assert name == f"imagefolder:{root.resolve()}" and skipped == scan(root).skipped and len(skipped) == 16
     cfg = launch.build_config({**TINY, "method": "base", "data.dataset": "imagefolder", "data.folder": str(root),
                                "data.ratio": 1.0})
     assert cfg.data.dataset == name
