@@ -183,7 +183,8 @@ def read_image(path: Path, res: int) -> tuple[np.ndarray | None, str]:
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         if isinstance(e, UnidentifiedImageError):
             return None, "not an image (no format Pillow reads)"
-        return None, f"too large ({str(e).split('.')[0]}; not decoded)"
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) if isinstance(e, Image.DecompressionBombError) else Image.MAX_IMAGE_PIXELS
+        return None, f"too large: over Pillow's decompression-bomb limit of {limit / 1e6:.0f} MP (not decoded)"
     except PermissionError as e:
         return None, f"cannot be read ({e.strerror})"
     except Exception as e:  # any decoder's complaint about the user's file: skip that file, never crash the run

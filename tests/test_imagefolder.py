@@ -202,3 +202,23 @@ def test_train_and_test_folders_must_share_their_classes(tmp_path):
     assert d.skipped == [("notes.txt", "outside train/ and test/")]
     save(tmp_path / "test" / "owl" / "0.png", noise(8, 8, 100))
     assert "only in test: owl" in refusal(tmp_path)
+
+
+def png_header_only(path, w, h):
+    """A PNG that declares w x h pixels and holds none: what a decompression bomb looks like to a reader."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("w, h, reason", [
+    (9000, 5000, "too large: 9000x5000 = 45 MP > 40 MP (not decoded)"),  # over our limit, under Pillow's
+    (20000, 10000, "too large: over Pillow's decompression-bomb limit of 179 MP (not decoded)"),  # Pillow refuses to open it
+])
+def test_a_decompression_bomb_is_skipped_before_decoding(tmp_path, w, h, reason):
+    assert read_image(png_header_only(tmp_path / "bomb.png", w, h), 16) == (None, reason)
