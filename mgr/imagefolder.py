@@ -118,7 +118,12 @@ def _read_split(root: Path, top: Path, res: int, skipped: list, minimum: int, cl
             found[folder.name] = images
         else:
             skipped.append((str(folder.relative_to(root)), "no usable image: not a class"))
+    _refuse_unusable(top, found, skipped, minimum, classes)
+    return {c: found[c] for c in (classes or sorted(found))}
 
+
+def _refuse_unusable(top: Path, found: dict, skipped: list, minimum: int, classes: list[str] | None) -> None:
+    """FolderError if the classes found under `top` cannot be trained on (or tested, for test/)."""
     if classes is not None and sorted(found) != sorted(classes):
         only_test, only_train = sorted(set(found) - set(classes)), sorted(set(classes) - set(found))
         raise FolderError(f"{str(top)!r} must have the classes of {str(top.parent / 'train')!r}: "
@@ -137,7 +142,6 @@ def _read_split(root: Path, top: Path, res: int, skipped: list, minimum: int, cl
                else "one for training and one for validation" if minimum == 2 else "")
         raise FolderError(f"class folder {str(top / c)!r} has {n} usable image(s); each class needs at least "
                           f"{minimum} ({why})" + (f"; also too few: {', '.join(list(few)[1:])}" if len(few) > 1 else ""))
-    return {c: found[c] for c in (classes or sorted(found))}
 
 
 def _files(folder: Path, root: Path, skipped: list):
