@@ -131,25 +131,8 @@ def shown_fields(values: dict) -> list[Field]:
     return [f for f in form_fields() if f.applies(values)]
 
 
-# Teaching demos on digits 10% with the shipped generator: each pair runs in a few minutes on a CPU.
-_DEMO = {"data.dataset": "digits", "data.ratio": 0.1, "steps": 200, "eval_every": 20, "batch_size": 64,
-         "probes_per_class": 16, "probe_real": 1000, "seed": 0, "device": "auto"}
-PRESETS = {
-    "GDA hurts: base vs gda": ("Synthetic images in the cross-entropy loss (gda) against real data only (base).",
-                               [{**_DEMO, "method": "base"}, {**_DEMO, "method": "gda"}]),
-    "PCR fixes it: gda vs pcr": ("The same synthetic images used only through the consistency loss (pcr).",
-                                 [{**_DEMO, "method": "gda"}, {**_DEMO, "method": "pcr"}]),
-    "MPS helps: pcr vs mgr": ("A finder meta-learns which latents to sample (mgr = pcr + MPS).",
-                              [{**_DEMO, "method": "pcr"}, {**_DEMO, "method": "mgr", "order": "first"}]),
-    "MLTP: base vs mltp-fo": ("MLTP's first-order meta step (two batches a step, learnt α) against plain training, "
-                              "same seed and data.",
-                              [{**_DEMO, "method": "base"}, {**_DEMO, "method": "base", "procedure": "mltp",
-                                                            "mltp_variant": "fo"}]),
-    "CML: mgr vs mgr + co-learner": ("MGR with and without CML's co-learner on the finder's lookahead (paired: "
-                                     "same initialisation and batches).",
-                                     [{**_DEMO, "method": "mgr", "order": "first"},
-                                      {**_DEMO, "method": "mgr", "order": "first", "co_learner": True}]),
-}
+# The Home page's teaching demos (paired experiments over seeds) live in mgr/demos.py and run through
+# mgr/demo_queue.py, which starts their trainers with Launcher.launch.
 
 
 def build_config(values: dict):
@@ -367,15 +350,6 @@ class Launcher:
         self._spawn(run_id, cli_args(cfg) + ["--run-id", run_id, "--runs-dir", str(self.runs_dir.resolve())])
         return run_id
 
-    def launch_preset(self, name: str) -> list[str]:
-        """Start every run of a preset (all validated before the first is spawned)."""
-        if name not in PRESETS:
-            raise LaunchError(f"preset {name!r} is not one of {', '.join(PRESETS)}")
-        configs = PRESETS[name][1]
-        for values in configs:
-            build_config(values)
-        return [self.launch(values) for values in configs]
-
     def stop(self, run: Run) -> None:
         """SIGTERM to the run's trainer (it saves last.pt and ends as `stopped`), only if the pid
         in status.json really is that trainer."""
@@ -454,5 +428,5 @@ def eta_seconds(status: dict, images_per_step: int) -> float | None:
     return (total - step) * images_per_step / ips
 
 
-__all__ = ["Field", "IMAGEFOLDER", "LaunchError", "check_folder", "folder_report", "shown_fields", "Launcher", "RunError", "PRESETS", "build_config", "check_available", "cli_args",
+__all__ = ["Field", "IMAGEFOLDER", "LaunchError", "check_folder", "folder_report", "shown_fields", "Launcher", "RunError", "build_config", "check_available", "cli_args",
            "eta_seconds", "form_fields", "is_trainer", "log_tail", "run_state", "trainer_alive"]

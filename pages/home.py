@@ -1,15 +1,20 @@
-"""Home: what MGR is, the runs found, one-click teaching presets."""
+"""Home: what MGR is, the runs found, and the teaching demos: paired experiments over seeds whose
+verdict panel fills in as the seeds finish."""
+import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
-from mgr import launch
+from mgr import demo_queue, demos, figures, launch
 from mgr.runstore import Run
 from pages._diagram import mgr_svg
-from pages._ui import launcher, overview, runs_dir, state_text
+from pages._ui import CHART_CONFIG, STATE_ICON, launcher, overview, runs_dir, state_text
+
+VERDICT_BOX = {"holds": st.success, "opposite": st.error, "inconclusive": st.warning}
 
 st.title("🧪 MGR Lab")
 st.markdown(
     "**Generative data augmentation** adds a class-conditional generator's images to a small training set. "
-    "Done naively (**GDA**: synthetic images in the cross-entropy loss) it often *lowers* test accuracy: the "
+    "Done naively (**GDA**: synthetic images in the cross-entropy loss) it can *lower* test accuracy: the "
     "images are imperfect members of their class, and uniformly sampled latents give many useless or "
     "ambiguous ones, which the classifier then learns as truth.\n\n"
     "**Meta Generative Regularization** (Yamaguchi et al., NeurIPS 2023) keeps synthetic images out of the "
@@ -22,10 +27,144 @@ st.caption("Explore a run: **Latents** (uniform vs finder samples), **Feature sp
            "among the real classes), **Consistency** (PCR gaps), **Compare** (accuracy over runs and seeds). "
            "The same trainer offers MLTP (two batches a step, learnt step sizes) and CML's co-learner.")
 
+# ----------------------------------------------------------------------------- demos
+
+st.subheader("Teaching demos")
+st.markdown(
+    "Each demo asks one question and answers it with a **paired experiment**: both configurations (its two "
+    "*arms*) run with the same seeds, so seed k of both shares the data and the initialisation. Each seed gives "
+    "one difference; the verdict is what the 95% interval of their mean supports: **holds** when the whole "
+    "interval is above 0, **opposite** when below, otherwise **inconclusive**. Each card says what this project "
+    "measured, not what the paper claims.")
+with st.expander("Demo settings"):
+    seeds = int(st.number_input("seeds per arm", min_value=2, max_value=31, value=5, step=1, key="demo_seeds",
+                                help="more seeds give a narrower interval and take longer"))
+    steps = st.number_input("steps per run (empty: the demo's)", min_value=1, value=None, step=1, key="demo_steps",
+                            help="fewer steps are faster, but the measured verdicts on the cards are for the "
+                                 "demo's own step count")
+records = demos.measured()
+items = list(demos.DEMOS.values())
+cols = [c for i in range(0, len(items), 3) for c in st.columns(3)]  # rows of three cards
+for col, demo in zip(cols, items):
+    with col.container(border=True):
+        st.markdown(f"{'⚠️ ' if demo.failure_mode else ''}**{demo.question}**")
+        st.caption(demo.about)
+        st.caption(demos.measured_text(demo, records.get(demo.id)))
+        if st.button(f"Launch {seeds} seeds × 2 arms", key=f"demo-{demo.id}", type="primary"):
+            try:
+                overrides = {"steps": int(steps)} if steps else None
+                st.session_state["demo_launch"] = demo_queue.launch(demo.id, seeds, runs_dir(), overrides)
+            except launch.LaunchError as e:
+                st.error(str(e))
+
+launches = {m["id"]: m for m in demo_queue.list_launches(runs_dir())}  # newest first
+if launches:
+    if st.session_state.get("demo_launch") not in launches:  # first visit: the launch in the URL, else the newest
+        wanted = st.query_params.get("demo")
+        st.session_state["demo_launch"] = wanted if wanted in launches else next(iter(launches))
+    chosen = st.selectbox("demo launch", list(launches), key="demo_launch",
+                          format_func=lambda i: f"{demos.DEMOS[launches[i]['demo']].question} · {i}")
+    st.query_params["demo"] = chosen
+
+
+def arm_curves(m: dict, demo: demos.Demo, field: str) -> tuple[list, dict]:
+    """Mean ± std over seeds of `field` per arm, on the steps every seed of the arm has reached."""
+    series, bands = [], {}
+    for i, arm in enumerate(demo.arms):
+        per_run = [{r["step"]: r.get(field) for r in Run(runs_dir() / r["run_id"]).metrics()}
+                   for r in m["runs"] if r["arm"] == i and (runs_dir() / r["run_id"] / "metrics.jsonl").exists()]
+        steps_ = sorted(set.intersection(*(set(k for k, v in p.items() if v is not None) for p in per_run))) \
+            if per_run else []
+        if not steps_:
+            continue
+        ys = np.array([[p[s] for s in steps_] for p in per_run], dtype=float)
+        scale = 100.0 if field.endswith("_acc") else 1.0
+        mean, std = scale * ys.mean(0), scale * (ys.std(0, ddof=1) if len(ys) > 1 else np.zeros(len(steps_)))
+        name = f"{arm.label} ({len(ys)} seed{'s' if len(ys) > 1 else ''})"
+        series.append((name, np.array(steps_), mean))
+        bands[name] = (mean - std, mean + std)
+    return series, bands
+
+
+def strip_chart(demo: demos.Demo, summary) -> go.Figure:
+    """Each seed's difference as a dot, the mean with its 95% interval beside them, and 0."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=list(summary.diffs), y=["seeds"] * summary.n, mode="markers", name="one seed",
+                             marker=dict(size=11, color=figures.colour(0), opacity=0.8)))
+    if summary.ci95 is not None:
+        lo, hi = summary.ci95
+        fig.add_trace(go.Scatter(x=[summary.mean], y=["mean"], mode="markers", name="mean, 95% interval",
+                                 marker=dict(size=12, color=figures.colour(3), symbol="diamond"),
+                                 error_x=dict(type="data", symmetric=False, array=[hi - summary.mean],
+                                              arrayminus=[summary.mean - lo])))
+    fig.add_vline(x=0, line=dict(color="#888", dash="dash"))
+    unit = f" ({demo.statistic.unit})" if demo.statistic.unit else ""
+    fig.update_layout(height=200, margin=dict(l=10, r=44, t=30, b=10), showlegend=False,
+                      title=dict(text=f"{demo.diff_label}: {demo.statistic.label}{unit}", x=0, font=dict(size=14)),
+                      modebar=dict(orientation="v"))
+    return fig
+
+
+@st.fragment(run_every=2.0)
+def verdict_panel(launch_id: str) -> None:
+    try:
+        m = demo_queue.read_manifest(runs_dir(), launch_id)
+        running = demo_queue.ensure_supervisor(runs_dir(), launch_id)  # restarts a queue whose supervisor died
+    except launch.LaunchError as e:
+        st.error(str(e))
+        return
+    out = demo_queue.outcome(runs_dir(), m)
+    demo = out.demo
+    st.markdown(f"#### {demo.question}")
+    ended = sum(s in demo_queue.DONE for s in out.states)
+    counts = {s: out.states.count(s) for s in dict.fromkeys(out.states)}
+    st.progress(ended / len(out.states), text=f"{ended} of {len(out.states)} runs ended · " +
+                ", ".join(f"{STATE_ICON.get(s, '⏳')} {n} {s}" for s, n in counts.items()))
+    a, b, c = st.columns(3)
+    if m["stopped"] and not out.done:
+        if a.button("▶️ Resume the demo", key=f"resume-{launch_id}"):
+            demo_queue.resume(runs_dir(), launch_id)
+            st.rerun(scope="fragment")
+    elif running and b.button("⏹️ Stop the demo", key=f"stop-{launch_id}"):
+        demo_queue.stop(runs_dir(), launch_id)
+        st.rerun(scope="fragment")
+    c.page_link("pages/compare.py", label="Compare these runs", icon="📊",
+                query_params={"runs": ",".join(r["run_id"] for r in m["runs"])})
+
+    s = out.summary
+    box = VERDICT_BOX[s.verdict] if s.ci95 is not None else st.info
+    prefix = "" if out.done else f"So far ({s.n} of {out.seeds} seeds): "
+    box(f"{prefix}{demos.describe(demo, s)}. Statistic: {demo.statistic.label}.")
+    if out.guard_stops:
+        st.warning(f"The finder's guard stopped {len(out.guard_stops)} run(s): the latents left the generator's "
+                   "prior (the shift it stopped at is their value).")
+    if out.failed:
+        st.warning(f"{len(out.failed)} run(s) ended without a value (their seeds are left out): "
+                   f"{', '.join(out.failed)}")
+    if s.n:
+        st.plotly_chart(strip_chart(demo, s), width="stretch", config=CHART_CONFIG)
+    unit = demo.statistic.unit or "value"
+    st.dataframe([{"seed": k, f"{demo.arms[0].label} ({unit})": va, f"{demo.arms[1].label} ({unit})": vb,
+                   f"{demo.diff_label}": None if va is None or vb is None else va - vb}
+                  for k, (va, vb) in enumerate(out.values)], hide_index=True, width="stretch")
+    field = "test_acc" if demo.statistic is demos.TEST_ACC else "latent_shift"
+    series, bands = arm_curves(m, demo, field)
+    if series:
+        label = "test accuracy (%)" if field == "test_acc" else "latent shift ‖F(z) − z‖"
+        st.plotly_chart(figures.curves(series, title=f"{label}, mean ± std over seeds", ytitle=label, markers=True,
+                                       bands=bands), width="stretch", config=CHART_CONFIG)
+
+
+if launches:
+    with st.container(border=True):
+        verdict_panel(st.session_state["demo_launch"])
+
+# ----------------------------------------------------------------------------- runs
+
 st.subheader("Runs")
 summaries = overview()
 if not summaries:
-    st.info(f"No runs yet in `{runs_dir()}`. Launch a preset below, use the **Train** page, or run "
+    st.info(f"No runs yet in `{runs_dir()}`. Launch a demo above, use the **Train** page, or run "
             "`python -m mgr train --dataset digits --ratio 0.1 --method mgr --steps 300` in a shell.")
 else:
     st.dataframe(
@@ -46,22 +185,3 @@ else:
                 st.toast(f"resuming {s.id}")
             except launch.LaunchError as e:
                 st.error(str(e))
-
-st.subheader("Teaching demos")
-st.caption("Each launches two short runs on digits (10% of the data, the shipped generator) that finish in a few "
-           "minutes on a CPU; then open Compare with both selected.")
-items = list(launch.PRESETS.items())
-cols = [c for i in range(0, len(items), 3) for c in st.columns(3)]  # rows of three cards
-for col, (name, (what, configs)) in zip(cols, items):
-    with col.container(border=True):
-        st.markdown(f"**{name}**")
-        st.caption(what + f" {configs[0]['steps']} steps each.")
-        if st.button("Launch both", key=f"preset-{name}", type="primary"):
-            try:
-                st.session_state["preset_runs"] = (name, launcher().launch_preset(name))
-            except launch.LaunchError as e:
-                st.error(str(e))
-if "preset_runs" in st.session_state:
-    name, ids = st.session_state["preset_runs"]
-    st.success(f"Started {name}: {', '.join(ids)}.")
-    st.page_link("pages/compare.py", label="Compare these runs", icon="📊", query_params={"runs": ",".join(ids)})

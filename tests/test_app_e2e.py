@@ -1,6 +1,8 @@
 """End to end: `streamlit run app.py` on localhost, driven in headless Chromium (Debian's
 `chromium` + `chromium-driver`, through Selenium): launch a tiny run from the Train page and wait
-until the accuracy chart shows points. .ci/run installs what this needs; without it the test skips."""
+until the accuracy chart shows points; launch a tiny demo from Home and watch its verdict panel
+fill in. .ci/run installs what this needs; without it the tests skip. With $MGR_SCREENSHOTS set
+(by hand, not in CI) the screenshots are copied there, e.g. MGR_SCREENSHOTS=docs/screenshots."""
 import os
 import shutil
 import signal
@@ -54,16 +56,10 @@ def server(tmp_path):
     log.close()
 
 
-def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, tmp_path):
+@pytest.fixture
+def browser(tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    from mgr.runstore import Run, list_runs
-
-    url, runs_dir = server
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -71,15 +67,41 @@ def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, tmp_pa
                  f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1500,1800"):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+def screenshot(driver, tmp_path, name: str) -> None:
+    assert driver.save_screenshot(str(tmp_path / name))
+    assert (tmp_path / name).stat().st_size > 10_000
+    shots = os.environ.get("MGR_SCREENSHOTS")
+    if shots:
+        shutil.copy(tmp_path / name, Path(shots) / name)
+
+
+def type_into(driver, label: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    box = driver.find_element(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(value, Keys.TAB)
+
+
+def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mgr.runstore import Run, list_runs
+
+    url, runs_dir = server
+    driver = browser
     try:
         wait = WebDriverWait(driver, 180, poll_frequency=0.5)
         driver.get(f"{url}/train")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'input[aria-label="steps"]'))
         for label, value in (("steps", "20"), ("evaluate every", "10"), ("batch size", "16"),
                              ("probes per class", "2"), ("real probe images", "40")):
-            box = driver.find_element(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys(value, Keys.TAB)
+            type_into(driver, label, value)
         next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Launch").click()
 
         def accuracy_points(d):
@@ -92,16 +114,52 @@ def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, tmp_pa
                 return 0;""")
         wait.until(lambda d: accuracy_points(d) >= 3)  # train, val and test accuracy at the first evaluation
         time.sleep(1.0)
-        assert driver.save_screenshot(str(tmp_path / "train.png"))
-        assert (tmp_path / "train.png").stat().st_size > 10_000
-        shots = os.environ.get("MGR_SCREENSHOTS")
-        if shots:
-            shutil.copy(tmp_path / "train.png", Path(shots) / "train-e2e.png")
+        screenshot(driver, tmp_path, "train-e2e.png")
     finally:
-        driver.quit()
         for run in list_runs(runs_dir):  # the trainer outlives the app by design: end it here
             pid = Run(run.path).status().get("pid")
             if Run(run.path).status().get("state") == "running" and pid:
                 os.kill(pid, signal.SIGTERM)
     runs = list_runs(runs_dir)
     assert len(runs) == 1 and runs[0].config["steps"] == 20 and runs[0].metrics()
+
+
+def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, browser, tmp_path):
+    """A tiny demo (2 seeds × 2 arms of 4 steps): the panel shows the runs' progress, then every seed's
+    difference, the interval and a verdict, and links Compare to the demo's four runs."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mgr import demo_queue
+
+    url, runs_dir = server
+    driver = browser
+    try:
+        wait = WebDriverWait(driver, 300, poll_frequency=0.5)
+        driver.get(url)
+        wait.until(lambda d: d.find_elements(By.XPATH, "//summary[contains(., 'Demo settings')]"))
+        driver.find_element(By.XPATH, "//summary[contains(., 'Demo settings')]").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'input[aria-label="seeds per arm"]'))
+        type_into(driver, "seeds per arm", "2")
+        type_into(driver, "steps per run (empty: the demo's)", "4")
+        wait.until(lambda d: any(b.text.strip() == "Launch 2 seeds × 2 arms" for b in d.find_elements(By.TAG_NAME, "button")))
+        time.sleep(1.0)  # the script run that took the typed values
+        next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Launch 2 seeds × 2 arms").click()
+
+        def page_text(d):
+            return d.find_element(By.TAG_NAME, "body").text
+        wait.until(lambda d: "Does GDA hurt a small-data classifier?" in page_text(d) and "runs ended" in page_text(d))
+        screenshot(driver, tmp_path, "home-demo-running.png")
+        wait.until(lambda d: "4 of 4 runs ended" in page_text(d) and "95% interval" in page_text(d))
+        text = page_text(driver)
+        assert "positive in" in text and "of 2 seeds" in text
+        assert any(v in text for v in ("holds: the whole interval", "opposite holds", "inconclusive: the interval"))
+        links = [a.get_attribute("href") for a in driver.find_elements(By.TAG_NAME, "a")
+                 if a.text.strip().endswith("Compare these runs")]
+        (m,) = demo_queue.list_launches(runs_dir)
+        assert links and all(r["run_id"] in links[0] for r in m["runs"])
+        time.sleep(2.5)  # the strip chart and curves of the last refresh
+        screenshot(driver, tmp_path, "home-demo.png")
+    finally:
+        for m in demo_queue.list_launches(runs_dir):  # the demo outlives the app by design: end it here
+            demo_queue.stop(runs_dir, m["id"])

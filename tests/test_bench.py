@@ -174,3 +174,21 @@ def test_app_speed_quick_times_every_page_of_a_real_run(tmp_path, monkeypatch):
     for pages in (result["pages"], result["pages_5_runs"]):
         assert set(app_speed.PAGES) <= set(pages)
         assert all(pages[p]["first_s"] > 0 and pages[p]["warm_s"] > 0 for p in app_speed.PAGES)
+
+
+def test_demos_quick_runs_a_demo_as_the_app_does_and_records_its_verdict(tmp_path):
+    """bench/demos.py --quick: gda-hurts on digits, 2 seeds × 2 arms of 4 steps, through the same
+    manifest and supervisor as the Home page; one record per demo, replaced on a re-run."""
+    out = tmp_path / "demos.json"
+    (rec,) = load("demos").main(["--quick", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    need = {"demo", "dataset", "ratio", "methods", "seeds", "diffs", "mean_diff", "ci95", "holds_in", "verdict",
+            "seconds", "cores", "machine", "date", "command"}
+    assert need <= set(rec) and rec["demo"] == "gda-hurts" and rec["methods"] == ["base", "gda"]
+    assert rec["seeds"] == 2 and len(rec["diffs"]) == 2 and rec["failed"] == []
+    lo, hi = rec["ci95"]
+    assert lo <= rec["mean_diff"] <= hi and rec["verdict"] == ("holds" if lo > 0 else "opposite" if hi < 0 else "inconclusive")
+    assert rec["command"].startswith("python bench/demos.py --quick") and rec["seconds"] > 0
+    load("demos").main(["--quick", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    assert [r["demo"] for r in json.loads(out.read_text())] == ["gda-hurts"]  # replaced, not appended
+    with pytest.raises(SystemExit):
+        load("demos").main(["--demos", "gda-hurts,nope", "--out", str(out)])

@@ -1,0 +1,116 @@
+"""Every Home-page demo run as the app runs it (mgr.demo_queue: a manifest, a detached supervisor,
+one trainer per core), and its measured verdict.
+
+    python bench/demos.py                          # every demo, 5 seeds, as the app launches it
+    python bench/demos.py --demos gda-hurts,pcr-repairs --seeds 8
+    python bench/demos.py --quick                  # smoke test: one demo on digits, 2 seeds of 4 steps
+
+Writes bench/results/demos.json: one record per demo (a re-run replaces that demo's record) with
+demo, question, dataset, ratio, methods, steps, statistic, seeds, values (per seed: arm A, arm B),
+diffs, mean_diff, ci95 [lo, hi], holds_in, verdict ("holds" exactly when lo > 0), failed (runs
+without a statistic), seconds (wall time of the whole demo), cores, parallel, machine, date,
+command. The app's demo texts read these records (mgr.demos.measured_text).
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mgr import demo_queue, demos  # noqa: E402
+from mgr.launch import LaunchError  # noqa: E402
+
+from records import stamp, write_json  # noqa: E402
+
+# --quick: the smallest demo that still runs every part (digits, 4 steps, 2 evaluations)
+QUICK = {"data.dataset": "digits", "data.ratio": 0.1, "steps": 4, "eval_every": 2, "batch_size": 16,
+         "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
+
+
+def run_demo(demo_id: str, seeds: int, runs_dir: Path, overrides: dict, parallel: int | None,
+             timeout_s: float) -> tuple[dict, float]:
+    """Launch one demo exactly as Home does and wait until every run has ended; (manifest, seconds)."""
+    t0 = time.time()
+    launch_id = demo_queue.launch(demo_id, seeds, runs_dir, overrides or None, parallel)
+    m = demo_queue.read_manifest(runs_dir, launch_id)
+    while True:
+        time.sleep(1.0)
+        alive = demo_queue.ensure_supervisor(runs_dir, launch_id)  # as the app's poll does
+        if not alive and demo_queue.outcome(runs_dir, m).done:
+            return m, time.time() - t0
+        if time.time() - t0 > timeout_s:
+            demo_queue.stop(runs_dir, launch_id)
+            raise TimeoutError(f"demo {demo_id} did not finish in {timeout_s:.0f} s; stopped "
+                               f"(runs in {runs_dir}, supervisor log {demo_queue.demos_dir(runs_dir)})")
+
+
+def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv) -> dict:
+    demo, s = out.demo, out.summary
+    first = m["runs"][0]["values"]
+    return {"demo": demo.id, "question": demo.question, "dataset": first["data.dataset"], "ratio": first["data.ratio"],
+            "methods": [arm.label for arm in demo.arms], "steps": first["steps"], "statistic": demo.statistic.label,
+            "seeds": out.seeds, "values": [list(v) for v in out.values], "diffs": list(s.diffs),
+            "mean_diff": s.mean, "ci95": list(s.ci95) if s.ci95 else None, "holds_in": s.holds_in,
+            "verdict": s.verdict, "failed": list(out.failed), "guard_stops": len(out.guard_stops), "seconds": round(seconds, 1), "cores": os.cpu_count(),
+            "parallel": m["parallel"], "launch": m["id"], **stamp("demos.py", argv)}
+
+
+def save(path: Path, record: dict) -> None:
+    """Replace this demo's record in the file (one per demo), under a lock: two benches may write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()) if path.exists() else []
+        if not isinstance(old, list):
+            raise ValueError(f"{path} does not hold a JSON list of records; choose another --out")
+        keep = [r for r in old if r.get("demo") != record["demo"]]
+        order = list(demos.DEMOS)
+        write_json(path, sorted(keep + [record], key=lambda r: order.index(r["demo"]) if r["demo"] in order else 99))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demos", default=",".join(demos.DEMOS), help="comma-separated demo ids (default: all)")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--steps", type=int, help="override every demo's steps (its evaluations scale along)")
+    p.add_argument("--parallel", type=int, help="trainers at a time (default: one per core, as the app)")
+    p.add_argument("--runs-dir", help="keep the runs here (default: a temporary directory)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per demo before it is stopped")
+    p.add_argument("--quick", action="store_true", help="smoke test: gda-hurts on digits, 2 seeds of 4 steps")
+    p.add_argument("--out", default="bench/results/demos.json")
+    a = p.parse_args(argv)
+    ids = [d for d in a.demos.split(",") if d]
+    unknown = [d for d in ids if d not in demos.DEMOS]
+    if unknown:
+        p.error(f"unknown demo(s) {', '.join(unknown)}; choose from {', '.join(demos.DEMOS)}")
+    overrides = dict(QUICK) if a.quick else {}
+    if a.quick:
+        ids, a.seeds = (ids if a.demos != p.get_default("demos") else ["gda-hurts"]), 2
+    if a.steps is not None:
+        overrides["steps"] = a.steps
+    try:
+        demos.check_seeds(a.seeds)
+    except LaunchError as e:
+        p.error(str(e))
+    runs_dir = Path(a.runs_dir or tempfile.mkdtemp(prefix="mgr-demos-"))
+    records = []
+    for demo_id in ids:
+        m, seconds = run_demo(demo_id, a.seeds, runs_dir, overrides, a.parallel, a.timeout)
+        out = demo_queue.outcome(runs_dir, m)
+        rec = record_of(m, out, seconds, argv)
+        save(Path(a.out), rec)
+        records.append(rec)
+        print(f"{demo_id}: {demos.describe(out.demo, out.summary)} [{seconds:.0f} s, {a.seeds} seeds, "
+              f"runs in {runs_dir}]", flush=True)
+    return records
+
+
+if __name__ == "__main__":
+    main()

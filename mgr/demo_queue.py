@@ -1,0 +1,333 @@
+"""Running a demo launch: its manifest, the supervisor that runs its queue, Stop and Resume of the
+whole demo, and where its results stand (no Streamlit here).
+
+A launch writes a manifest, then starts one detached supervisor that runs the queue:
+
+    <runs dir>/.demos/<launch id>.json   {"id", "demo", "seeds", "parallel", "overrides", "stopped",
+                                          "resumed", "created", "runs": [{"run_id", "arm", "seed",
+                                          "values", "command"}]}   (atomic)
+    <runs dir>/.demos/<launch id>.lock   flock held by the live supervisor (the OS drops it however
+                                          the supervisor ends)
+    <runs dir>/.demos/<launch id>.log    the supervisor's output
+
+The supervisor (`python -m mgr.demo_queue run <manifest>`) keeps at most `parallel` trainers
+running, each a plain `python -m mgr train` with one torch thread started by mgr.launch.Launcher,
+and starts the next when one ends. It outlives the app; the app restarts it when it died with work
+left (`ensure_supervisor`). The run directories stay the only truth about the runs.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paired
+from .checkpoint import atomic_write_text
+from .demos import DEMOS, Demo, arm_values, check_seeds, get_demo, statistic_value, stopped_by_guard
+from .launch import LAUNCHES, LaunchError, Launcher, _runs_command, build_config, cli_args, run_state
+from .paths import REPO
+from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, run_path
+
+DEMOS_DIR = ".demos"
+POLL_S = 0.5  # how often the supervisor looks at its runs
+
+
+# ----------------------------------------------------------------------------- launching
+
+def demos_dir(runs_dir=None) -> Path:
+    return Path(runs_dir or default_runs_dir()) / DEMOS_DIR
+
+
+def manifest_path(runs_dir, launch_id: str) -> Path:
+    check_run_id(launch_id)  # a launch id comes from URLs and session state: a plain name, never a path
+    return demos_dir(runs_dir) / f"{launch_id}.json"
+
+
+def read_manifest(runs_dir, launch_id: str) -> dict:
+    path = manifest_path(runs_dir, launch_id)
+    try:
+        m = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LaunchError(f"no demo launch {launch_id!r} in {demos_dir(runs_dir)}") from None
+    except (OSError, ValueError) as e:
+        raise LaunchError(f"demo manifest {path} is unreadable: {e}") from None
+    if not isinstance(m, dict) or m.get("demo") not in DEMOS or not isinstance(m.get("runs"), list):
+        raise LaunchError(f"demo manifest {path} is not a demo manifest (or names an unknown demo)")
+    for r in m["runs"]:
+        run_path(runs_dir or default_runs_dir(), r["run_id"])  # a crafted manifest never names another path
+    return m
+
+
+def _write_manifest(runs_dir, m: dict) -> None:
+    atomic_write_text(manifest_path(runs_dir, m["id"]), json.dumps(m, indent=1))
+
+
+def list_launches(runs_dir=None) -> list[dict]:
+    """Every readable demo manifest in the runs folder, newest first."""
+    out = []
+    for p in sorted(demos_dir(runs_dir).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            out.append(read_manifest(runs_dir, p.stem))
+        except (LaunchError, RunError, KeyError, TypeError):
+            continue
+    return sorted(out, key=lambda m: m.get("created", 0), reverse=True)
+
+
+def launch(demo_id: str, seeds: int = 5, runs_dir=None, overrides: dict | None = None,
+           parallel: int | None = None, start: bool = True) -> str:
+    """Check every run of the demo (before any work), write its manifest, start its supervisor;
+    returns the launch id. `parallel`: trainers at a time (default: one per core)."""
+    demo = get_demo(demo_id)
+    check_seeds(seeds)
+    parallel = parallel if parallel is not None else (os.cpu_count() or 1)
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise LaunchError(f"parallel={parallel!r} is not allowed: it must be a positive number of trainers")
+    runs_dir = Path(runs_dir or default_runs_dir())
+    runs = []
+    launch_id = f"{demo.id}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    for seed in range(seeds):
+        for i, arm in enumerate(demo.arms):
+            values = arm_values(demo, arm, seed, overrides)
+            cfg = build_config(values)  # a bad override fails here, naming the field
+            run_id = f"{launch_id}.{arm.label}.s{seed}"
+            command = ["python", "-m", "mgr", "train", "--threads", "1", *cli_args(cfg), "--run-id", run_id]
+            runs.append({"run_id": run_id, "arm": i, "seed": seed, "values": values, "command": shlex.join(command)})
+    try:
+        ensure_writable(demos_dir(runs_dir))
+    except RunError as e:
+        raise LaunchError(str(e)) from None
+    m = {"id": launch_id, "demo": demo.id, "seeds": seeds, "parallel": parallel, "overrides": overrides or {},
+         "stopped": False, "resumed": None, "created": time.time(), "runs": runs}
+    _write_manifest(runs_dir, m)
+    if start:
+        start_supervisor(runs_dir, launch_id)
+    return launch_id
+
+
+def start_supervisor(runs_dir, launch_id: str) -> subprocess.Popen:
+    """Start the launch's supervisor, detached (a new session: closing the app does not end it). Its
+    pid goes to <launch id>.pid, so that it counts as alive before it has taken the lock."""
+    runs_dir = Path(runs_dir).resolve()
+    path = manifest_path(runs_dir, launch_id)
+    with open(path.with_suffix(".log"), "ab") as log:
+        p = subprocess.Popen([sys.executable, "-m", "mgr.demo_queue", "run", str(path)], cwd=REPO,
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    atomic_write_text(path.with_suffix(".pid"), str(p.pid))
+    return p
+
+
+def supervisor_alive(runs_dir, launch_id: str) -> bool:
+    """Whether a supervisor holds the launch's lock (probed without waiting, released at once), or the
+    last one started is still alive (it may not have reached the lock yet)."""
+    path = manifest_path(runs_dir, launch_id)
+    try:
+        with open(path.with_suffix(".lock"), "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        pass
+    try:
+        pid = int(path.with_suffix(".pid").read_text())
+    except (OSError, ValueError):
+        return False
+    return _runs_command(pid, launch_id)
+
+
+# ----------------------------------------------------------------------------- the runs' states
+
+def run_states(runs_dir, m: dict) -> list[str]:
+    """Each run's state: the run directory's (with `killed` for a dead trainer), else `starting`
+    (launched, no directory yet), `failed to start`, or `queued` (not launched)."""
+    runs_dir = Path(runs_dir or default_runs_dir())
+    out = []
+    for r in m["runs"]:
+        run = Run(run_path(runs_dir, r["run_id"]))
+        if (run.path / "config.json").exists():
+            out.append(run_state(run))
+            continue
+        try:
+            rec = json.loads((runs_dir / LAUNCHES / f"{r['run_id']}.json").read_text())
+        except (OSError, ValueError):
+            out.append("queued")
+            continue
+        alive = isinstance(rec, dict) and isinstance(rec.get("pid"), int) and _runs_command(rec["pid"], r["run_id"])
+        out.append("starting" if alive else "failed to start")
+    return out
+
+
+ACTIVE = ("starting", "running")
+DONE = ("finished", "failed", "failed to start")
+
+
+def _continues(runs_dir, m: dict, r: dict, state: str) -> bool:
+    """Whether the supervisor should (re)start this run: never launched, killed, or stopped before the
+    demo's last Resume (a run stopped afterwards, e.g. on the Train page, stays stopped)."""
+    if state in ("queued", "killed"):
+        return True
+    if state == "stopped":
+        updated = Run(run_path(runs_dir, r["run_id"])).status().get("updated", 0)
+        return m.get("resumed") is not None and updated <= m["resumed"]
+    return False
+
+
+def supervise(path: str | Path) -> int:
+    """The queue of one demo launch, until every run is done or the demo is stopped."""
+    path = Path(path)
+    runs_dir, launch_id = path.parent.parent, path.stem
+    m = read_manifest(runs_dir, launch_id)
+    lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (held open for the supervisor's whole life)
+    for _ in range(40):  # an app's probe holds the lock for a moment: wait that out, not a live supervisor
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)
+    else:
+        print(f"another supervisor runs demo launch {launch_id}", flush=True)
+        return 0
+    os.environ["MGR_THREADS"] = "1"  # one torch thread per trainer: `parallel` of them share the cores
+    launcher = Launcher(runs_dir)
+    # Each run is started at most once per supervisor, and a trainer we started counts as running until
+    # its process has exited: a resumed run still reads `stopped` until its trainer has loaded its
+    # checkpoint, and must not be started again meanwhile (nor retried forever if it fails at once).
+    tried = set()
+    while True:
+        m = read_manifest(runs_dir, launch_id)
+        if m["stopped"]:
+            return 0
+        launcher.reap()  # forget the children that have exited
+        states = run_states(runs_dir, m)
+        active = sum(s in ACTIVE or r["run_id"] in launcher.children for r, s in zip(m["runs"], states))
+        todo = [(r, s) for r, s in zip(m["runs"], states)
+                if r["run_id"] not in tried and _continues(runs_dir, m, r, s)]
+        if not todo and active == 0:
+            print(f"demo launch {launch_id}: every run has ended", flush=True)
+            return 0
+        for r, state in todo[:max(0, m["parallel"] - active)]:
+            tried.add(r["run_id"])
+            try:
+                if state == "queued":
+                    launcher.dismiss(r["run_id"])  # a launch record left by a stop during start-up
+                    launcher.launch(r["values"], run_id=r["run_id"])
+                else:
+                    launcher.resume(Run(run_path(runs_dir, r["run_id"])))
+                print(f"started {r['run_id']} ({state})", flush=True)
+            except (LaunchError, RunError) as e:
+                print(f"cannot start {r['run_id']}: {e}", flush=True)
+        time.sleep(POLL_S)
+
+
+def ensure_supervisor(runs_dir, launch_id: str) -> bool:
+    """Restart a launch's supervisor if it died with work left (the app calls this as it polls);
+    returns whether one is (now) running."""
+    m = read_manifest(runs_dir, launch_id)
+    if supervisor_alive(runs_dir, launch_id):
+        return True
+    if m["stopped"]:
+        return False
+    states = run_states(runs_dir, m)
+    if not any(_continues(runs_dir, m, r, s) for r, s in zip(m["runs"], states)):
+        return False
+    start_supervisor(runs_dir, launch_id)
+    return True
+
+
+def stop(runs_dir, launch_id: str, wait_s: float = 10.0) -> None:
+    """Stop the whole demo: no run starts any more, and every running trainer saves and ends as
+    `stopped` (Resume continues them). The supervisor is let go first, so it cannot start a new one
+    between our stops."""
+    m = read_manifest(runs_dir, launch_id)
+    m["stopped"] = True
+    _write_manifest(runs_dir, m)
+    deadline = time.time() + wait_s
+    while supervisor_alive(runs_dir, launch_id) and time.time() < deadline:
+        time.sleep(0.1)
+    launcher = Launcher(runs_dir)
+    for r, state in zip(m["runs"], run_states(runs_dir, m)):
+        if state == "running":
+            try:
+                launcher.stop(Run(run_path(runs_dir, r["run_id"])))
+            except LaunchError:
+                pass  # it ended meanwhile
+        elif state == "starting":  # no run directory yet: end it, and forget the launch: it is queued again
+            rec = json.loads((Path(runs_dir) / LAUNCHES / f"{r['run_id']}.json").read_text())
+            if _runs_command(rec["pid"], r["run_id"]):
+                os.kill(rec["pid"], signal.SIGTERM)
+                while _runs_command(rec["pid"], r["run_id"]) and time.time() < deadline + wait_s:
+                    time.sleep(0.1)
+            if not (run_path(runs_dir, r["run_id"]) / "config.json").exists():
+                launcher.dismiss(r["run_id"])
+
+
+def resume(runs_dir, launch_id: str) -> None:
+    """Continue a stopped demo: its supervisor resumes the stopped runs and starts the queued ones."""
+    m = read_manifest(runs_dir, launch_id)
+    if not m["stopped"] and supervisor_alive(runs_dir, launch_id):
+        raise LaunchError(f"demo launch {launch_id} is running; only a stopped demo can be resumed")
+    m["stopped"], m["resumed"] = False, time.time()
+    _write_manifest(runs_dir, m)
+    start_supervisor(runs_dir, launch_id)
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where a demo launch stands: each seed's values of both arms (None while missing), the
+    paired summary of the seeds that have both, and the runs' states."""
+    demo: Demo
+    seeds: int
+    values: tuple  # per seed: (statistic of arm A, statistic of arm B)
+    summary: paired.Paired
+    states: tuple  # per manifest run
+    failed: tuple  # run ids that ended without a statistic
+    guard_stops: tuple  # run ids the finder's guard stopped (latents off the generator's prior)
+
+    @property
+    def done(self) -> bool:
+        return all(s in DONE for s in self.states)
+
+
+def outcome(runs_dir, m: dict) -> Outcome:
+    demo = get_demo(m["demo"])
+    runs_dir = Path(runs_dir or default_runs_dir())
+    states = run_states(runs_dir, m)
+    values = [[None, None] for _ in range(m["seeds"])]
+    failed, guard_stops = [], []
+    for r, state in zip(m["runs"], states):
+        v = None
+        if state in ("finished", "failed"):
+            run = Run(run_path(runs_dir, r["run_id"]))
+            v = statistic_value(demo.statistic, run)
+            if stopped_by_guard(run):
+                guard_stops.append(r["run_id"])
+        if v is None and state in DONE:
+            failed.append(r["run_id"])
+        values[r["seed"]][r["arm"]] = v
+    diffs = [a - b for a, b in values if a is not None and b is not None]
+    return Outcome(demo, m["seeds"], tuple(map(tuple, values)), paired.summarize(diffs), tuple(states), tuple(failed),
+                   tuple(guard_stops))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "run":
+        print("usage: python -m mgr.demo_queue run <runs dir>/.demos/<launch id>.json", file=sys.stderr)
+        return 2
+    return supervise(argv[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Teaching demos as paired experiments: what each demo asks, its two arms, its statistic, and the
+words the app shows for a result (no Streamlit, no processes here: mgr/demo_queue.py runs demos,
+pages/home.py shows them, bench/demos.py measures them with the same code).
+
+A demo asks one question ("Does GDA hurt a small-data classifier?") and answers it with two arms
+(two Train-form configurations) run for N seeds each. Seed k of both arms shares the data split
+and the classifier's initialisation (docs/demos.md says where the arms' random streams part).
+Each seed gives one difference of the demo's statistic, arm A − arm B, and mgr.paired turns the
+differences into a mean, a 95% interval and a verdict.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paired
+from .launch import LaunchError
+from .paths import REPO
+from .runstore import Run
+
+MEASURED = REPO / "bench" / "results" / "demos.json"  # bench/demos.py writes it; the app shows it
+
+
+# ----------------------------------------------------------------------------- what a demo is
+
+@dataclass(frozen=True)
+class Statistic:
+    """What one run contributes to its seed's difference. `value(run)` is None while it has none."""
+    name: str
+    label: str  # for people: what is measured, and when
+    unit: str
+
+
+TEST_ACC = Statistic("test_acc", "test accuracy at the last step", "points")
+LATENT_SHIFT = Statistic("latent_shift", "mean latent shift ‖F(z) − z‖ over the last evaluation interval", "")
+# the trainer's guard error: "... mean latent shift ‖F(z) − z‖ = 37.2 > 4·√z_dim = 32 ..."
+_GUARD = re.compile(r"latent shift ‖F\(z\) − z‖ = ([0-9.eE+-]+) >")
+
+
+def statistic_value(stat: Statistic, run: Run) -> float | None:
+    """The statistic of a run that has one: a finished run's last evaluation; for the latent shift
+    also a run the finder's guard stopped (the shift it stopped at: that is the failure shown)."""
+    st = run.status()
+    metrics = run.metrics()
+    if st.get("state") == "finished" and metrics:
+        last = metrics[-1]
+        if stat is TEST_ACC:
+            return 100.0 * last["test_acc"]
+        return last.get(stat.name)
+    if stat is LATENT_SHIFT and st.get("state") == "failed":
+        m = _GUARD.search(st.get("error") or "")
+        return float(m.group(1)) if m else None
+    return None
+
+
+def stopped_by_guard(run: Run) -> bool:
+    """Whether the finder's guard ended the run (its latents left the generator's prior)."""
+    st = run.status()
+    return st.get("state") == "failed" and _GUARD.search(st.get("error") or "") is not None
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str  # short, used in run ids and legends: letters, digits, '-'
+    values: dict  # Train-form values (mgr.launch.form_fields names), the demo's setting included
+
+
+@dataclass(frozen=True)
+class Demo:
+    id: str
+    question: str
+    arms: tuple  # (A, B): each seed's difference is statistic(A) − statistic(B); "holds" when it is > 0
+    statistic: Statistic
+    about: str  # what differs between the arms, and what a positive difference means
+    failure_mode: bool = False
+
+    @property
+    def diff_label(self) -> str:
+        return f"{self.arms[0].label} − {self.arms[1].label}"
+
+    @property
+    def setting(self) -> dict:
+        return self.arms[0].values
+
+
+# The demos' setting: digits 10% (116 training and 10 validation images of 8×8 pixels) with the
+# shipped generator and a half-width SmallCNN (16-32-64 channels: 1.7× faster than the default 32
+# on this CPU, same for both arms), so that 5 seeds × 2 arms take minutes on 2 cores. Fashion-MNIST's
+# 28×28 runs evaluate 10 000 test images at every evaluation, which alone costs more than a demo's
+# budget on this CPU (docs/demos.md: the measurements behind this choice).
+SETTING = {"data.dataset": "digits", "data.ratio": 0.1, "width": 16, "steps": 200, "eval_every": 50,
+           "batch_size": 64, "probes_per_class": 4, "probe_real": 200, "device": "auto"}
+MGR = {"method": "mgr", "order": "first"}
+
+
+def _arm(label: str, **values) -> Arm:
+    return Arm(label, {**SETTING, **{k.replace("__", "."): v for k, v in values.items()}})
+
+
+DEMOS = {d.id: d for d in (
+    Demo("gda-hurts", "Does GDA hurt a small-data classifier?",
+         (_arm("base", method="base"), _arm("gda", method="gda")), TEST_ACC,
+         "base trains on the real images only; gda adds the generator's images to the cross-entropy. "
+         "A positive difference base − gda means the synthetic images hurt."),
+    Demo("pcr-repairs", "Does PCR repair it?",
+         (_arm("pcr", method="pcr"), _arm("gda", method="gda")), TEST_ACC,
+         "pcr uses the same synthetic images only through the consistency loss, gda in the cross-entropy. "
+         "A positive difference pcr − gda means consistency uses them better."),
+    Demo("finder-helps-pcr", "Does the finder help PCR?",
+         (_arm("mgr", **MGR), _arm("pcr", method="pcr")), TEST_ACC,
+         "mgr is pcr plus the finder (MPS, first-order hypergradient), which meta-learns where to sample the "
+         "latents. A positive difference mgr − pcr means the finder helps."),
+    Demo("mltp-helps", "Does MLTP help?",
+         (_arm("mltp", method="base", procedure="mltp", mltp_variant="fo"), _arm("base", method="base")), TEST_ACC,
+         "mltp is plain training under MLTP's first-order meta step (two real batches a step, a learnt step "
+         "per tensor). A positive difference mltp − base means MLTP helps."),
+    Demo("co-learner-helps", "Does the co-learner help MGR?",
+         (_arm("mgr-co", **MGR, co_learner=True), _arm("mgr", **MGR)), TEST_ACC,
+         "mgr-co adds CML's co-learner head on the finder's looked-ahead features (training only). "
+         "A positive difference mgr-co − mgr means the co-learner helps."),
+    Demo("mlp-finder-leaves-support", "A plain MLP finder leaves the generator's support",
+         (_arm("mlp", **MGR, finder="mlp"), _arm("residual", **MGR)), LATENT_SHIFT,
+         "F(z) = MLP(z) against the residual F(z) = z + MLP(z). The statistic is how far the finder moves the "
+         "latents; beyond 4·√z_dim the trainer's guard stops the run as failed (its garbage samples are not "
+         "trained on). A positive difference mlp − residual means the MLP finder moves them further.", True),
+    Demo("finder-lr-too-high", "A finder learning rate set too high",
+         (_arm("lr-1e-1", **MGR, finder_lr=0.1), _arm("lr-1e-4", **MGR)), LATENT_SHIFT,
+         "The finder's Adam at learning rate 1e-1 against the default 1e-4. The statistic is how far the finder "
+         "moves the latents; beyond 4·√z_dim the trainer's guard stops the run as failed. A positive difference "
+         "means the high rate moves them further.", True),
+)}
+
+
+def get_demo(demo_id: str) -> Demo:
+    if demo_id not in DEMOS:
+        raise LaunchError(f"unknown demo {demo_id!r}; the demos are: {', '.join(DEMOS)}")
+    return DEMOS[demo_id]
+
+
+def check_seeds(seeds) -> int:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 2 <= seeds <= paired.MAX_SEEDS:
+        raise LaunchError(f"seeds={seeds!r} is not allowed: a demo needs 2 to {paired.MAX_SEEDS} seeds "
+                          "(an interval needs at least two differences)", "seeds")
+    return seeds
+
+
+def arm_values(demo: Demo, arm: Arm, seed: int, overrides: dict | None = None) -> dict:
+    """One run's form values: the arm's, then `overrides` (e.g. fewer steps), then the seed. Overriding
+    `steps` alone keeps the demo's number of evaluations."""
+    values = {**arm.values, **(overrides or {}), "seed": seed}
+    if overrides and "steps" in overrides and "eval_every" not in overrides:
+        values["eval_every"] = max(1, round(arm.values["eval_every"] * values["steps"] / arm.values["steps"]))
+    return values
+
+
+# ----------------------------------------------------------------------------- results
+
+def describe(demo: Demo, summary: paired.Paired) -> str:
+    """One line for people: the mean difference, its interval, wins, and the verdict in words."""
+    unit = f" {demo.statistic.unit}" if demo.statistic.unit else ""
+    if summary.n == 0:
+        return "no seed has both arms finished yet"
+    if summary.ci95 is None:
+        return f"{demo.diff_label} = {summary.mean:+.2f}{unit} on 1 seed: no interval yet (it needs 2)"
+    lo, hi = summary.ci95
+    words = {"holds": "holds: the whole interval is above 0",
+             "opposite": "the opposite holds: the whole interval is below 0",
+             "inconclusive": "inconclusive: the interval contains 0, so these seeds allow either sign"}
+    return (f"{demo.diff_label} = {summary.mean:+.2f}{unit} (95% interval {lo:+.2f} to {hi:+.2f}), "
+            f"positive in {summary.holds_in} of {summary.n} seeds → {words[summary.verdict]}")
+
+
+def measured(path: str | Path = MEASURED) -> dict[str, dict]:
+    """bench/demos.py's records by demo id ({} when it has not been run)."""
+    try:
+        records = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {r["demo"]: r for r in records if isinstance(r, dict) and r.get("demo") in DEMOS} \
+        if isinstance(records, list) else {}
+
+
+def measured_text(demo: Demo, record: dict | None) -> str:
+    """What this project measured for a demo (from its bench record), or that it has not measured it."""
+    if not record:
+        return "Not measured yet: run `python bench/demos.py`."
+    summary = paired.Paired(tuple(record["diffs"]), record["mean_diff"],
+                            tuple(record["ci95"]) if record.get("ci95") else None, record["holds_in"],
+                            record["verdict"])
+    return (f"Measured {record['date']} on {record['dataset']} {record['ratio']:g}, {record['seeds']} seeds, "
+            f"{record['steps']} steps ({demo.statistic.label}): {describe(demo, summary)}.")
+
+

@@ -1,0 +1,177 @@
+"""Demos as paired experiments: the statistics against known values, and real demo launches (a
+manifest, the detached supervisor, real trainers) run to a verdict, stopped and resumed as a
+whole, and picked up again after the supervisor died."""
+import math
+import os
+import signal
+import time
+
+import pytest
+
+from mgr import demo_queue, demos, paired
+from mgr.data import DEBIAN_FASHION_MNIST
+from mgr.launch import LaunchError, build_config
+from mgr.runstore import Run
+
+# the smallest demo runs that still evaluate twice: seconds each
+TINY = {"data.dataset": "digits", "data.ratio": 0.1, "steps": 4, "eval_every": 2, "batch_size": 16,
+        "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
+
+
+def wait_for(predicate, timeout=300, what="the condition"):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def test_paired_interval_matches_a_hand_computed_t_interval():
+    s = paired.summarize([1, 2, 3, 4, 5])
+    # mean 3, sd √2.5, t_{0.975,4} = 2.7764: 3 ± 2.7764·√2.5/√5
+    half = 2.7764 * math.sqrt(2.5) / math.sqrt(5)
+    assert s.mean == pytest.approx(3.0)
+    assert s.ci95 == pytest.approx((3 - half, 3 + half))
+    assert s.ci95[0] == pytest.approx(1.0368, abs=1e-4)
+    assert (s.holds_in, s.n, s.verdict) == (5, 5, "holds")
+
+
+def test_t_table_agrees_with_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 31):
+        assert paired.t_critical(df) == pytest.approx(stats.t.ppf(0.975, df), abs=6e-5)
+    with pytest.raises(ValueError, match="1 to 30"):
+        paired.t_critical(31)
+
+
+def test_verdict_holds_exactly_when_the_lower_end_is_above_zero():
+    assert paired.summarize([-3, -2, -4]).verdict == "opposite"
+    assert paired.summarize([-1, 1, 2]).verdict == "inconclusive"
+    # mean 1, sd 0.5: lo = 1 − t_{0.975,3}·0.25 = 0.2044 > 0
+    assert paired.summarize([0.5, 1, 1, 1.5]).verdict == "holds"
+    # four positive seeds, but a spread that lets the mean be negative: still inconclusive
+    wide = paired.summarize([0.1, 0.2, 0.3, 5.0])
+    assert wide.holds_in == 4 and wide.ci95[0] < 0 and wide.verdict == "inconclusive"
+    one = paired.summarize([2.0])
+    assert one.ci95 is None and one.verdict == "inconclusive"
+    assert "no interval yet" in demos.describe(demos.DEMOS["gda-hurts"], one)
+    assert "inconclusive" in demos.describe(demos.DEMOS["gda-hurts"], wide)
+    with pytest.raises(ValueError, match="finite"):
+        paired.summarize([1.0, float("nan")])
+
+
+# ----------------------------------------------------------------------------- definitions
+
+def test_bad_seeds_unknown_demo_or_bad_override_are_refused_before_any_work(tmp_path):
+    with pytest.raises(LaunchError, match="unknown demo 'gda'.*gda-hurts, pcr-repairs"):
+        demo_queue.launch("gda", 5, tmp_path)
+    for bad in (0, 1, 32, "5", 2.5, True):
+        with pytest.raises(LaunchError, match="2 to 31 seeds"):
+            demo_queue.launch("gda-hurts", bad, tmp_path)
+    with pytest.raises(LaunchError, match="steps=0"):
+        demo_queue.launch("gda-hurts", 2, tmp_path, {**TINY, "steps": 0})
+    with pytest.raises(LaunchError, match="no demo launch"):
+        demo_queue.read_manifest(tmp_path, "gda-hurts-nothing")
+    assert not (tmp_path / demo_queue.DEMOS_DIR).exists() and not any(tmp_path.iterdir())
+
+
+def test_each_demo_asks_a_question_and_its_arms_differ_in_what_it_asks_only():
+    for demo in demos.DEMOS.values():
+        a, b = demo.arms
+        assert demo.question.endswith("?") or demo.failure_mode, demo.id
+        assert a.label != b.label and demo.diff_label == f"{a.label} − {b.label}"
+        assert {k: v for k, v in a.values.items() if k.startswith("data.")} == \
+               {k: v for k, v in b.values.items() if k.startswith("data.")}
+        assert a.values["steps"] == b.values["steps"] and "seed" not in a.values
+    differ = {d.id: sorted(k for k in {**d.arms[0].values, **d.arms[1].values}
+                           if d.arms[0].values.get(k) != d.arms[1].values.get(k)) for d in demos.DEMOS.values()}
+    assert differ == {"gda-hurts": ["method"], "pcr-repairs": ["method"], "finder-helps-pcr": ["method", "order"],
+                      "mltp-helps": ["mltp_variant", "procedure"], "co-learner-helps": ["co_learner"],
+                      "mlp-finder-leaves-support": ["finder"], "finder-lr-too-high": ["finder_lr"]}
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+def test_every_arm_of_every_demo_is_a_valid_launch():
+    for demo in demos.DEMOS.values():
+        for arm in demo.arms:
+            cfg = build_config(demos.arm_values(demo, arm, seed=3))
+            assert cfg.seed == 3 and cfg.steps == arm.values["steps"]
+
+
+# ----------------------------------------------------------------------------- real launches
+
+def test_a_tiny_demo_runs_every_seed_of_both_arms_through_the_supervisor_to_a_verdict(tmp_path):
+    launch_id = demo_queue.launch("gda-hurts", 2, tmp_path, TINY, parallel=2)
+    m = demo_queue.read_manifest(tmp_path, launch_id)
+    assert [(r["seed"], r["arm"]) for r in m["runs"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all("--seed" in r["command"] and "--threads 1" in r["command"] for r in m["runs"][2:])
+    most = 0
+
+    def done():
+        nonlocal most
+        states = demo_queue.run_states(tmp_path, m)
+        most = max(most, sum(s in demo_queue.ACTIVE for s in states))
+        return all(s in demo_queue.DONE for s in states) and not demo_queue.supervisor_alive(tmp_path, launch_id)
+    wait_for(done, what="the demo's four runs")
+    assert most <= 2  # the queue: never more trainers than `parallel`
+    out = demo_queue.outcome(tmp_path, m)
+    assert out.done and out.failed == ()
+    assert all(a is not None and b is not None for a, b in out.values)
+    assert out.summary.diffs == pytest.approx([a - b for a, b in out.values])
+    assert out.summary.ci95 is not None and out.summary.verdict in paired.VERDICTS
+    for r in m["runs"]:  # both arms of seed k: the same training seed and data split
+        cfg = Run(tmp_path / r["run_id"]).config
+        assert cfg["seed"] == r["seed"] and cfg["data"]["dataset"] == "digits"
+        assert cfg["method"] == ("base", "gda")[r["arm"]] and cfg["steps"] == 4
+    assert demo_queue.list_launches(tmp_path)[0]["id"] == launch_id
+
+
+def test_stop_and_resume_apply_to_the_whole_demo(tmp_path):
+    long = {**TINY, "steps": 3000, "eval_every": 5}
+    launch_id = demo_queue.launch("pcr-repairs", 2, tmp_path, long, parallel=2)
+    m = demo_queue.read_manifest(tmp_path, launch_id)
+    ids = [r["run_id"] for r in m["runs"]]
+
+    def step(i):
+        return Run(tmp_path / ids[i]).status().get("step", 0)
+    try:
+        wait_for(lambda: demo_queue.run_states(tmp_path, m)[:2] == ["running"] * 2 and min(step(0), step(1)) >= 5,
+                 what="the first two runs to train")
+        demo_queue.stop(tmp_path, launch_id)
+        wait_for(lambda: demo_queue.run_states(tmp_path, m) == ["stopped", "stopped", "queued", "queued"],
+                 timeout=60, what="the running trainers to stop")
+        assert not demo_queue.supervisor_alive(tmp_path, launch_id)
+        stopped_at = [step(0), step(1)]
+        time.sleep(2)  # nothing starts while the demo is stopped, and the app's poll does not restart it
+        assert not demo_queue.ensure_supervisor(tmp_path, launch_id)
+        assert demo_queue.run_states(tmp_path, m) == ["stopped", "stopped", "queued", "queued"]
+        demo_queue.resume(tmp_path, launch_id)
+        with pytest.raises(LaunchError, match="is running"):
+            demo_queue.resume(tmp_path, launch_id)
+        wait_for(lambda: demo_queue.run_states(tmp_path, m)[:2] == ["running"] * 2 and step(0) > stopped_at[0],
+                 what="the stopped runs to continue")
+        time.sleep(2)  # a resumed run reads `stopped` until its trainer is up: it is started once, not again
+        log = (tmp_path / demo_queue.DEMOS_DIR / f"{launch_id}.log").read_text()
+        assert sorted(line for line in log.splitlines() if line.endswith("(stopped)")) == \
+            sorted([f"started {ids[0]} (stopped)", f"started {ids[1]} (stopped)"])
+        assert demo_queue.run_states(tmp_path, m)[2:] == ["queued", "queued"]  # two at a time, as before
+        assert Run(tmp_path / ids[0]).metrics()[0]["step"] == 5  # continued, not restarted
+    finally:
+        demo_queue.stop(tmp_path, launch_id)
+    wait_for(lambda: all(s in ("stopped", "queued") for s in demo_queue.run_states(tmp_path, m)), timeout=60,
+             what="the second stop")
+
+
+def test_a_launch_survives_its_supervisor_dying_and_the_app_restarting(tmp_path):
+    launch_id = demo_queue.launch("gda-hurts", 2, tmp_path, TINY, parallel=2)
+    pid = int((tmp_path / demo_queue.DEMOS_DIR / f"{launch_id}.pid").read_text())
+    os.kill(pid, signal.SIGKILL)  # as a reboot or an OOM kill would
+    wait_for(lambda: not demo_queue.supervisor_alive(tmp_path, launch_id), timeout=30, what="the supervisor to die")
+    # a restarted app knows the launch only from its manifest; its first poll restarts the queue
+    (m,) = demo_queue.list_launches(tmp_path)
+    assert m["id"] == launch_id and len(m["runs"]) == 4
+    assert demo_queue.ensure_supervisor(tmp_path, launch_id)
+    wait_for(lambda: demo_queue.outcome(tmp_path, m).done and not demo_queue.supervisor_alive(tmp_path, launch_id),
+             what="the restarted demo")
+    assert demo_queue.outcome(tmp_path, m).summary.n == 2
