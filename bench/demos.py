@@ -3,6 +3,7 @@ one trainer per core), and its measured verdict.
 
     python bench/demos.py                          # every demo, 5 seeds, as the app launches it
     python bench/demos.py --demos gda-hurts,pcr-repairs --seeds 8
+    python bench/demos.py --demos gda-hurts --set width=32 --parallel 1   # the plain way, for the speed-up
     python bench/demos.py --quick                  # smoke test: one demo on digits, 2 seeds of 4 steps
 
 Writes bench/results/demos.json: one record per demo (a re-run replaces that demo's record) with
@@ -81,6 +82,9 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--steps", type=int, help="override every demo's steps (its evaluations scale along)")
     p.add_argument("--parallel", type=int, help="trainers at a time (default: one per core, as the app)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a Train-form field of every run, e.g. --set width=32 (repeatable; checked "
+                        "before any run, like the form)")
     p.add_argument("--runs-dir", help="keep the runs here (default: a temporary directory)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per demo before it is stopped")
     p.add_argument("--quick", action="store_true", help="smoke test: gda-hurts on digits, 2 seeds of 4 steps")
@@ -95,6 +99,14 @@ def main(argv=None):
         ids, a.seeds = (ids if a.demos != p.get_default("demos") else ["gda-hurts"]), 2
     if a.steps is not None:
         overrides["steps"] = a.steps
+    for item in a.set:
+        field, sep, value = item.partition("=")
+        if not sep or field in ("seed", "run_id"):
+            p.error(f"--set {item!r}: expected FIELD=VALUE with FIELD a Train-form field other than seed and run_id")
+        try:
+            overrides[field] = json.loads(value)  # numbers, true/false, null
+        except ValueError:
+            overrides[field] = value
     try:
         demos.check_seeds(a.seeds)
     except LaunchError as e:
@@ -102,7 +114,10 @@ def main(argv=None):
     runs_dir = Path(a.runs_dir or tempfile.mkdtemp(prefix="mgr-demos-"))
     records = []
     for demo_id in ids:
-        m, seconds = run_demo(demo_id, a.seeds, runs_dir, overrides, a.parallel, a.timeout)
+        try:
+            m, seconds = run_demo(demo_id, a.seeds, runs_dir, overrides, a.parallel, a.timeout)
+        except LaunchError as e:  # a bad --set or --steps: refused before any of the demo's runs starts
+            p.error(f"demo {demo_id}: {e}")
         out = demo_queue.outcome(runs_dir, m)
         rec = record_of(m, out, seconds, argv)
         save(Path(a.out), rec)
