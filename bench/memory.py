@@ -40,8 +40,8 @@ def child(a) -> dict:
 
     from mgr.data import DataConfig
     from mgr.trainer import TrainConfig
-from mgr.trainer.state import build
-from mgr.trainer.steps import train_step
+    from mgr.trainer.state import build
+    from mgr.trainer.steps import train_step
     import_rss = peak_rss_mib()
     if a.threads:
         torch.set_num_threads(a.threads)
