@@ -1,3 +1,4 @@
+import copy
 import os
 import pickle
 
@@ -7,7 +8,7 @@ import torch
 from mgr import checkpoint
 from mgr.checkpoint import CheckpointError
 from mgr.data import DataConfig
-from mgr.gan import GanConfig, load_generator, save_generator, train_generator
+from mgr.gan import GanConfig, list_generators, load_generator, save_generator, train_generator
 from mgr.models import Generator
 from mgr.runtime import seed_everything
 
@@ -136,3 +137,57 @@ def test_checkpoint_that_runs_code_when_unpickled_is_refused_and_runs_nothing(tm
     # and the exploit is real: plain pickle would have run it
     pickle.loads(pickle.dumps(_Exploit(marker)))
     assert marker.exists()
+
+
+# ----------------------------------------------------------------------------- soft labels (interpolation)
+
+def _class_index_forward(G, z, y):
+    """G's forward for class indices written out with the embedding lookup F.embedding: what G
+    computed before it took soft labels, so a change to the index path shows up here."""
+    import torch.nn.functional as F
+
+    def cbn(bn, x):
+        x = F.batch_norm(x, bn.running_mean, bn.running_var, None, None, False, 0.0, bn.eps)
+        return x * (1 + F.embedding(y, bn.class_gain.weight))[:, :, None, None] + \
+            F.embedding(y, bn.class_bias.weight)[:, :, None, None]
+
+    h = G.linear(z).view(len(z), -1, G.bottom, G.bottom)
+    for b in G.blocks:
+        u = F.interpolate(F.relu(cbn(b.bn1, h)), scale_factor=2)
+        h = b.conv2(F.relu(cbn(b.bn2, b.conv1(u)))) + b.skip(F.interpolate(h, scale_factor=2))
+    return torch.tanh(G.out_conv(F.relu(G.out_bn(h))))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in list_generators()], ids=lambda p: p.name)
+def test_shipped_generators_give_the_same_images_for_class_indices_and_one_hot_labels(path):
+    G, _ = load_generator(path)  # strict: the state dict has exactly the parameters it had
+    torch.manual_seed(0)
+    y = torch.arange(5 * G.num_classes) % G.num_classes
+    z = torch.randn(len(y), G.z_dim)
+    with torch.no_grad():
+        images = G(z, y)
+        assert torch.equal(images, _class_index_forward(G, z, y))
+        assert torch.equal(images, G(z, torch.nn.functional.one_hot(y, G.num_classes).float()))
+
+
+def test_soft_labels_mix_the_class_embeddings_and_bad_shapes_are_refused(saved):
+    _, G, _ = saved
+    with torch.no_grad():  # give the zero-initialised class embeddings distinct values
+        for m in G.modules():
+            if isinstance(m, torch.nn.Embedding):
+                m.weight.normal_()
+    z = torch.randn(1, 16)
+    half = torch.zeros(1, 10)
+    half[0, 2] = half[0, 7] = 0.5
+    averaged = copy.deepcopy(G)  # a generator whose class 2 has the mean embeddings of classes 2 and 7
+    with torch.no_grad():
+        for m in averaged.modules():
+            if isinstance(m, torch.nn.Embedding):
+                m.weight[2] = (m.weight[2] + m.weight[7]) / 2
+        a, b, mid = G(z, torch.tensor([2])), G(z, torch.tensor([7])), G(z, half)
+        assert torch.allclose(mid, averaged(z, torch.tensor([2])), atol=1e-6)
+    assert not torch.allclose(mid, a) and not torch.allclose(mid, b)
+    with pytest.raises(ValueError, match=r"soft labels \(float\) must have shape \(1, 10\)"):
+        G(z, torch.ones(1, 9))
+    with pytest.raises(ValueError, match=r"class indices must have shape \(1,\)"):
+        G(z, torch.tensor([1, 2]))

@@ -2,7 +2,9 @@
 
 Generator: z -> linear to a b x b map -> n up-sampling residual blocks with conditional batch norm
 (the class picks each BN's gain and bias) -> BN, ReLU, 3x3 conv, tanh. One forward pass, so MGR
-can differentiate G(z, y) with respect to z.
+can differentiate G(z, y) with respect to z. y is class indices, or soft labels (N × classes) whose
+rows mix the class embeddings: the app's interpolation between two classes passes those, so it never
+modifies a generator that other sessions share.
 
 Discriminator: residual down-sampling blocks with spectral norm, global sum pooling, and a
 projection term <embed(y), h> (Miyato & Koyama, 2018).
@@ -28,8 +30,15 @@ def layout(resolution: int) -> tuple[int, int]:
     return bottom, n_up
 
 
+def class_embedding(emb: nn.Embedding, y: torch.Tensor) -> torch.Tensor:
+    """The embedding of labels y: a lookup for class indices (N,), the label-weighted mix of the
+    class embeddings for a soft label matrix (N × classes), e.g. an interpolation between two classes.
+    A one-hot row gives exactly its class's embedding (1·w + 0·others is exact in floating point)."""
+    return y @ emb.weight if y.is_floating_point() else emb(y)
+
+
 class CBN(nn.BatchNorm2d):
-    """Batch norm whose affine gain and bias are looked up per class."""
+    """Batch norm whose affine gain and bias are looked up per class (or mixed, for soft labels)."""
 
     def __init__(self, channels: int, num_classes: int):
         super().__init__(channels, affine=False)
@@ -40,7 +49,8 @@ class CBN(nn.BatchNorm2d):
 
     def forward(self, x, y):
         x = super().forward(x)
-        return x * (1 + self.class_gain(y))[:, :, None, None] + self.class_bias(y)[:, :, None, None]
+        gain, bias = class_embedding(self.class_gain, y), class_embedding(self.class_bias, y)
+        return x * (1 + gain)[:, :, None, None] + bias[:, :, None, None]
 
 
 class GBlock(nn.Module):
@@ -70,10 +80,21 @@ class Generator(nn.Module):
         self.out_conv = nn.Conv2d(widths[-1], channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Images for latents z (N × z_dim) and labels y: class indices (N,), or soft labels
+        (N × num_classes, float; rows are class weights, e.g. a mix of two classes)."""
+        self.check_labels(z, y)
         h = self.linear(z).view(len(z), -1, self.bottom, self.bottom)
         for block in self.blocks:
             h = block(h, y)
         return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
+
+    def check_labels(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        """Shapes only (no value check, so no host sync in the training step)."""
+        want = (len(z), self.num_classes) if y.is_floating_point() else (len(z),)
+        if tuple(y.shape) != want:
+            kind = "soft labels (float)" if y.is_floating_point() else "class indices"
+            raise ValueError(f"labels of shape {tuple(y.shape)} for {len(z)} latents: {kind} must have shape {want} "
+                             f"(class indices (N,) or soft labels (N, {self.num_classes}))")
 
     @torch.no_grad()
     def sample(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
