@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .finder import FINDERS
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
-    from .trainer import METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
+    from .trainer import META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
     t = sub.add_parser("train", help="train a classifier (prints the run directory first)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(t)
@@ -201,8 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lam-kl", type=float, default=0.1, help="λ_KL, weight of the finder's batch KL")
     t.add_argument("--finder", default="residual", choices=FINDERS)
     t.add_argument("--finder-lr", type=float, default=1e-4)
-    t.add_argument("--order", default="second", choices=ORDERS, help="hypergradient: exact, or finite-difference HVP")
-    t.add_argument("--fd-eps", type=float, default=0.01, help="first order: finite-difference step / ‖v‖")
+    t.add_argument("--syn-per-real", type=int, default=1,
+                   help="synthetic samples per real sample in the synthetic term and the finder's meta step")
+    t.add_argument("--meta-val", default="batch", choices=META_VALS,
+                   help="the finder's validation term: a batch drawn from the validation split, or the full split")
+    t.add_argument("--order", default="second", choices=ORDERS,
+                   help="hypergradient: second = exact; first = the retired finite-difference form, wrong on "
+                        "ReLU networks (kept to resume old runs; docs/method.md#hypergradient-modes)")
+    t.add_argument("--fd-eps", type=float, default=0.01, help="--order first only: finite-difference step / ‖v‖")
     m = t.add_argument_group("MLTP (meta-learning based training procedure; wraps any --method)")
     m.add_argument("--procedure", default="standard", choices=PROCEDURES,
                    help="mltp: two disjoint real batches per step, J = C(w; B_i) + η C(w − α∇C(w; B_i); B_j)")

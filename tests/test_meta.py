@@ -52,12 +52,28 @@ def objective(s, kind):
     return (meta.val_ce(s["model"], ahead, s["x_val"], s["y_val"]) + LAM_KL * kl_batch(z_f)).item()
 
 
-def hypergrad(s, kind, order, fd_eps=0.01):
-    z_f, x_p, params, grads = inner(s, kind, create_graph=order == "second")
-    ahead = meta.lookahead(params, grads if order == "second" else [g.detach() for g in grads], LR)
+def split_inner(s, kind):
+    """As the trainer takes it: z_f, x_p, params, ∇_θ CE (no graph) and ∇_θ ℓ_syn (with its graph)."""
+    z_f = s["finder"](s["z"])
+    x_p = s["G"](z_f, s["y_p"])
+    params = dict(s["model"].named_parameters())
+    ce = F.cross_entropy(meta.call(s["model"], params, meta.clone_buffers(s["model"]), s["x"]), s["y"])
+    g_ce = meta.grads_of(ce, params)
+    g_syn = meta.grads_of(meta.synthetic_loss(s["model"], params, x_p, s["y_p"], s["t"], s["T"], kind), params,
+                          create_graph=True)
+    return z_f, x_p, params, g_ce, g_syn
+
+
+def hypergrad(s, kind, order, fd_eps=0.01, outer=None):
+    """The trainer's hypergradient: exact (order "second") or the retired finite difference ("first")."""
+    z_f, x_p, params, g_ce, g_syn = split_inner(s, kind)
+    ahead = meta.lookahead(params, [a + LAM * b.detach() for a, b in zip(g_ce, g_syn)], LR)
     v = meta.outer_grads(meta.val_ce(s["model"], ahead, s["x_val"], s["y_val"]), ahead).v
-    g = meta.finder_hypergradient(s["model"], params, ahead, v, LR, s["finder"], z_f, x_p, s["y_p"], s["t"], s["T"],
-                                  kind=kind, lam=LAM, lam_kl=LAM_KL, order=order, fd_eps=fd_eps)
+    if order == "second":
+        g = meta.finder_hypergradient(g_syn, v, LR, LAM, s["finder"], z_f, LAM_KL)
+    else:
+        g = meta.finder_hypergradient_fd(s["model"], params, v, LR, s["finder"], z_f, x_p, s["y_p"], s["t"], s["T"],
+                                         kind=kind, lam=LAM, lam_kl=LAM_KL, fd_eps=fd_eps)
     return torch.cat([v.flatten() for v in g])
 
 
@@ -166,12 +182,11 @@ def test_co_learner_term_joins_the_finder_meta_loss_and_trains_only_the_co_learn
     ce_val, co_ce = meta_loss(z_f, meta.lookahead(params, grads, LR))
     want = torch.autograd.grad(ce_val + co_ce + LAM_KL * kl_batch(z_f), [*s["finder"].parameters(), *co.parameters()])
 
-    z_f, x_p, params, grads = inner(s, "pcr", create_graph=True)
-    ahead = meta.lookahead(params, grads, LR)
+    z_f, x_p, params, g_ce, g_syn = split_inner(s, "pcr")
+    ahead = meta.lookahead(params, [a + LAM * b.detach() for a, b in zip(g_ce, g_syn)], LR)
     ce_val, co_ce = meta_loss(z_f, ahead)
     out = meta.outer_grads(ce_val, ahead, co_ce, list(co.parameters()))
-    phi = meta.finder_hypergradient(s["model"], params, ahead, out.v, LR, s["finder"], z_f, x_p, s["y_p"], s["t"],
-                                    s["T"], kind="pcr", lam=LAM, lam_kl=LAM_KL, order="second")
+    phi = meta.finder_hypergradient(g_syn, out.v, LR, LAM, s["finder"], z_f, LAM_KL)
     got = phi + out.co_grads
     assert len(got) == len(want) and all(torch.allclose(g, w, rtol=1e-9, atol=1e-13) for g, w in zip(got, want))
     without = hypergrad(s, "pcr", "second")  # the co-learner's term does move the finder

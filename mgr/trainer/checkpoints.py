@@ -21,7 +21,7 @@ CO_KIND, CO_VERSION = "mgr-co-learner", 1
 
 def save_checkpoint(run: Run, s: State) -> None:
     tensors = {"model": s.model.state_dict(), "opt": s.opt.state_dict(), "sched": s.sched.state_dict(),
-               "rng": torch.get_rng_state()}
+               "rng": torch.get_rng_state(), "batch_rng": s.batch_gen.get_state()}
     if s.device.type == "cuda":
         tensors["cuda_rng"] = torch.cuda.get_rng_state(s.device)
     if s.finder is not None:
@@ -62,6 +62,8 @@ def load_checkpoint(run: Run, s: State) -> None:
             for n, a in s.alpha.items():
                 a.copy_(ck["alpha"][n])
         torch.set_rng_state(ck["rng"].cpu())
+        if "batch_rng" in ck:  # absent in checkpoints made before the batch generator: it restarts from the seed
+            s.batch_gen.set_state(ck["batch_rng"].cpu())
         if "cuda_rng" in ck and s.device.type == "cuda":
             torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), s.device)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:

@@ -18,7 +18,8 @@ from ..runtime import DEVICES
 METHODS = ("base", "gda", "gda-mps", "pcr", "mgr")
 PROCEDURES = ("standard", "mltp")
 MLTP_VARIANTS = ("fo", "full", "conv", "fc")  # first order; second order on all, conv or fully-connected tensors
-ORDERS = ("second", "first")
+ORDERS = ("second", "first")  # exact; "first" is the retired finite-difference form (old runs only)
+META_VALS = ("batch", "full")
 SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
 
@@ -41,6 +42,8 @@ class TrainConfig:
     lam_kl: float = 0.1  # λ_KL
     finder: str = "residual"
     finder_lr: float = 1e-4
+    syn_per_real: int = 1  # synthetic samples per real sample in the synthetic term (and the finder's meta step)
+    meta_val: str = "batch"  # the finder's validation term: a batch drawn from the split, or the "full" split
     order: str = "second"  # hypergradient
     fd_eps: float = 0.01  # first order: the finite difference steps fd_eps / ‖v‖ along v
     pcr_aug: str | None = None  # None: the dataset's default T
@@ -71,7 +74,9 @@ class TrainConfig:
                 raise bad(name, f"choose one of {', '.join(options)}")
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d{1,3}", str(self.device)):
             raise bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
-        for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class"):
+        if self.meta_val not in META_VALS:
+            raise bad("meta_val", f"choose one of {', '.join(META_VALS)}")
+        for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class", "syn_per_real"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise bad(name, "it must be a positive integer")
         for name in ("lr", "finder_lr", "fd_eps", "co_learner_lr"):

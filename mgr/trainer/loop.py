@@ -148,9 +148,8 @@ def _final_status(run: Run, **fields) -> None:
 
 
 def _eval_record(s: State, steps: int, elapsed: float) -> dict:
-    n = max(1, s.eval_sums.pop("n", 0))
-    means = {k: v / n for k, v in s.eval_sums.items()}
-    s.eval_sums = {}
+    means = {k: v / s.eval_counts[k] for k, v in s.eval_sums.items()}
+    s.eval_sums, s.eval_counts = {}, {}
     d = s.data
     val_acc, val_loss = evaluate(s.forward, d.x_val, d.y_val)
     test_acc, test_loss = evaluate(s.forward, d.x_test, d.y_test)

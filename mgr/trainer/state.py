@@ -46,13 +46,29 @@ class State:
     step: int = 0
     best_val_acc: float = -1.0
     best_step: int = -1
+    batch_gen: torch.Generator | None = None  # real and validation batch draws only: every method sees the same batches
+    prev_hg: torch.Tensor | None = None  # the finder's last hypergradient, flattened (for hg_cos)
     sums: dict = field(default_factory=dict)  # sums of the step's scalars since the last log line (on device)
+    counts: dict = field(default_factory=dict)  # steps that logged each scalar since then (host side)
     first_bad: torch.Tensor | None = None  # first step whose loss was not finite, -1 if none (on device)
     first_far: torch.Tensor | None = None  # (step, latent shift) where the finder left the prior, -1 if none (on device)
     eval_sums: dict = field(default_factory=dict)  # host-side sums since the last evaluation
+    eval_counts: dict = field(default_factory=dict)
+
+    def remember_hypergradient(self, grads: list[torch.Tensor]) -> torch.Tensor | None:
+        """Cosine between this step's finder hypergradient and the last one: two independent draws
+        (batches, latents, T) one step apart, the trainer's cheap online estimate of whether the
+        finder follows a signal (≈ 0: noise). None at the first meta step. No host sync."""
+        flat = torch.cat([g.detach().float().flatten() for g in grads])
+        prev, self.prev_hg = self.prev_hg, flat
+        if prev is None:
+            return None
+        return (flat @ prev) / (flat.norm() * prev.norm()).clamp_min(1e-30)
 
     def accumulate(self, loss: torch.Tensor, **values):
-        """Sum the step's scalars on the device; remember the first step with a non-finite loss. No host sync."""
+        """Sum the step's scalars on the device; remember the first step with a non-finite loss. No host sync.
+        A value of None is a scalar this step does not have (hg_cos at the first meta step)."""
+        values = {k: v for k, v in values.items() if v is not None}
         if self.first_bad is None:
             self.first_bad = torch.tensor(-1, device=self.device)
         # every scalar, not just the loss: an infinite meta-loss leaves the loss finite for a step but the finder NaN
@@ -68,6 +84,7 @@ class State:
                                          self.first_far)
         for k, v in {"loss": loss, **values}.items():
             self.sums[k] = self.sums.get(k, 0) + v.detach().float()
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.sums["n"] = self.sums.get("n", 0) + 1
 
     def flush(self) -> dict:
@@ -80,9 +97,9 @@ class State:
         far = self.first_far if self.first_far is not None else torch.full((2,), -1.0, device=self.device)
         *values, bad, far_step, far_shift = torch.cat(
             [torch.stack([self.sums[k] for k in keys] + [self.first_bad.float()]), far]).tolist()
-        self.sums = {}
+        counts, self.sums, self.counts = self.counts, {}, {}
         if bad >= 0:
-            parts = ", ".join(f"{k}={v / n:.4g}" for k, v in zip(keys, values))
+            parts = ", ".join(f"{k}={v / counts[k]:.4g}" for k, v in zip(keys, values))
             raise FloatingPointError(f"the loss or a training scalar became non-finite at step {int(bad)} (means over the last {n} "
                                      f"steps: {parts}); the run stopped without saving the broken weights")
         if far_step >= 0:
@@ -94,8 +111,8 @@ class State:
                 "the finder's garbage")
         for k, v in zip(keys, values):
             self.eval_sums[k] = self.eval_sums.get(k, 0.0) + v
-        self.eval_sums["n"] = self.eval_sums.get("n", 0) + n
-        return {k: v / n for k, v in zip(keys, values)}
+            self.eval_counts[k] = self.eval_counts.get(k, 0) + counts[k]
+        return {k: v / counts[k] for k, v in zip(keys, values)}
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -177,8 +194,11 @@ def build(cfg: TrainConfig) -> State:
             "dataset": cfg.data.dataset, "split_hash": data.split_hash, "resolution": data.resolution,
             "channels": data.channels, "num_classes": data.num_classes})
         s.T = Augment(cfg.pcr_aug)
+    s.batch_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     if cfg.uses_finder:
-        s.finder = Finder(s.G.z_dim, cfg.finder).to(device)
+        with torch.random.fork_rng(devices=[]):  # its init draws nothing from the run's stream: pcr and mgr stay paired
+            torch.manual_seed(cfg.seed)
+            s.finder = Finder(s.G.z_dim, cfg.finder).to(device)
         s.finder_opt = torch.optim.Adam(s.finder.parameters(), lr=cfg.finder_lr)
     if cfg.co_learner:
         with torch.random.fork_rng(devices=[]):  # same init and batches as the run without it: a paired comparison

@@ -15,11 +15,22 @@ from ..runtime import autocast
 from .state import State
 
 def batches(s: State):
-    """A real training batch and a validation batch, sampled on the device (no host sync)."""
+    """A real training batch and a validation batch, sampled on the device (no host sync) from the
+    run's own batch generator, so that every method with the same seed sees the same batches."""
     d, B = s.data, s.cfg.batch_size
-    i = torch.randint(len(d.y_train), (B,), device=s.device)
-    j = torch.randint(len(d.y_val), (min(B, len(d.y_val)),), device=s.device)
-    return d.x_train[i], d.y_train[i], d.x_val[j], d.y_val[j]
+    i = torch.randint(len(d.y_train), (B,), device=s.device, generator=s.batch_gen)
+    return d.x_train[i], d.y_train[i], *validation_batch(s)
+
+
+def validation_batch(s: State):
+    """The finder's validation data: a batch drawn from the split, or the whole split (meta_val
+    "full", for small splits where a drawn batch only adds noise). The draw is made either way, so
+    both settings see the same training batches."""
+    d = s.data
+    j = torch.randint(len(d.y_val), (min(s.cfg.batch_size, len(d.y_val)),), device=s.device, generator=s.batch_gen)
+    if s.cfg.meta_val == "full":
+        return d.x_val, d.y_val
+    return d.x_val[j], d.y_val[j]
 
 
 def mltp_indices(s: State):
@@ -27,17 +38,17 @@ def mltp_indices(s: State):
     random permutation splits the split into two halves and each batch is drawn (with replacement,
     like `batches`) from its own half: no image is in both, even when the split is smaller than one
     batch (digits 10%: 116 images, batch 128). On the device, no host sync."""
-    n, B = len(s.data.y_train), s.cfg.batch_size
-    perm, half = torch.randperm(n, device=s.device), n // 2
-    return perm[torch.randint(half, (B,), device=s.device)], perm[half + torch.randint(n - half, (B,), device=s.device)]
+    n, B, gen = len(s.data.y_train), s.cfg.batch_size, s.batch_gen
+    perm, half = torch.randperm(n, device=s.device, generator=gen), n // 2
+    return (perm[torch.randint(half, (B,), device=s.device, generator=gen)],
+            perm[half + torch.randint(n - half, (B,), device=s.device, generator=gen)])
 
 
 def mltp_batches(s: State):
     """B_i, B_j (disjoint, `mltp_indices`) and a validation batch (used by the finder's MPS step)."""
     d = s.data
     i, j = mltp_indices(s)
-    v = torch.randint(len(d.y_val), (min(s.cfg.batch_size, len(d.y_val)),), device=s.device)
-    return d.x_train[i], d.y_train[i], d.x_train[j], d.y_train[j], d.x_val[v], d.y_val[v]
+    return d.x_train[i], d.y_train[i], d.x_train[j], d.y_train[j], *validation_batch(s)
 
 
 def latents(s: State, n: int):
@@ -59,7 +70,7 @@ def synthetic(s: State, n: int, through_finder: bool) -> Synthetic | None:
     through the finder when there is one, differentiable in φ only if `through_finder`."""
     if not s.cfg.uses_generator:
         return None
-    z, y = latents(s, n)
+    z, y = latents(s, n * s.cfg.syn_per_real)
     with torch.set_grad_enabled(through_finder and s.finder is not None):
         z_f = s.finder(z) if s.finder is not None else z
         x = s.G(z_f, y)
@@ -95,8 +106,8 @@ def plain_step(s: State, x, y) -> None:
         loss = ce
         if cfg.uses_generator:
             with torch.no_grad():
-                z, y_p = latents(s, len(x))
-                x_p = s.G(z, y_p)  # one synthetic sample per real sample
+                z, y_p = latents(s, len(x) * cfg.syn_per_real)
+                x_p = s.G(z, y_p)  # syn_per_real synthetic samples per real sample (1 in the paper)
             params = dict(s.model.named_parameters())
             t = s.T.draw(x_p) if cfg.synthetic_kind == "pcr" else None
             syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
@@ -114,40 +125,71 @@ def mps_step(s: State, x, y, x_val, y_val) -> None:
     """gda-mps and mgr: the finder takes one meta step through a one-step lookahead of the
     classifier, then the classifier takes its step with the same ∇_θ L(θ; φ). With the co-learner,
     its CE (×γ) on the looked-ahead features of B_val joins the finder's meta-loss and trains it."""
+    z, y_p = latents(s, len(x) * s.cfg.syn_per_real)
+    g = mps_grads(s, x, y, x_val, y_val, z, y_p)
+    hg_cos = s.remember_hypergradient(g.phi)
+    step_with(s.finder_opt, s.finder.parameters(), g.phi)
+    if s.co_learner is not None:
+        step_with(s.co_opt, s.co_learner.parameters(), g.co)
+    step_with(s.opt, s.model.parameters(), g.theta)  # the classifier's step
+    s.sched.step()
+    with torch.no_grad():  # the real batch's BatchNorm statistics, as a plain step would update them
+        for name, b in s.model.named_buffers():
+            b.copy_(g.buffers[name])
+    s.accumulate(g.loss, hg_cos=hg_cos, **g.logged)
+
+
+@dataclass
+class MetaGrads:
+    phi: list  # the finder's hypergradient
+    theta: list  # ∇_θ L(θ; φ): the classifier's own step
+    co: list  # the co-learner's gradient (empty without one)
+    buffers: dict  # BatchNorm statistics after the real batch
+    loss: torch.Tensor  # L(θ; φ)
+    logged: dict  # the step's scalars, on the device
+
+
+def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
+    """Every gradient of one MPS iteration, for given batches, latents and draw of T."""
     cfg = s.cfg
     lr = s.sched.get_last_lr()[0]  # η, the classifier's current learning rate
-    second = cfg.order == "second"
-    z, y_p = latents(s, len(x))
-    with autocast(s.device):
+    # the finder and G in float32 even under bf16 autocast: the hypergradient flows back through G, and in
+    # bf16 it drifts to cosine 0.987 with the exact value (0.992 so; docs/method.md#hypergradient-modes)
+    with torch.autocast(s.device.type, enabled=False):
         z_f = s.finder(z)  # F_φ(z)
         x_p = s.G(z_f, y_p)  # synthetic images, differentiable in φ
-        t = s.T.draw(x_p)  # one draw of T, reused by every evaluation of ℓ_PCR this step
+    with autocast(s.device):
+        t = s.T.draw(x_p) if t is None else t  # one draw of T, reused by every evaluation of ℓ_PCR this step
         params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
         ce = F.cross_entropy(meta.call(s.model, params, buffers, x), y)
         syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
-        loss = ce + cfg.lam * syn  # L(θ; φ)
-        grads = meta.grads_of(loss, params, create_graph=second)
-        ahead = meta.lookahead(params, grads if second else [g.detach() for g in grads], lr)  # θ'(φ)
+        # ∇_θ L(θ; φ) in two parts: φ enters θ' only through the synthetic term's gradient, so only
+        # that one keeps a graph for the hypergradient's second derivative
+        g_ce = meta.grads_of(ce, params)
+        g_syn = meta.grads_of(syn, params, create_graph=cfg.order == "second")
+        grads = [a + cfg.lam * b.detach() for a, b in zip(g_ce, g_syn)]
+        ahead = meta.lookahead(params, grads, lr)  # θ' = θ − η ∇_θ L(θ; φ)
         logits, fmap = meta.call(s.model, ahead, meta.clone_buffers(s.model), x_val, feature_map=True)
         ce_val = F.cross_entropy(logits, y_val)
         co_ce, co_acc = co_learner_loss(s, fmap, y_val)
         out = meta.outer_grads(ce_val, ahead, None if co_ce is None else cfg.co_learner_gamma * co_ce,
                                list(s.co_learner.parameters()) if s.co_learner else [])
-        phi_grads = meta.finder_hypergradient(
-            s.model, params, ahead, out.v, lr, s.finder, z_f, x_p, y_p, t, s.T,
-            kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl, order=cfg.order, fd_eps=cfg.fd_eps)
-    step_with(s.finder_opt, s.finder.parameters(), phi_grads)
-    if s.co_learner is not None:
-        step_with(s.co_opt, s.co_learner.parameters(), out.co_grads)
-    step_with(s.opt, params.values(), grads)  # the classifier's step, without the graph
-    s.sched.step()
-    with torch.no_grad():  # the real batch's BatchNorm statistics, as a plain step would update them
-        for name, b in s.model.named_buffers():
-            b.copy_(buffers[name])
-        shift = (z_f - z).norm(dim=1).mean()
-    co = {} if co_ce is None else {"co_ce": co_ce, "co_acc": co_acc, "co_grad_cos": out.co_cos}
-    s.accumulate(loss, ce=ce, kl=kl_batch(z_f), latent_shift=shift, meta_val_ce=ce_val, **co,
-                 **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
+        phi = finder_grads(s, params, g_syn, out.v, lr, z_f, x_p, y_p, t)
+    logged = {"ce": ce, "kl": kl_batch(z_f), "latent_shift": (z_f - z).detach().norm(dim=1).mean(),
+              "meta_val_ce": ce_val, "pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn}
+    if co_ce is not None:
+        logged.update(co_ce=co_ce, co_acc=co_acc, co_grad_cos=out.co_cos)
+    return MetaGrads(phi, grads, out.co_grads, buffers, ce + cfg.lam * syn, logged)
+
+
+def finder_grads(s: State, params: dict, g_syn, v, lr: float, z_f, x_p, y_p, t) -> list[torch.Tensor]:
+    """The finder's hypergradient given v = ∇_θ' of its meta-loss: exact (order "second", the
+    default) or the retired finite-difference form (order "first", kept for old runs)."""
+    cfg = s.cfg
+    if cfg.order == "second":
+        return meta.finder_hypergradient(g_syn, v, lr, cfg.lam, s.finder, z_f, cfg.lam_kl)
+    return meta.finder_hypergradient_fd(s.model, params, v, lr, s.finder, z_f, x_p, y_p, t, s.T,
+                                        kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl, fd_eps=cfg.fd_eps)
 
 
 def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
@@ -160,14 +202,19 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
     cfg = s.cfg
     lr = s.sched.get_last_lr()[0]
     second = cfg.mltp_variant != "fo"  # full, conv, fc: through the Hessian; fo: without it
+    with torch.autocast(s.device.type, enabled=False):  # G and the finder in float32, as in mps_grads
+        syn_i, syn_j = synthetic(s, len(x_i), through_finder=True), synthetic(s, len(x_j), through_finder=False)
     with autocast(s.device):
         params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
-        syn_i, syn_j = synthetic(s, len(x_i), through_finder=True), synthetic(s, len(x_j), through_finder=False)
         # task i at w: its forward gives the step's only BatchNorm update (copied back below)
         ce_i = F.cross_entropy(meta.call(s.model, params, buffers, x_i), y_i)
         syn_term = synthetic_term(s, params, syn_i)
         c_i = ce_i + cfg.lam * syn_term
-        g_i = meta.grads_of(c_i, params, create_graph=second or (s.finder is not None and cfg.order == "second"))
+        if s.finder is None:
+            g_i = meta.grads_of(c_i, params, create_graph=second)
+        else:  # the finder's hypergradient needs the synthetic term's gradient apart, with its graph
+            g_syn_i = meta.grads_of(syn_term, params, create_graph=second or cfg.order == "second")
+            g_i = [a + cfg.lam * b for a, b in zip(meta.grads_of(ce_i, params, create_graph=second), g_syn_i)]
         ahead = meta.lookahead(params, g_i if second else [g.detach() for g in g_i], s.alpha)  # w'
         # task j at w' (throwaway BatchNorm buffers); the co-learner reads the same looked-ahead features
         logits_j, fmap_j = meta.call(s.model, ahead, meta.clone_buffers(s.model), x_j, feature_map=True)
@@ -181,13 +228,12 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
         alpha_grads = back[len(params):]  # ∂J/∂α_l = −⟨v_l, ∇_l C_i(w)⟩
         J = c_i + cfg.mltp_eta * c_j + (0.0 if co is None else co)
         if s.finder is not None:  # MPS: the finder's meta step, through the lookahead at the learning rate
-            mps_ahead = meta.lookahead(params, g_i if cfg.order == "second" else [g.detach() for g in g_i], lr)
+            mps_ahead = meta.lookahead(params, [g.detach() for g in g_i], lr)
             ce_val = F.cross_entropy(meta.call(s.model, mps_ahead, meta.clone_buffers(s.model), x_val), y_val)
-            phi_grads = meta.finder_hypergradient(
-                s.model, params, mps_ahead, meta.outer_grads(ce_val, mps_ahead).v, lr, s.finder, syn_i.z_f,
-                syn_i.x, syn_i.y, syn_i.t, s.T, kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl,
-                order=cfg.order, fd_eps=cfg.fd_eps)
+            phi_grads = finder_grads(s, params, g_syn_i, meta.outer_grads(ce_val, mps_ahead).v, lr, syn_i.z_f,
+                                     syn_i.x, syn_i.y, syn_i.t)
     if s.finder is not None:
+        hg_cos = s.remember_hypergradient(phi_grads)
         step_with(s.finder_opt, s.finder.parameters(), phi_grads)
     if s.co_learner is not None:
         step_with(s.co_opt, s.co_learner.parameters(), out.co_grads)
@@ -202,7 +248,8 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
     if syn_i is not None:
         logged["pcr" if cfg.synthetic_kind == "pcr" else "syn_ce"] = syn_term
     if s.finder is not None:
-        logged.update(kl=kl_batch(syn_i.z_f), latent_shift=(syn_i.z_f - syn_i.z).norm(dim=1).mean(), meta_val_ce=ce_val)
+        logged.update(kl=kl_batch(syn_i.z_f), latent_shift=(syn_i.z_f - syn_i.z).norm(dim=1).mean(), meta_val_ce=ce_val,
+                      hg_cos=hg_cos)
     if co_ce is not None:
         logged.update(co_ce=co_ce, co_acc=co_acc, co_grad_cos=out.co_cos)
     s.accumulate(J, **logged)

@@ -1,0 +1,191 @@
+"""Does the finder follow a signal? Measured at checkpoints of a real mgr run (docs/method.md#the-signal).
+
+    python bench/meta_signal.py --dataset fashion-mnist --ratio 0.01 --steps 200 --at 60,200 --threads 1
+    python bench/meta_signal.py --dataset digits --ratio 0.1 --levers default,full-val,syn4,full-val+syn4
+    python bench/meta_signal.py --quick            # smoke test (seconds)
+
+The run trains with the default configuration (or --set FIELD=VALUE ...). At each checkpoint in --at,
+for each lever (a change of the meta step only: validation term, synthetic samples per meta step),
+it draws --draws independent (real batch, validation batch, latents, T) and computes the trainer's
+exact hypergradient for each (mps_grads; the state is not changed). Two measures:
+
+  agreement   the mean pairwise cosine of the draws' hypergradients (0: no common direction), and
+              |mean of the unit vectors| against 1/√D, its value for pure noise;
+  held-out    for each ordered pair (i, j), i ≠ j: does a finder step along draw i's hypergradient
+              lower draw j's lookahead objective J_j(φ) = CE(f_θ'(φ)(B_val,j)) + λ_KL KL(F_φ(z_j))?
+              The fraction of pairs where it does, against 1/2 for chance. The step has the size of
+              --step-scale Adam steps at the finder's learning rate (‖Δφ‖ = scale·lr·√#φ), the size a
+              finder update really has.
+
+Beside them: the trainer's online estimate (hg_cos: the cosine of consecutive steps' hypergradients,
+logged every log interval) over the steps before each checkpoint, and the time of one hypergradient.
+Appends one record per (dataset, ratio, lever, checkpoint) to bench/results/meta_signal.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import itertools
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mgr import meta  # noqa: E402
+from mgr.data import DataConfig  # noqa: E402
+from mgr.finder import kl_batch  # noqa: E402
+from mgr.trainer import TrainConfig  # noqa: E402
+from mgr.trainer.state import build  # noqa: E402
+from mgr.trainer.steps import batches, latents, mps_grads, train_step  # noqa: E402
+
+from records import stamp, write_json  # noqa: E402
+
+# a lever changes only how one meta step is estimated, so all are measured on the same trained state
+LEVERS = {"default": {}, "full-val": {"meta_val": "full"}, "syn4": {"syn_per_real": 4},
+          "full-val+syn4": {"meta_val": "full", "syn_per_real": 4}, "syn8": {"syn_per_real": 8},
+          "full-val+syn8": {"meta_val": "full", "syn_per_real": 8}}
+
+
+def draw(s):
+    x, y, x_val, y_val = batches(s)
+    z, y_p = latents(s, len(x) * s.cfg.syn_per_real)
+    t = s.T.draw(torch.empty(len(z), s.data.channels, s.data.resolution, s.data.resolution, device=s.device))
+    return x, y, x_val, y_val, z, y_p, t
+
+
+def lookahead_objective(s, d, finder) -> float:
+    """J(φ) for one draw: CE at θ' = θ − η ∇_θ L(θ; φ) on its validation batch, plus λ_KL KL."""
+    x, y, x_val, y_val, z, y_p, t = d
+    cfg, lr = s.cfg, s.sched.get_last_lr()[0]
+    with torch.no_grad():
+        z_f = finder(z)
+        x_p = s.G(z_f, y_p)
+    params = dict(s.model.named_parameters())
+    loss = (F.cross_entropy(meta.call(s.model, params, meta.clone_buffers(s.model), x), y)
+            + cfg.lam * meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind))
+    ahead = {n: (p - lr * g).detach() for (n, p), g in zip(params.items(), meta.grads_of(loss, params))}
+    with torch.no_grad():
+        return float(meta.val_ce(s.model, ahead, x_val, y_val) + cfg.lam_kl * kl_batch(z_f))
+
+
+def measure(s, lever: dict, draws: int, step_scale: float) -> dict:
+    base_cfg = s.cfg
+    s.cfg = dataclasses.replace(base_cfg, **lever)
+    try:
+        ds, gs, secs = [], [], []
+        for _ in range(draws):
+            d = draw(s)
+            t0 = time.perf_counter()
+            g = mps_grads(s, *d).phi
+            secs.append(time.perf_counter() - t0)
+            ds.append(d)
+            gs.append(torch.cat([p.detach().flatten() for p in g]))
+        units = [g / g.norm().clamp_min(1e-30) for g in gs]
+        cosines = [float(a @ b) for a, b in itertools.combinations(units, 2)]
+        resultant = float(torch.stack(units).mean(0).norm())
+        n_phi = sum(p.numel() for p in s.finder.parameters())
+        size = step_scale * s.cfg.finder_lr * math.sqrt(n_phi)
+        base = [lookahead_objective(s, d, s.finder) for d in ds]
+        lowered, changes = 0, []
+        for i, j in itertools.permutations(range(draws), 2):
+            stepped = copy.deepcopy(s.finder)
+            with torch.no_grad():
+                offset = 0
+                for p in stepped.parameters():
+                    p.sub_(size * units[i][offset:offset + p.numel()].view_as(p))
+                    offset += p.numel()
+            change = lookahead_objective(s, ds[j], stepped) - base[j]
+            changes.append(change)
+            lowered += change < 0
+        pairs = draws * (draws - 1)
+        return {"agreement": round(statistics.mean(cosines), 4), "agreement_min": round(min(cosines), 4),
+                "agreement_max": round(max(cosines), 4), "resultant": round(resultant, 4),
+                "resultant_noise": round(1 / math.sqrt(draws), 4),
+                "heldout_lowered": lowered, "heldout_pairs": pairs, "heldout_fraction": round(lowered / pairs, 4),
+                "heldout_mean_change": statistics.mean(changes), "step_norm": size,
+                "hypergradient_norm": round(statistics.mean(float(g.norm()) for g in gs), 8),
+                "seconds_per_hypergradient": round(statistics.median(secs), 3)}
+    finally:
+        s.cfg = base_cfg
+
+
+def parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        field = {f.name: f for f in dataclasses.fields(TrainConfig)}.get(name)
+        if field is None or not value:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD a TrainConfig field")
+        out[name] = json.loads(value) if value[0] in "0123456789-[{tf" else value
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--ratio", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=200, help="length of the run (its schedule)")
+    p.add_argument("--at", default="60,200", help="checkpoints (steps) at which to measure")
+    p.add_argument("--draws", type=int, default=8)
+    p.add_argument("--levers", default="default,full-val,syn4,full-val+syn4")
+    p.add_argument("--step-scale", type=float, default=10.0, help="held-out step, in Adam steps of the finder lr")
+    p.add_argument("--set", nargs="*", default=[], help="training options FIELD=VALUE (e.g. finder_lr=1e-3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default="bench/results/meta_signal.json")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.quick:
+        a.batch_size, a.steps, a.at, a.draws, a.levers = 16, 4, "2,4", 3, "default,full-val"
+    at = sorted(int(x) for x in a.at.split(","))
+    levers = a.levers.split(",")
+    unknown = [x for x in levers if x not in LEVERS]
+    if unknown or not at or at[-1] > a.steps:
+        raise SystemExit(f"unknown levers {unknown} (choose from {', '.join(LEVERS)}) or checkpoints {at} beyond "
+                         f"--steps {a.steps}")
+    cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), method="mgr", steps=a.steps,
+                      batch_size=a.batch_size, seed=a.seed, device="cpu", **parse_set(a.set))
+    s = build(cfg)
+    out, records, online = Path(a.out), [], []
+    t_train = time.perf_counter()
+    for checkpoint in at:
+        while s.step < checkpoint:
+            train_step(s)
+            s.step += 1
+            if s.step % cfg.log_every == 0:
+                online.append(s.flush().get("hg_cos"))
+        recent = [c for c in online[-5:] if c is not None]
+        for lever in levers:
+            rec = {**stamp("meta_signal.py", argv), "dataset": a.dataset, "ratio": a.ratio, "batch_size": a.batch_size,
+                   "seed": a.seed, "train_set": a.set, "lever": lever, "lever_fields": LEVERS[lever], "step": s.step,
+                   "steps": a.steps, "draws": a.draws, "online_hg_cos_last_50_steps": (
+                       round(statistics.mean(recent), 4) if recent else None),
+                   **measure(s, LEVERS[lever], a.draws, a.step_scale),
+                   "train_seconds_so_far": round(time.perf_counter() - t_train, 1)}
+            with torch.no_grad():
+                z = torch.randn(512, s.G.z_dim)
+                rec["latent_shift"] = round(float((s.finder(z) - z).norm(dim=1).mean()), 4)
+            records.append(rec)
+            print(json.dumps({k: rec[k] for k in ("dataset", "lever", "step", "agreement", "resultant",
+                                                  "heldout_fraction", "online_hg_cos_last_50_steps", "latent_shift",
+                                                  "seconds_per_hypergradient")}), flush=True)
+            if not a.quick:
+                old = json.loads(out.read_text()) if out.exists() else []
+                write_json(out, old + [rec])
+    if a.quick:
+        write_json(out, records)
+
+
+if __name__ == "__main__":
+    main()
