@@ -87,7 +87,8 @@ def page_times(runs_dir: Path, run_id: str) -> dict:
 def map_times(run_path: Path) -> dict:
     import numpy as np
 
-    from mgr import analysis
+    from mgr.analysis.feature_map import feature_map
+    from mgr.analysis.projection import project, warm_umap
     from mgr.runstore import Run
     src = Run(run_path)
     step = src.probe_steps()[-1]
@@ -97,23 +98,23 @@ def map_times(run_path: Path) -> dict:
     out = {"run": src.id, "step": step, "real_points": int(n_real), "synthetic_points": int(n_syn),
            "feature_dim": int(x.shape[1])}
     # numba cold: a fresh process pays the compilation inside its first fit
-    code = ("import time, numpy as np, sys; sys.path.insert(0, %r); from mgr.analysis import project; "
+    code = ("import time, numpy as np, sys; sys.path.insert(0, %r); from mgr.analysis.projection import project; "
             "x = np.load(%r); t = time.time(); project(x, 'umap'); print(time.time() - t)")
     with tempfile.TemporaryDirectory() as tmp:
         np.save(f"{tmp}/x.npy", x)
         r = subprocess.run([sys.executable, "-c", code % (str(REPO), f"{tmp}/x.npy")], capture_output=True, text=True)
         out["umap_numba_cold_s"] = round(float(r.stdout.strip().splitlines()[-1]), 2)
         print(f"UMAP, numba cold (fresh process): {out['umap_numba_cold_s']} s", flush=True)
-        out["umap_warmup_s"] = round(analysis.warm_umap(), 2)
+        out["umap_warmup_s"] = round(warm_umap(), 2)
         print(f"numba warm-up (what the app does in the background): {out['umap_warmup_s']} s", flush=True)
         t = time.time()
-        analysis.project(x, "umap", seed=0)
+        project(x, "umap", seed=0)
         out["umap_fit_seeded_s"] = round(time.time() - t, 2)
         t = time.time()
-        analysis.project(x, "umap")  # the app's default: unseeded, threaded
+        project(x, "umap")  # the app's default: unseeded, threaded
         out["umap_fit_unseeded_parallel_s"] = round(time.time() - t, 2)
         t = time.time()
-        analysis.project(x, "pca")
+        project(x, "pca")
         out["pca_fit_s"] = round(time.time() - t, 3)
         print(f"UMAP fit (numba warm): seeded {out['umap_fit_seeded_s']} s, unseeded (threads) "
               f"{out['umap_fit_unseeded_parallel_s']} s; PCA {out['pca_fit_s']} s", flush=True)
@@ -121,10 +122,10 @@ def map_times(run_path: Path) -> dict:
         shutil.copytree(run_path, f"{tmp}/run", ignore=shutil.ignore_patterns("analysis", "*.pt"))
         run = Run(f"{tmp}/run")
         t = time.time()
-        fmap = analysis.feature_map(run, step, "umap")
+        fmap = feature_map(run, step, "umap")
         out["feature_map_cold_s"] = round(time.time() - t, 2)
         t = time.time()
-        fmap2 = analysis.feature_map(run, step, "umap")
+        fmap2 = feature_map(run, step, "umap")
         out["feature_map_disk_cache_s"] = round(time.time() - t, 3)
         assert fmap2.cached and not fmap.cached
         # the page: first render with the disk cache present, then a rerun (st.cache_data)
@@ -150,7 +151,8 @@ def map_times(run_path: Path) -> dict:
 def live_lag(every: float = 2.0, seconds: float = 40.0) -> dict:
     """A real digits trainer; a reader polls scalars.jsonl every 50 ms (the truth: when each line
     appeared) and, like a fragment, reads and builds the curves every `every` seconds."""
-    from mgr import analysis, figures
+    from mgr import figures
+    from mgr.analysis.curves import curve_fields, scalar_curves
     from mgr.runstore import Run
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1",
@@ -170,8 +172,8 @@ def live_lag(every: float = 2.0, seconds: float = 40.0) -> dict:
                     seen.setdefault(r["step"], now)
                 if now >= next_tick:
                     t = time.time()
-                    cols = analysis.scalar_curves(run)
-                    figures.curves([(k, cols["step"], cols[k]) for k in analysis.curve_fields(cols)], 0.6)
+                    cols = scalar_curves(run)
+                    figures.curves([(k, cols["step"], cols[k]) for k in curve_fields(cols)], 0.6)
                     refresh_costs.append(time.time() - t)
                     for s in cols["step"]:
                         shown.setdefault(int(s), time.time())
@@ -191,7 +193,7 @@ def live_lag(every: float = 2.0, seconds: float = 40.0) -> dict:
 def quick_run(runs_dir: Path) -> Path:
     """A finished 4-step digits mgr run (with probes) for the smoke test."""
     from mgr.data import DataConfig
-    from mgr.train import TrainConfig, train
+    from mgr.trainer import TrainConfig, train
     cfg = TrainConfig(data=DataConfig("digits", ratio=0.1), method="mgr", steps=4, eval_every=2, batch_size=16,
                       probes_per_class=2, probe_real=50, device="cpu")
     return train(cfg, runs_dir, "quick-mgr", quiet=True).path

@@ -9,7 +9,7 @@ run's last checkpoint (last.pt: best.pt holds the classifier only; the finder is
 of training), draws `num` class-balanced samples G(z, y) and `num` samples G(F(z), y) with the same
 z and y, and computes the FID of each against the test split with the extractor mgr/fid.py uses
 for generators (clean-fid's Inception when its weights are on disk, else the shipped SmallCNN
-extractor; named in every record). This is mgr.analysis.fid_uniform_vs_finder, the Latents page's
+extractor; named in every record). This is mgr.analysis.finder_fid.fid_uniform_vs_finder, the Latents page's
 computation (and its cache in <run>/analysis/). Runs without a finder (gda, pcr) get the uniform
 FID only. Writes bench/results/finder_fid.json: records of other runs already there are kept.
 """
@@ -24,16 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mgr import analysis  # noqa: E402
-from mgr.runstore import Run  # noqa: E402
-
 from records import stamp, write_json  # noqa: E402
+
+from mgr.analysis.finder_fid import fid_uniform_vs_finder  # noqa: E402
+from mgr.runstore import Run  # noqa: E402
 
 
 def quick_run(runs_dir: str) -> Path:
     """A few-step digits mgr run: the smallest real run that has a trained finder."""
     from mgr.data import DataConfig
-    from mgr.train import TrainConfig, train
+    from mgr.trainer import TrainConfig, train
     cfg = TrainConfig(data=DataConfig("digits", ratio=0.1), method="mgr", steps=4, eval_every=2, batch_size=32,
                       probes_per_class=1, probe_real=20, device="cpu")
     return train(cfg, runs_dir, "finder-fid-quick", quiet=True).path
@@ -57,7 +57,7 @@ def check(path: Path) -> Run:
 
 def measure(run: Run, num: int, extractor: str, where: dict) -> dict:
     cfg = run.config
-    r = analysis.fid_uniform_vs_finder(run, num, extractor)
+    r = fid_uniform_vs_finder(run, num, extractor)
     fin = f"{r['finder']:8.3f}" if r["finder"] is not None else "     n/a"
     print(f"{run.id}: FID uniform {r['uniform']:8.3f}  finder {fin}  (n={r['num']}, {r['extractor']})", flush=True)
     return {"run": str(run.path), "dataset": cfg["data"]["dataset"], "ratio": cfg["data"].get("ratio"),

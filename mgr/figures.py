@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .analysis import FeatureMap, LatentView, smooth
+from .analysis.curves import smooth
+from .analysis.feature_map import FeatureMap
+from .analysis.latents import LatentView
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
@@ -98,28 +100,43 @@ def confidence_bars(view: LatentView) -> go.Figure:
     return _layout(fig, "p(intended class), mean per class", 300, barmode="group")
 
 
+def class_colours(n: int) -> list[str]:
+    """A distinct colour per class: the 10-colour palette, or plotly's 26-colour Alphabet beyond it."""
+    from plotly.colors import qualitative
+    palette = PALETTE if n <= len(PALETTE) else qualitative.Alphabet
+    return [palette[i % len(palette)] for i in range(n)]
+
+
+# Synthetic markers are small and see-through so that the real clusters stay visible under them
+REAL_MARKER = dict(size=6, opacity=0.8)
+SYNTHETIC_MARKER = dict(size=5, opacity=0.45)
+
+
 def feature_map(fmap: FeatureMap, classes: list[str], show_uniform: bool = True, show_finder: bool = True,
-                path: np.ndarray | None = None) -> go.Figure:
-    """Real features coloured by class (dots), uniform (○) and finder (◇) samples on top;
-    customdata = (kind, index) lets a selection find the images back."""
-    fig = go.Figure()
+                path: np.ndarray | None = None, synthetic_on_top: bool = False) -> go.Figure:
+    """Real features as dots, a distinct colour per class; uniform (○) and finder (◇) samples in their
+    class's colour, smaller and half transparent, drawn under the real points unless
+    `synthetic_on_top`. customdata = (kind, index) lets a selection find the images back."""
+    colours = class_colours(len(classes))
+    real, synthetic = [], []
     for c in np.unique(fmap.real_labels):
         m = fmap.real_labels == c
-        fig.add_trace(go.Scattergl(
+        real.append(go.Scattergl(
             x=fmap.real_xy[m, 0], y=fmap.real_xy[m, 1], mode="markers", name=f"real · {classes[c]}",
-            marker=dict(color=colour(int(c)), size=4, opacity=0.45),
+            marker=dict(color=colours[int(c)], **REAL_MARKER),
             customdata=np.stack([np.zeros(m.sum(), int), fmap.real_idx[m]], 1),
             hovertemplate=f"real · {classes[c]}<extra></extra>"))
     for kind, xy, show, symbol in (("uniform", fmap.uniform_xy, show_uniform, "circle-open"),
                                    ("finder", fmap.finder_xy, show_finder, "diamond")):
         if not show or len(xy) == 0:
             continue
-        fig.add_trace(go.Scattergl(
+        synthetic.append(go.Scattergl(
             x=xy[:, 0], y=xy[:, 1], mode="markers", name=f"{kind} samples",
-            marker=dict(color=[colour(int(c)) for c in fmap.probe_y], symbol=symbol, size=8,
-                        line=dict(width=1.5, color=KIND_COLOUR[kind])),
+            marker=dict(color=[colours[int(c)] for c in fmap.probe_y], symbol=symbol,
+                        line=dict(width=1, color=KIND_COLOUR[kind]), **SYNTHETIC_MARKER),
             customdata=np.stack([np.full(len(xy), 1 if kind == "uniform" else 2), np.arange(len(xy))], 1),
             text=[classes[c] for c in fmap.probe_y], hovertemplate=f"{kind} · %{{text}}<extra></extra>"))
+    fig = go.Figure(real + synthetic if synthetic_on_top else synthetic + real)  # later traces are drawn on top
     if path is not None:
         fig.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="interpolation",
                                  line=dict(color="black", width=2), marker=dict(size=7, color="black")))

@@ -40,6 +40,8 @@ from .checkpoint import atomic_write, atomic_write_text
 
 STATES = ("running", "finished", "failed", "stopped")
 METRIC_FIELDS = ("step", "epoch", "lr", "loss", "ce", "pcr", "syn_ce", "kl", "latent_shift", "meta_val_ce",
+                 # the finder's hypergradient: cosine with the previous step's (≈ 0: it follows noise)
+                 "hg_cos",
                  # MLTP: CE on B_j at w', cos(∇C(w; B_i), ∇C(w'; B_j)), the steps α per layer group
                  "mltp_ce_j", "mltp_grad_cos",
                  *(f"alpha_{g}_{s}" for g in ("conv", "bn", "fc", "other") for s in ("mean", "min", "max")),
@@ -309,9 +311,17 @@ class Run:
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[Run]:
-    """Runs under runs_dir, newest first (by directory name, which starts with the launch time)."""
+    """Runs under runs_dir, newest first: by creation time, which is when config.json was written
+    (once, by Run.create), ties by name. Not by name: a run id the user chose (--run-id) need not
+    start with its launch time."""
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
     if not runs_dir.is_dir():
         return []
-    return sorted((Run(p) for p in runs_dir.iterdir() if p.is_dir() and (p / "config.json").exists()),
-                  key=lambda r: r.id, reverse=True)
+    created = {}
+    for p in runs_dir.iterdir():
+        try:
+            if p.is_dir():
+                created[p] = (p / "config.json").stat().st_mtime_ns
+        except OSError:  # no config.json (not a run), or deleted meanwhile
+            continue
+    return [Run(p) for p in sorted(created, key=lambda p: (-created[p], p.name))]

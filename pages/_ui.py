@@ -10,7 +10,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from mgr import analysis, launch
+from mgr import launch
+from mgr.analysis.files import file_signature, probe_steps
+from mgr.analysis.projection import warm_umap
+from mgr.analysis.runs import RunSummary, runs_overview
 from mgr.runstore import Run, default_runs_dir
 
 STATE_ICON = {"running": "🟢", "finished": "✅", "failed": "❌", "stopped": "⏸️", "killed": "⚠️", "unknown": "❓"}
@@ -26,7 +29,7 @@ def umap_warmup() -> dict:
 
     def work():
         try:
-            state["seconds"] = analysis.warm_umap()
+            state["seconds"] = warm_umap()
         except Exception as e:  # UMAP missing or broken: PCA still works
             state["error"] = f"{type(e).__name__}: {e}"
         state["done"] = True
@@ -53,8 +56,8 @@ def launcher() -> launch.Launcher:
     return _launcher(str(runs_dir().resolve()))
 
 
-def overview() -> list[analysis.RunSummary]:
-    return analysis.runs_overview(runs_dir())
+def overview() -> list[RunSummary]:
+    return runs_overview(runs_dir())
 
 
 def no_runs() -> None:
@@ -64,11 +67,11 @@ def no_runs() -> None:
     st.stop()
 
 
-def run_label(s: analysis.RunSummary) -> str:
+def run_label(s: RunSummary) -> str:
     return f"{STATE_ICON.get(s.state, '❓')} {s.label} · {s.id}"
 
 
-def pick_run(summaries: list[analysis.RunSummary], key: str = "run", need=None, why: str = "") -> analysis.RunSummary:
+def pick_run(summaries: list[RunSummary], key: str = "run", need=None, why: str = "") -> RunSummary:
     """A selectbox over the runs (newest first); the choice is shared by the pages through the URL
     (?run=<id>), so a link or a second tab opens the same run. Run ids only come from the listing."""
     if not summaries:
@@ -88,7 +91,7 @@ def pick_run(summaries: list[analysis.RunSummary], key: str = "run", need=None, 
     return by_id[run_id]
 
 
-def state_banner(s: analysis.RunSummary) -> None:
+def state_banner(s: RunSummary) -> None:
     if s.state == "running":
         st.info(f"🟢 Running: step {s.status.get('step', s.step)} of {s.total_steps}. The views show what it has "
                 "written so far; open **Train** for live curves.")
@@ -106,7 +109,7 @@ def state_banner(s: analysis.RunSummary) -> None:
 
 
 @contextlib.contextmanager
-def guarded(s: analysis.RunSummary):
+def guarded(s: RunSummary):
     """Turn a run deleted or corrupted while the page is open into a message, not a traceback."""
     try:
         yield
@@ -119,7 +122,7 @@ def guarded(s: analysis.RunSummary):
 
 
 def signature(run: Run, *names: str) -> tuple:
-    return analysis.file_signature(*(run.path / n for n in names))
+    return file_signature(*(run.path / n for n in names))
 
 
 def probe_signature(run: Run, step: int) -> tuple:
@@ -127,7 +130,7 @@ def probe_signature(run: Run, step: int) -> tuple:
 
 
 def pick_step(run: Run, key: str = "step", label: str = "evaluation step") -> int:
-    steps = analysis.probe_steps(run)
+    steps = probe_steps(run)
     if not steps:
         st.info("This run has no evaluation yet: its first probe appears at its first evaluation "
                 f"(every {run.config.get('eval_every', '?')} steps).")

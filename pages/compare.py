@@ -4,7 +4,10 @@ import io
 
 import streamlit as st
 
-from mgr import analysis, figures
+from mgr import figures
+from mgr.analysis.curves import curve_fields, curves, group_curves, long_metrics, smoothable
+from mgr.analysis.files import file_signature
+from mgr.analysis.runs import group_labels, lead_statistic, seed_table, validation_size
 from mgr.runstore import Run
 from pages._ui import CHART_CONFIG, STATE_ICON, no_runs, overview, state_text
 
@@ -28,18 +31,18 @@ picked = [by_id[i] for i in chosen]
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def load_curves(path: str, sig: tuple) -> dict:
-    return analysis.curves(Run(path))
+    return curves(Run(path))
 
 
 cols = {}
 for s in picked:
     try:
-        cols[s.id] = load_curves(str(s.path), analysis.file_signature(s.path / "metrics.jsonl"))
+        cols[s.id] = load_curves(str(s.path), file_signature(s.path / "metrics.jsonl"))
     except (OSError, ValueError) as e:
         st.warning(f"{s.id}: metrics unreadable ({e})")
-fields = sorted({k for c in cols.values() for k in analysis.curve_fields(c)})
+fields = sorted({k for c in cols.values() for k in curve_fields(c)})
 keys = {s.id: s.config_key for s in picked}
-labels = analysis.group_labels(list(dict.fromkeys(keys.values())))
+labels = group_labels(list(dict.fromkeys(keys.values())))
 n_configs = len(set(keys.values()))
 c1, c2, c3 = st.columns([3, 1, 1])
 shown = c1.multiselect("metrics", fields, default=[k for k in ("val_acc", "test_acc") if k in fields], key="cmp-fields")
@@ -52,46 +55,52 @@ st.caption(f"{len(picked)} runs in {n_configs} configuration(s): " + "; ".join(
 
 for k in shown:
     if grouped:
-        agg = analysis.group_curves([(keys[i], c["step"], c[k]) for i, c in cols.items() if k in c])
+        agg = group_curves([(keys[i], c["step"], c[k]) for i, c in cols.items() if k in c])
         series = [(f"{labels[g['key']]} (n={g['n']})", g["steps"], g["mean"]) for g in agg]
         bands = {name: (g["mean"] - g["std"], g["mean"] + g["std"]) for (name, _, _), g in zip(series, agg) if g["n"] > 1}
     else:
         series = [(by_id[i].label if sum(p.label == by_id[i].label for p in picked) == 1 else f"{by_id[i].label} · {i[-4:]}",
                    c["step"], c[k]) for i, c in cols.items() if k in c]
         bands = None
-    fig = figures.curves(series, smoothing if analysis.smoothable(k) else 0.0, k, markers=True, height=340, bands=bands)
+    fig = figures.curves(series, smoothing if smoothable(k) else 0.0, k, markers=True, height=340, bands=bands)
     st.plotly_chart(fig, config={**CHART_CONFIG, "toImageButtonOptions": {"format": "png", "filename": k, "scale": 2}},
                     key=f"cmp-{k}")
     st.download_button(f"⬇ {k}.html", lambda fig=fig: fig.to_html(include_plotlyjs=True), file_name=f"{k}.html",
                        mime="text/html", key=f"html-{k}", on_click="ignore",
                        help="an interactive, self-contained chart; PNG: the camera icon on the chart")
 
-table = analysis.seed_table(picked)
+table = seed_table(picked)
+# A tiny validation split makes "test accuracy at the best validation step" mostly noise: lead with the last step's
+lead = lead_statistic([r["val_size"] for r in table] or [validation_size(s.config.get("data") or {}) for s in picked])
+order = ("test @ last step", "test @ best val") if lead["lead"] == "test_last" else ("test @ best val", "test @ last step")
 if table:
     st.subheader("Configurations side by side")
-    st.markdown("Mean ± std over the seeds of each configuration (everything that defines a run but its seed): test "
-                "accuracy at the best validation step, and at the last step; std with ddof 1, 0 for a single seed.")
+    st.markdown("Mean ± std over the seeds of each configuration (everything that defines a run but its seed) of "
+                f"test accuracy, **{order[0]}** first; std with ddof 1, 0 for a single seed.")
+    st.info(lead["why"], icon="🎯")
     st.dataframe([{"configuration": r["config"], "procedure": r["procedure"] + (f" ({r['mltp_variant']})"
                                                                                  if r["mltp_variant"] else ""),
                    "co-learner": "yes" if r["co_learner"] else "no", "model": r["model"], "seeds": r["seeds"],
-                   "test @ best val": f"{r['test_at_best_mean']:.3f} ± {r['test_at_best_std']:.3f}",
-                   "final test": f"{r['final_test_mean']:.3f} ± {r['final_test_std']:.3f}",
-                   "runs": ", ".join(r["runs"])} for r in table], hide_index=True, width="stretch")
+                   **{k: {"test @ best val": f"{r['test_at_best_mean']:.3f} ± {r['test_at_best_std']:.3f}",
+                          "test @ last step": f"{r['test_last_mean']:.3f} ± {r['test_last_std']:.3f}"}[k] for k in order},
+                   "val images": r["val_size"], "runs": ", ".join(r["runs"])} for r in table],
+                 hide_index=True, width="stretch")
 
 st.subheader("Runs")
 st.dataframe([{"run": s.id, "state": state_text(s.state), "configuration": labels[s.config_key],
-               "seed": s.seed, "steps": s.step, "best val acc": s.best_val_acc, "at step": s.best_step,
-               "test acc @ best val": s.test_at_best, "final test acc": s.final_test_acc} for s in picked],
+               "seed": s.seed, "steps": s.step,
+               **{k: {"test @ best val": s.test_at_best, "test @ last step": s.test_last}[k] for k in order},
+               "best val acc": s.best_val_acc, "at step": s.best_step} for s in picked],
              hide_index=True, width="stretch",
              column_config={k: st.column_config.NumberColumn(format="%.3f")
-                            for k in ("best val acc", "test acc @ best val", "final test acc")})
+                            for k in ("best val acc", "test @ best val", "test @ last step")})
 
 
 def metrics_csv() -> str:
     out = io.StringIO()
     w = csv.DictWriter(out, ["run", "step", "field", "value"])
     w.writeheader()
-    w.writerows(analysis.long_metrics([Run(by_id[i].path) for i in chosen]))
+    w.writerows(long_metrics([Run(by_id[i].path) for i in chosen]))
     return out.getvalue()
 
 

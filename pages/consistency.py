@@ -2,7 +2,10 @@
 import numpy as np
 import streamlit as st
 
-from mgr import analysis, figures
+from mgr import figures
+from mgr.analysis.consistency import gap_extremes, gap_history
+from mgr.analysis.files import probe_steps
+from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
 from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner
 
@@ -14,19 +17,19 @@ st.caption("PCR asks the features of a synthetic image x_p and of an augmented v
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def load_history(path: str, sig: tuple) -> dict:
-    return analysis.gap_history(Run(path))
+    return gap_history(Run(path))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def load_extremes(path: str, step: int, kind: str, k: int, sig: tuple) -> dict:
-    return analysis.gap_extremes(Run(path), step, kind, k)
+    return gap_extremes(Run(path), step, kind, k)
 
 
 s = pick_run(overview(), need=lambda s: s.method not in ("base", "?"), why="use a generator (every method but base)")
 state_banner(s)
 run = Run(s.path)
 with guarded(s):
-    steps = analysis.probe_steps(run)
+    steps = probe_steps(run)
     hist = load_history(str(run.path), tuple(probe_signature(run, t) for t in steps))
     if hist["unreadable"]:
         st.warning(f"Run `{s.id}` has missing or corrupt files: the probe of step(s) "
@@ -56,5 +59,5 @@ with guarded(s):
     for title, part in (("largest gaps", ex["largest"]), ("smallest gaps", ex["smallest"])):
         st.markdown(f"**{title}** · each pair: x_p, then T(x_p)")
         scale = max(1, 48 // part["images"].shape[-1])
-        pairs = [analysis.mosaic(np.stack([x, t]), 2, scale, pad=4) for x, t in zip(part["images"], part["augmented"])]
+        pairs = [mosaic(np.stack([x, t]), 2, scale, pad=4) for x, t in zip(part["images"], part["augmented"])]
         st.image(pairs, width=110, caption=[f"{names[c]} · {g:.3g}" for c, g in zip(part["y"], part["gap"])])

@@ -2,20 +2,26 @@
 import numpy as np
 import streamlit as st
 
-from mgr import analysis, figures
+from mgr import figures
+from mgr.analysis.feature_map import FeatureMap, feature_map
+from mgr.analysis.margins import margin_table
+from mgr.analysis.models import interpolation, run_models
+from mgr.analysis.mosaic import mosaic
+from mgr.analysis.projection import place_on_map
 from mgr.runstore import Run
 from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner,
                        umap_warmup)
 
 st.title("🗺️ Feature space")
-st.caption("A 2-D map of the classifier's features g_ψ at one evaluation: real images (dots, coloured by class) "
-           "and the probe samples, uniform (○) and finder (◇), fitted together. Select points (box or lasso) to "
-           "see their images.")
+st.caption("A 2-D map of the classifier's features g_ψ at one evaluation: real images (dots, a colour per class) "
+           "and the probe samples, uniform (○) and finder (◇), fitted together; the samples are drawn small, "
+           "half transparent and under the real points, so the clusters stay visible. Select points (box or "
+           "lasso) to see their images.")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def load_map(path: str, step: int, method: str, max_real: int, n_neighbors: int, sig: tuple) -> analysis.FeatureMap:
-    return analysis.feature_map(Run(path), step, method, max_real=max_real, n_neighbors=n_neighbors)
+def load_map(path: str, step: int, method: str, max_real: int, n_neighbors: int, sig: tuple) -> FeatureMap:
+    return feature_map(Run(path), step, method, max_real=max_real, n_neighbors=n_neighbors)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -26,12 +32,12 @@ def load_probe(path: str, step: int, sig: tuple) -> dict:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def load_margins(path: str, step: int, threshold: float, sig: tuple) -> dict:
-    return analysis.margin_table(Run(path), step, threshold)
+    return margin_table(Run(path), step, threshold)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def load_models(path: str, sig: tuple) -> dict:
-    return analysis.run_models(Run(path))
+    return run_models(Run(path))
 
 
 s = pick_run(overview())
@@ -60,12 +66,14 @@ with guarded(s):
     with st.spinner(f"fitting {method.upper()} (cached on disk afterwards)…"):
         fmap = load_map(str(run.path), step, method, max_real, n_neighbors, sig)
     has_syn = len(fmap.uniform_xy) > 0
-    show = st.columns(4)
-    show_u = show[0].checkbox("uniform samples", True, disabled=not has_syn)
-    show_f = show[1].checkbox("finder samples", True, disabled=not has_syn)
+    show = st.columns([1, 1, 1, 3])
+    show_u = show[0].toggle("uniform samples", True, disabled=not has_syn, key="show-uniform")
+    show_f = show[1].toggle("finder samples", True, disabled=not has_syn, key="show-finder")
+    on_top = show[2].toggle("samples on top", False, disabled=not has_syn, key="syn-on-top",
+                            help="draw the synthetic samples over the real points instead of under them")
     note = (f"{len(fmap.real_idx)} of {fmap.n_real_total} real points shown (random subsample)" if fmap.subsampled
             else f"all {fmap.n_real_total} real points")
-    show[2].caption(f"{note}; {len(fmap.uniform_xy)} uniform + {len(fmap.finder_xy)} finder samples; "
+    show[3].caption(f"{note}; {len(fmap.uniform_xy)} uniform + {len(fmap.finder_xy)} finder samples; "
                     f"{fmap.method.upper()} " + ("from the disk cache" if fmap.cached else f"fitted in {fmap.seconds:.1f} s"))
 
     path_xy = None
@@ -83,20 +91,20 @@ with guarded(s):
                 models = load_models(str(run.path), signature(run, "last.pt"))
                 y = static["probe_y"]
                 z_a, z_b = static["probe_z"][np.flatnonzero(y == ca)[0]], static["probe_z"][np.flatnonzero(y == cb)[0]]
-                walk = analysis.interpolation(models, z_a, ca, cb, mode, n, z_b)
+                walk = interpolation(models, z_a, ca, cb, mode, n, z_b)
                 fitted = np.concatenate([probe["real_features"][fmap.real_idx], probe["uniform_features"],
                                          probe["finder_features"]])
                 xy = np.concatenate([fmap.real_xy, fmap.uniform_xy, fmap.finder_xy])
-                path_xy = analysis.place_on_map(fitted, xy, walk["features"])
+                path_xy = place_on_map(fitted, xy, walk["features"])
                 scale = max(1, 48 // walk["images"].shape[-1])
-                st.image([analysis.mosaic(im[None], 1, scale) for im in walk["images"]], width=56,
+                st.image([mosaic(im[None], 1, scale) for im in walk["images"]], width=56,
                          caption=[f"{names[p.argmax()]} {p.max():.2f}" for p in walk["probs"]])
                 st.caption(f"Features by the classifier of the last checkpoint (step {models['step']})"
                            + ("" if models["step"] == step else f", placed on the map of step {step}")
                            + " at the weighted mean of their 5 nearest fitted points. Captions: predicted class "
                              "and its probability.")
 
-    event = st.plotly_chart(figures.feature_map(fmap, names, show_u, show_f, path_xy), config=CHART_CONFIG,
+    event = st.plotly_chart(figures.feature_map(fmap, names, show_u, show_f, path_xy, on_top), config=CHART_CONFIG,
                             on_select="rerun", selection_mode=("box", "lasso"), key="map")
     picked = [p.get("customdata") for p in (event.selection.points if event else []) if p.get("customdata") is not None]
     if picked:
@@ -110,7 +118,7 @@ with guarded(s):
             lab = static["real_labels"][idx] if code == 0 else static["probe_y"][idx]
             scale = max(1, 48 // images.shape[-1])
             st.caption(label)
-            st.image([analysis.mosaic(images[i][None], 1, scale) for i in idx], width=56,
+            st.image([mosaic(images[i][None], 1, scale) for i in idx], width=56,
                      caption=[names[c] for c in lab])
     else:
         st.caption("Tip: drag a lasso or a box on the map to see the images under it.")
@@ -121,10 +129,18 @@ with guarded(s):
                               help="margin = (d2 − d1)/(d2 + d1) to the nearest two real class centroids in feature "
                                    "space: near 0 a sample sits on the boundary between two classes")
         table = load_margins(str(run.path), step, threshold, sig)
-        m = st.columns(2)
-        m[0].metric("uniform samples between two classes", f"{table['uniform_total']} / {table['n']}")
-        m[1].metric("finder samples between two classes", f"{table['finder_total']} / {table['n']}",
-                    delta=table["finder_total"] - table["uniform_total"], delta_color="inverse")
+        m = st.columns(3)
+        m[0].metric("uniform samples between two classes", f"{table['uniform_fraction']:.0%}",
+                    help=f"{table['uniform_total']} of {table['n']}")
+        m[1].metric("finder samples between two classes", f"{table['finder_fraction']:.0%}",
+                    help=f"{table['finder_total']} of {table['n']}")
+        m[2].metric("real held-out test images (reference)",
+                    "—" if table["real_test_fraction"] is None else f"{table['real_test_fraction']:.0%}",
+                    help=f"{table['real_test_total']} of {table['n_real_test']}: real images the classifier never "
+                         "trained on sit between two clusters this often by chance")
+        st.markdown(table["reading"])
+        st.caption("Clusters: the centroids of the real probe images of the training split; the test images are held "
+                   "out of them. Verdict words: a two-proportion z test at 5%.")
         a, b = st.columns([1, 1])
         if table["pairs"]:
             a.plotly_chart(figures.margin_bars(table), config=CHART_CONFIG)

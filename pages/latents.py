@@ -1,7 +1,11 @@
 """Latents: what the finder does to the probe latents. Same z, G(z, y) vs G(F(z), y)."""
 import streamlit as st
 
-from mgr import analysis, figures
+from mgr import figures
+from mgr.analysis.curves import curves
+from mgr.analysis.finder_fid import fid_uniform_vs_finder
+from mgr.analysis.latents import LatentView, latent_view
+from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
 from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner
 
@@ -11,13 +15,13 @@ st.caption("For the same probe latents z: the generator's uniform samples G(z, y
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def load_view(path: str, step: int, sig: tuple) -> analysis.LatentView:
-    return analysis.latent_view(Run(path), step)
+def load_view(path: str, step: int, sig: tuple) -> LatentView:
+    return latent_view(Run(path), step)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def load_curves(path: str, sig: tuple) -> dict:
-    return analysis.curves(Run(path))
+    return curves(Run(path))
 
 
 s = pick_run(overview(), need=lambda s: s.method not in ("base", "?"), why="use a generator (every method but base)")
@@ -43,14 +47,14 @@ with guarded(s):
         with col:
             st.markdown(f"**{kind}** · mean p(y) = {conf[m].mean():.2f} · "
                         f"{(pred[m] == cls).mean():.0%} classified as {names[cls]}")
-            tiles = [analysis.mosaic(img[None], 1, scale) for img in images[m]]
+            tiles = [mosaic(img[None], 1, scale) for img in images[m]]
             st.image(tiles, caption=[f"{c:.2f}" + ("" if p == cls else f" → {names[p]}") for c, p in zip(conf[m], pred[m])],
                      width=72)
     with st.expander("all classes at this step (rows: classes; left uniform, right finder)"):
         k = int(m.sum())
         a, b = st.columns(2)
-        a.image(analysis.mosaic(view.uniform_images, k, scale // 2 or 1), caption="uniform", width="stretch")
-        b.image(analysis.mosaic(view.finder_images, k, scale // 2 or 1), caption="finder", width="stretch")
+        a.image(mosaic(view.uniform_images, k, scale // 2 or 1), caption="uniform", width="stretch")
+        b.image(mosaic(view.finder_images, k, scale // 2 or 1), caption="finder", width="stretch")
 
     a, b = st.columns([3, 2])
     shown = a.multiselect("classes in the latent plot", range(len(names)), default=[cls],
@@ -80,7 +84,7 @@ else:
     if st.button("Compute FID", key="fid-go") or key in st.session_state:
         with guarded(s), st.spinner("generating samples and features…"):
             if key not in st.session_state:
-                st.session_state[key] = analysis.fid_uniform_vs_finder(run, num)
+                st.session_state[key] = fid_uniform_vs_finder(run, num)
             r = st.session_state[key]
         f1, f2, f3 = st.columns([1, 1, 3])
         f1.metric("FID uniform", f"{r['uniform']:.2f}")

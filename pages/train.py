@@ -3,7 +3,8 @@ import time
 
 import streamlit as st
 
-from mgr import analysis, figures, launch
+from mgr import figures, launch
+from mgr.analysis.curves import curve_fields, curves, scalar_curves, smoothable
 from mgr.runstore import Run
 from pages._ui import CHART_CONFIG, ago, fmt_seconds, guarded, launcher, overview, pick_run, state_banner, state_text
 
@@ -113,7 +114,7 @@ def status_panel():
         m[0].metric("best val acc", f"{st_['best_val_acc']:.3f}" if st_.get("best_val_acc") is not None else "—",
                     help=f"at step {st_.get('best_step')}")
         m[1].metric("images / s", f"{st_.get('img_per_s', 0):.0f}" if st_.get("img_per_s") else "—")
-        m[2].metric("ETA", fmt_seconds(launch.eta_seconds(st_, s.batch_size)) if state == "running" else "—",
+        m[2].metric("ETA", fmt_seconds(launch.eta_seconds(st_, s.images_per_step)) if state == "running" else "—",
                     help="at the current throughput, evaluations not counted")
         m[3].metric("updated", ago(st_.get("updated")))
         m[4].metric("device", st_.get("device", "?"))
@@ -165,12 +166,12 @@ def panel(title: str, source: str, pick) -> None:
     @st.fragment(run_every=run_every, key=f"panel-{title}")
     def draw():
         with guarded(s):
-            cols = analysis.curves(run) if source == "metrics" else analysis.scalar_curves(run)
-            fields = [k for k in analysis.curve_fields(cols) if pick(k)]
+            cols = curves(run) if source == "metrics" else scalar_curves(run)
+            fields = [k for k in curve_fields(cols) if pick(k)]
             if not fields:
                 st.caption(f"{title}: nothing logged yet" + (" by this method" if s.state != "running" else ""))
                 return
-            raw = not all(analysis.smoothable(k) for k in fields)  # schedules and learnt state: never smoothed
+            raw = not all(smoothable(k) for k in fields)  # schedules and learnt state: never smoothed
             bands = {k: (cols[k[:-5] + "_min"], cols[k[:-5] + "_max"]) for k in fields
                      if k.endswith("_mean") and k[:-5] + "_min" in cols and k[:-5] + "_max" in cols}
             fig = figures.curves([(k, cols["step"], cols[k]) for k in fields],
@@ -191,16 +192,16 @@ for i, (title, source, pick, _) in enumerate(PANELS):
 @st.fragment(run_every=run_every)
 def other_panel():
     with guarded(s):
-        sc, mt = analysis.scalar_curves(run), analysis.curves(run)
-        known = {k for _, src, pick, _ in PANELS for k in analysis.curve_fields(mt if src == "metrics" else sc)
+        sc, mt = scalar_curves(run), curves(run)
+        known = {k for _, src, pick, _ in PANELS for k in curve_fields(mt if src == "metrics" else sc)
                  if pick(k)}
-        other = sorted((set(analysis.curve_fields(sc)) | set(analysis.curve_fields(mt))) - known)
+        other = sorted((set(curve_fields(sc)) | set(curve_fields(mt))) - known)
         chosen = st.multiselect("more curves (every other numeric field the trainer logs)", other,
                                 default=[k for k in ("lr",) if k in other], key="other-curves")
         for k in chosen:
             cols = sc if k in sc else mt
-            smoothed = smoothing if cols is sc and analysis.smoothable(k) else 0.0  # lr, α: always raw
-            title = k if analysis.smoothable(k) else f"{k} (a schedule or learnt state: never smoothed)"
+            smoothed = smoothing if cols is sc and smoothable(k) else 0.0  # lr, α: always raw
+            title = k if smoothable(k) else f"{k} (a schedule or learnt state: never smoothed)"
             st.plotly_chart(figures.curves([(k, cols["step"], cols[k])], smoothed, title, height=240),
                             config=CHART_CONFIG, key=f"chart-other-{k}")
 

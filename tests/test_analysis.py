@@ -1,14 +1,18 @@
-"""mgr.analysis against real run directories made by the trainer (no fake run files)."""
+"""mgr.analysis (its modules) against real run directories made by the trainer (no fake run files)."""
 import json
 import math
 
 import numpy as np
 import pytest
+import torch
 
-from mgr.analysis import between_pairs, centroid_margins, curves, runs_overview, seed_table, smooth, summarize
+from mgr.analysis import consistency, feature_map, finder_fid, latents, margins, models, mosaic, projection
+from mgr.analysis.curves import columns, curve_fields, curves, group_curves, long_metrics, smooth, smoothable
+from mgr.analysis.margins import between_pairs, centroid_margins
+from mgr.analysis.runs import lead_statistic, runs_overview, seed_table, summarize, validation_size
 from mgr.data import DataConfig
-from mgr.runstore import Run
-from mgr.train import TrainConfig, train
+from mgr.runstore import Run, list_runs
+from mgr.trainer import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +29,26 @@ def test_overview_and_seed_table(runs):
     assert len(summaries) == 3 and all(s.state == "finished" and s.step == 4 for s in summaries)
     mgr = next(s for s in summaries if s.method == "mgr")
     rows = Run(mgr.path).metrics()
-    assert mgr.best_val_acc == max(r["val_acc"] for r in rows) and mgr.final_test_acc == rows[-1]["test_acc"]
+    assert mgr.best_val_acc == max(r["val_acc"] for r in rows) and mgr.test_last == rows[-1]["test_acc"]
     table = {(r["method"]): r for r in seed_table(summaries)}
     assert table["base"]["seeds"] == 2 and table["mgr"]["seeds"] == 1 and table["mgr"]["test_at_best_std"] == 0
     base = [s.test_at_best for s in summaries if s.method == "base"]
     assert math.isclose(table["base"]["test_at_best_mean"], np.mean(base))
+    last = [s.test_last for s in summaries if s.method == "base"]
+    assert math.isclose(table["base"]["test_last_mean"], np.mean(last))
+    assert math.isclose(table["base"]["test_last_std"], np.std(last, ddof=1))
+
+
+def test_compare_leads_with_the_last_step_where_the_validation_split_is_tiny(runs):
+    """digits 10% keeps 1 validation image per class: its best validation step is largely chance."""
+    summaries = runs_overview(runs)
+    table = seed_table(summaries)
+    assert {r["val_size"] for r in table} == {10}
+    lead = lead_statistic([r["val_size"] for r in table])
+    assert lead["lead"] == "test_last" and "10 validation images" in lead["why"] and "±6.7" in lead["why"]
+    full = validation_size({**summaries[0].config["data"], "ratio": 1.0})  # all of digits' training split
+    assert full == 126 and lead_statistic([full])["lead"] == "test_at_best"
+    assert lead_statistic([None])["lead"] == "test_at_best" and "unknown" in lead_statistic([None])["why"]
 
 
 def test_curves_have_nan_where_a_method_logs_nothing(runs):
@@ -46,6 +65,19 @@ def test_corrupt_run_is_summarised_not_raised(runs):
     (victim / "config.json").write_text("")
     s = summarize(Run(victim))
     assert s.state == "unknown" and "config.json unreadable" in s.error
+
+
+def test_runs_are_listed_newest_first_whatever_their_names(tmp_path):
+    """Home, the run pickers and Compare's default selection show the newest runs first. Run ids the
+    user chose do not sort by time: "zeta" was made before "alpha" and "beta" (the last two at once)."""
+    import os
+    cfg = TrainConfig(data=DataConfig("digits", ratio=0.1), method="base").to_dict()
+    for rid, made in (("zeta", 1_000), ("beta", 2_000), ("alpha", 2_000), ("mid", 1_500)):
+        Run.create(tmp_path, cfg, rid).unlock()
+        os.utime(tmp_path / rid / "config.json", ns=(made * 10 ** 9, made * 10 ** 9))
+    (tmp_path / "not-a-run").mkdir()
+    assert [r.id for r in list_runs(tmp_path)] == ["alpha", "beta", "mid", "zeta"]
+    assert [s.id for s in runs_overview(tmp_path)] == ["alpha", "beta", "mid", "zeta"]
 
 
 def test_smooth_matches_tensorboard_debiasing():
@@ -70,27 +102,41 @@ def test_centroid_margins_find_samples_between_clusters():
 
 # ----------------------------------------------------------------------------- the app's analysis layer
 
-from mgr import analysis  # noqa: E402
-
-
 def test_columns_pick_up_any_new_numeric_field():
-    cols = analysis.columns([{"step": 1, "ce": 2.0, "alpha_mean": 0.1, "note": "x"}, {"step": 2, "ce": 1.0}])
-    assert analysis.curve_fields(cols) == ["alpha_mean", "ce"]
+    cols = columns([{"step": 1, "ce": 2.0, "alpha_mean": 0.1, "note": "x"}, {"step": 2, "ce": 1.0}])
+    assert curve_fields(cols) == ["alpha_mean", "ce"]
     assert np.isnan(cols["alpha_mean"][1]) and "note" not in cols
 
 
-def test_pca_fit_finds_the_direction_of_a_line():
+def svd_pca(x: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The projection the app computed by hand before it used sklearn: centred SVD, top k components."""
+    x = np.asarray(x, dtype=np.float64)
+    _, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    return (x - x.mean(0)) @ vt[:k].T, (s ** 2)[:k] / (s ** 2).sum()
+
+
+def test_pca_finds_the_direction_of_a_line():
     t = np.linspace(-1, 1, 11)
     x = np.stack([t, 2 * t, np.zeros_like(t)], 1) + 5
-    xy, mean, comps, ratio = analysis.pca_fit(x)
-    assert np.allclose(mean, [5, 5, 5]) and np.isclose(ratio[0], 1.0) and np.isclose(ratio[1], 0, atol=1e-12)
-    assert np.allclose(np.abs(comps[0]), np.array([1, 2, 0]) / np.sqrt(5))
-    assert np.allclose(np.abs(xy[:, 0]), np.abs(t) * np.sqrt(5))
+    fitted = projection.pca(x)
+    ratio, comps = fitted.explained_variance_ratio_, fitted.components_
+    assert np.allclose(fitted.mean_, [5, 5, 5]) and np.isclose(ratio[0], 1.0) and np.isclose(ratio[1], 0, atol=1e-12)
+    assert np.allclose(comps[0], np.array([1, 2, 0]) / np.sqrt(5))  # the largest loading is positive
+    assert np.allclose(np.abs(fitted.transform(x)[:, 0]), np.abs(t) * np.sqrt(5))
+
+
+def test_pca_projection_matches_the_svd_one_up_to_the_sign_of_each_axis():
+    x = np.random.default_rng(0).normal(size=(300, 20)) * np.linspace(3, 0.5, 20)
+    ref, ref_ratio = svd_pca(x)
+    ours = projection.project(x, "pca")
+    signs = np.sign((ours * ref).sum(0))
+    assert set(signs) <= {-1, 1} and np.allclose(ours, ref * signs, atol=1e-10)
+    assert np.allclose(projection.pca(x).explained_variance_ratio_, ref_ratio)
 
 
 def test_mosaic_tiles_row_major_with_white_gaps():
     imgs = np.arange(3, dtype=np.uint8)[:, None, None, None].repeat(2, 2).repeat(2, 3)  # 3 grey 2×2 tiles
-    m = analysis.mosaic(imgs, ncols=2, scale=1, pad=1)
+    m = mosaic.mosaic(imgs, ncols=2, scale=1, pad=1)
     assert m.shape == (5, 5, 3)
     assert (m[0, 0] == 0).all() and (m[0, 3] == 1).all() and (m[3, 0] == 2).all() and (m[2, 2] == 255).all()
 
@@ -98,82 +144,223 @@ def test_mosaic_tiles_row_major_with_white_gaps():
 def test_place_on_map_is_exact_on_fitted_points_and_weights_by_distance():
     feats = np.array([[0.0, 0], [1, 0], [10, 10]])
     xy = np.array([[0.0, 0], [2, 0], [50, 50]])
-    out = analysis.place_on_map(feats, xy, np.array([[1.0, 0], [0.5, 0]]), k=2)
+    out = projection.place_on_map(feats, xy, np.array([[1.0, 0], [0.5, 0]]), k=2)
     assert np.allclose(out[0], [2, 0]) and np.allclose(out[1], [1, 0])
+
+
+def test_place_on_map_is_the_inverse_distance_weighted_mean_of_the_k_nearest():
+    rng = np.random.default_rng(1)
+    feats, xy, new = rng.normal(size=(200, 8)), rng.normal(size=(200, 2)), rng.normal(size=(30, 8))
+    d = np.linalg.norm(new[:, None] - feats[None], axis=2)
+    nearest = np.argsort(d, 1)[:, :5]
+    w = 1 / np.take_along_axis(d, nearest, 1)
+    expected = (w[:, :, None] * xy[nearest]).sum(1) / w.sum(1, keepdims=True)
+    assert np.allclose(projection.place_on_map(feats, xy, new, k=5), expected)
 
 
 def test_feature_map_is_cached_on_disk_and_refitted_when_the_probe_changes(runs_copy):
     run = Run(runs_copy / "t-mgr")
-    first = analysis.feature_map(run, 20, "pca")
+    first = feature_map.feature_map(run, 20, "pca")
     assert not first.cached and first.real_xy.shape == (100, 2) and first.uniform_xy.shape == (40, 2)
-    again = analysis.feature_map(run, 20, "pca")
+    again = feature_map.feature_map(run, 20, "pca")
     assert again.cached and np.array_equal(again.real_xy, first.real_xy)
     assert len(list((run.path / "analysis").glob("map_step0000020_*.npz"))) == 1
     probe = run.path / "probes" / "step_0000020.npz"
     probe.write_bytes(probe.read_bytes())  # rewritten (as a resume does): the cache is stale
-    assert not analysis.feature_map(run, 20, "pca").cached
+    assert not feature_map.feature_map(run, 20, "pca").cached
     # PCA of the map equals PCA of the stacked features
     p = run.load_probe(20)
     x = np.concatenate([p["real_features"], p["uniform_features"], p["finder_features"]])
-    assert np.allclose(np.abs(first.real_xy), np.abs(analysis.pca_fit(x)[0][:100]), atol=1e-4)
+    assert np.allclose(np.abs(first.real_xy), np.abs(svd_pca(x)[0][:100]), atol=1e-4)
 
 
 def test_feature_map_with_umap(runs_copy):
-    fmap = analysis.feature_map(Run(runs_copy / "t-pcr"), 20, "umap", n_neighbors=5)
+    fmap = feature_map.feature_map(Run(runs_copy / "t-pcr"), 20, "umap", n_neighbors=5)
     assert fmap.real_xy.shape == (100, 2) and np.isfinite(fmap.finder_xy).all()
 
 
-def test_margin_table_counts_the_samples_between_classes(app_runs):
+def test_margin_table_counts_the_samples_between_classes_against_held_out_real_images(app_runs):
     run = Run(app_runs / "t-mgr")
-    table = analysis.margin_table(run, 20, threshold=0.2)
+    table = margins.margin_table(run, 20, threshold=0.2)
     p, static = run.load_probe(20), run.load_probe("static")
-    m = centroid_margins(p["real_features"], static["real_labels"], p["uniform_features"])
+    train, test = static["real_split"] == "train", static["real_split"] == "test"
+    assert train.sum() == test.sum() == 50
+    # the clusters are the training half's class centroids; the test half is measured against them
+    basis = p["real_features"][train], static["real_labels"][train]
+    m = centroid_margins(*basis, p["uniform_features"])
     assert table["uniform_total"] == int((m["margin"] < 0.2).sum()) == sum(r["uniform"] for r in table["pairs"])
+    ref = centroid_margins(*basis, p["real_features"][test])["margin"]
+    assert table["n_real_test"] == 50 and table["real_test_total"] == int((ref < 0.2).sum())
+    assert table["real_test_fraction"] == table["real_test_total"] / 50
+    assert table["uniform_fraction"] == table["uniform_total"] / 40 and table["finder_fraction"] == table["finder_total"] / 40
     assert table["n"] == 40 and len(table["classes"]) == 10
-    assert analysis.margin_table(Run(app_runs / "t-base"), 20)["pairs"] == []
+    assert f"{table['real_test_total']}/50)" in table["reading"] and table["uniform_vs_real"] in table["reading"]
+    assert margins.margin_table(Run(app_runs / "t-base"), 20)["pairs"] == []
+    # a looser threshold counts more of every kind
+    loose = margins.margin_table(run, 20, threshold=0.5)
+    assert all(loose[k] >= table[k] for k in ("uniform_total", "finder_total", "real_test_total"))
+
+
+def test_the_between_clusters_reading_says_more_often_only_beyond_chance():
+    def reading(k, k_ref, n=100, n_ref=100):
+        return margins.between_fractions({"uniform_total": k, "finder_total": k, "n": n, "real_test_total": k_ref,
+                                          "n_real_test": n_ref})
+    assert reading(30, 10)["uniform_vs_real"] == "more often"  # 30% vs 10% of 100 each: z = 3.5
+    assert reading(3, 1, 10, 10)["uniform_vs_real"] == "about as often"  # the same rates, 10 each: chance
+    assert reading(2, 20)["finder_vs_real"] == "less often"
+    assert "within chance" in reading(12, 10)["reading"]
+    none = margins.between_fractions({"uniform_total": 3, "finder_total": 1, "n": 40, "real_test_total": 0,
+                                      "n_real_test": 0})
+    assert none["real_test_fraction"] is None and "no held-out real images" in none["reading"]
 
 
 def test_latent_view_and_gaps_read_the_probes(app_runs):
     pcr, mgr = Run(app_runs / "t-pcr"), Run(app_runs / "t-mgr")
-    v = analysis.latent_view(pcr, 20)
+    v = latents.latent_view(pcr, 20)
     assert np.allclose(v.shift, 0) and np.allclose(v.z_2d, v.fz_2d)  # no finder: F is the identity
-    v = analysis.latent_view(mgr, 20)
+    v = latents.latent_view(mgr, 20)
     p = mgr.load_probe(20)
     assert v.uniform_images.shape == (40, 1, 8, 8) and np.allclose(v.finder_conf, p["finder_probs"][np.arange(40), v.y])
     with pytest.raises(ValueError, match="uses no generator"):
-        analysis.latent_view(Run(app_runs / "t-base"), 20)
-    h = analysis.gap_history(mgr)
+        latents.latent_view(Run(app_runs / "t-base"), 20)
+    h = consistency.gap_history(mgr)
     assert h["steps"] == [10, 20] and np.array_equal(h["finder"][1], p["finder_gap"])
-    ex = analysis.gap_extremes(mgr, 20, "finder", k=3)
+    ex = consistency.gap_extremes(mgr, 20, "finder", k=3)
     assert np.array_equal(ex["largest"]["gap"], np.sort(p["finder_gap"])[::-1][:3])
     assert np.array_equal(ex["smallest"]["augmented"], p["augmented_finder"][np.argsort(p["finder_gap"])[:3]])
 
 
-def test_label_interpolation_starts_and_ends_at_the_classes(app_runs):
-    import torch
-    models = analysis.run_models(Run(app_runs / "t-mgr"))
-    G = models["G"]
+def as_uint8(x):
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+@pytest.fixture(scope="module")
+def mgr_models(app_runs):
+    return models.run_models(Run(app_runs / "t-mgr"))
+
+
+def test_label_interpolation_walks_from_one_class_to_the_other(mgr_models):
+    G = mgr_models["G"]
     z = np.random.default_rng(0).normal(size=G.z_dim).astype(np.float32)
-    walk = analysis.interpolation(models, z, 2, 7, "label", n=5)
+    walk = models.interpolation(mgr_models, z, 2, 7, "label", n=9)
+    assert walk["images"].shape == (9, 1, 8, 8) and walk["labels"].shape == walk["probs"].shape == (9, 10)
+    assert walk["features"].shape == (9, 128) and np.allclose(walk["probs"].sum(1), 1, atol=1e-5)
+    zs = torch.from_numpy(z)[None]
+    with torch.no_grad():  # the ends are the pure-class images G(z, 2) and G(z, 7), bit for bit
+        ends = as_uint8(G(zs.repeat(2, 1), torch.tensor([2, 7])))
+        mid = torch.zeros(1, 10)
+        mid[0, [2, 7]] = 0.5
+        middle = as_uint8(G(zs, mid))[0]
+    assert np.array_equal(walk["images"][[0, -1]], ends)
+    # halfway: half of each class's label, and an image that is neither end
+    assert walk["t"][4] == 0.5 and np.array_equal(walk["labels"][4], mid[0].numpy())
+    assert np.array_equal(walk["images"][4], middle) and not (middle == ends[0]).all() and not (middle == ends[1]).all()
+    assert np.allclose(walk["labels"].sum(1), 1) and np.all(np.diff(walk["labels"][:, 7]) > 0)
+    # the classifier's belief moves from class 2 to class 7 along the path (a 20-step classifier: roughly)
+    p2, p7 = walk["probs"][:, 2], walk["probs"][:, 7]
+    assert p2[0] > p2[-1] and p7[-1] > p7[0] and np.corrcoef(walk["t"], p7 - p2)[0, 1] > 0.8
+
+
+def test_latent_interpolation_also_moves_z_and_bad_requests_are_refused(mgr_models):
+    G = mgr_models["G"]
+    z_a, z_b = np.random.default_rng(1).normal(size=(2, G.z_dim)).astype(np.float32)
+    walk = models.interpolation(mgr_models, z_a, 0, 1, "latent", n=5, z_b=z_b)
     with torch.no_grad():
-        ends = G(torch.from_numpy(z)[None].repeat(2, 1), torch.tensor([2, 7]))
-    ends = ((ends.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    assert np.array_equal(walk["images"][[0, -1]], ends)  # soft one-hot labels = the embedding lookup
-    assert isinstance(G.blocks[0].bn1.class_gain, torch.nn.Embedding)  # restored afterwards
-    assert walk["features"].shape == (5, 128) and np.allclose(walk["probs"].sum(1), 1, atol=1e-5)
+        ends = as_uint8(G(torch.from_numpy(np.stack([z_a, z_b])), torch.tensor([0, 1])))
+    assert np.array_equal(walk["images"][[0, -1]], ends)
+    for kw, message in ((dict(class_b=10), r"class_b=10 is not a class of this generator \(0 … 9\)"),
+                        (dict(n=1), "n=1 steps cannot join two classes"),
+                        (dict(mode="spline"), "mode 'spline' is not one of label, latent")):
+        with pytest.raises(ValueError, match=message):
+            models.interpolation(mgr_models, z_a, **{"class_a": 0, "class_b": 1, **kw})
+
+
+def test_sessions_interpolating_at_once_on_one_loaded_generator_do_not_disturb_each_other(mgr_models):
+    """The app shares one loaded generator between sessions (st.cache_resource): walks and ordinary
+    class-index sampling run at once and each gets what it gets alone. (Patching G's embeddings for
+    the duration of a walk, as the app once did, broke this.)"""
+    import threading
+    G = mgr_models["G"]
+    z = np.random.default_rng(2).normal(size=G.z_dim).astype(np.float32)
+    pairs = [(0, 1), (2, 7), (3, 8), (5, 4)]
+    alone = {p: models.interpolation(mgr_models, z, *p)["images"] for p in pairs}
+    zs, ys = torch.randn(16, G.z_dim), torch.arange(16) % 10
+    with torch.no_grad():
+        plain = G(zs, ys)
+    errors, seen = [], []
+
+    def walk(pair):
+        try:
+            for _ in range(15):
+                seen.append(np.array_equal(models.interpolation(mgr_models, z, *pair)["images"], alone[pair]))
+        except Exception as e:  # noqa: BLE001 - any failure in a thread is the test's failure
+            errors.append(e)
+
+    def sample():
+        try:
+            for _ in range(30):
+                with torch.no_grad():
+                    seen.append(torch.equal(G(zs, ys), plain))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=walk, args=(p,)) for p in pairs] + [threading.Thread(target=sample)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(seen) == 4 * 15 + 30 and all(seen)
+    assert all(isinstance(m.class_gain, torch.nn.Embedding) for m in G.modules() if hasattr(m, "class_gain"))
 
 
 def test_fid_of_uniform_and_finder_samples_is_cached(runs_copy):
     run = Run(runs_copy / "t-mgr")
-    r = analysis.fid_uniform_vs_finder(run, num=300)
+    r = finder_fid.fid_uniform_vs_finder(run, num=300)
     assert r["uniform"] > 0 and r["finder"] > 0 and "SmallCNN" in r["extractor"] and not r["cached"]
-    assert analysis.fid_uniform_vs_finder(run, num=300) == {**r, "cached": True}
-    assert analysis.fid_uniform_vs_finder(Run(runs_copy / "t-pcr"), num=300)["finder"] is None
+    assert finder_fid.fid_uniform_vs_finder(run, num=300) == {**r, "cached": True}
+    assert finder_fid.fid_uniform_vs_finder(Run(runs_copy / "t-pcr"), num=300)["finder"] is None
+
+
+def test_fid_is_measured_again_when_the_generator_or_the_checkpoint_changes(runs_copy):
+    """The cache key names the files the FID comes from. Before, it named only the step: a generator
+    retrained in place (or a resumed last.pt at the same step) was served the old numbers."""
+    import os
+    import shutil
+
+    from mgr.paths import generator_path
+    run = Run(runs_copy / "t-mgr")
+    gen = runs_copy / "my-generator.pt"  # a user's generator, beside the runs
+    shutil.copy(generator_path({"dataset": "digits", "ratio": 0.1, "data_seed": 0}), gen)
+    cfg = json.loads((run.path / "config.json").read_text())
+    (run.path / "config.json").write_text(json.dumps({**cfg, "generator": str(gen)}))
+    first = finder_fid.fid_uniform_vs_finder(run, num=300)
+    assert finder_fid.fid_uniform_vs_finder(run, num=300)["cached"]
+    shutil.copy(generator_path({"dataset": "digits", "ratio": 0.25, "data_seed": 0}), gen)  # retrained in place
+    other = finder_fid.fid_uniform_vs_finder(run, num=300)
+    assert not other["cached"] and other["uniform"] != first["uniform"]
+    os.utime(run.path / "last.pt")  # last.pt rewritten (a resume)
+    assert not finder_fid.fid_uniform_vs_finder(run, num=300)["cached"]
+
+
+def test_the_eta_of_an_mltp_run_is_the_time_its_trainer_takes_per_step(app_runs):
+    """After its evaluation at step 5 of 10 the MLTP trainer wrote status {step 5, img_per_s of the
+    evaluation record}; its record also says how long those 5 steps took. At that pace the other 5
+    take as long: the ETA the Train page shows. With the batch size in place of the images a step
+    consumes (two batches under MLTP) it said half."""
+    from mgr.launch import eta_seconds
+    run = Run(app_runs / "t-mltp")
+    s = summarize(run)
+    assert s.config["procedure"] == "mltp" and s.images_per_step == 2 * s.batch_size == 64
+    first = run.metrics()[0]
+    status = {**run.status(), "step": first["step"], "img_per_s": first["img_per_s"]}
+    per_step = first["elapsed"] / first["step"]  # the trainer's own clock
+    assert math.isclose(eta_seconds(status, s.images_per_step), (s.total_steps - first["step"]) * per_step, rel_tol=0.02)
+    base = summarize(Run(app_runs / "t-base"))
+    assert base.images_per_step == base.batch_size  # one batch a step
 
 
 def test_long_metrics_has_one_row_per_value(app_runs):
     runs = [Run(app_runs / "t-base"), Run(app_runs / "t-mgr")]
-    rows = analysis.long_metrics(runs)
+    rows = long_metrics(runs)
     expected = sum(len([k for k in r if k != "step"]) for run in runs for r in run.metrics())
     assert len(rows) == expected and {r["run"] for r in rows} == {"t-base", "t-mgr"}
 
@@ -236,11 +423,11 @@ def test_a_run_from_an_older_version_gets_the_defaults_of_missing_keys(config_ru
     path.write_text(json.dumps(cfg))
     old = summarize(Run(tmp_path / "old-base"))
     assert old.state == "finished" and old.method == "mgr" and old.total_steps == 500  # TrainConfig's defaults
-    assert analysis.long_metrics([Run(tmp_path / "old-base")])
+    assert long_metrics([Run(tmp_path / "old-base")])
 
 
 def test_group_curves_average_seeds_on_common_steps():
-    g = analysis.group_curves([("a", np.array([2, 4]), np.array([0.5, 0.7])),
+    g = group_curves([("a", np.array([2, 4]), np.array([0.5, 0.7])),
                                ("a", np.array([2, 4, 6]), np.array([0.7, 0.9, 1.0])),
                                ("b", np.array([2]), np.array([0.1]))])
     assert [x["key"] for x in g] == ["a", "b"]
@@ -249,5 +436,5 @@ def test_group_curves_average_seeds_on_common_steps():
 
 
 def test_schedules_are_never_smoothed():
-    assert not analysis.smoothable("lr") and not analysis.smoothable("alpha_conv_mean")
-    assert analysis.smoothable("loss") and analysis.smoothable("co_grad_cos")
+    assert not smoothable("lr") and not smoothable("alpha_conv_mean")
+    assert smoothable("loss") and smoothable("co_grad_cos")

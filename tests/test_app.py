@@ -131,13 +131,33 @@ def test_feature_space_page_maps_real_and_synthetic_features(app_runs, monkeypat
     assert not at.exception
     assert "all 100 real points" in text(at) and "40 uniform + 40 finder samples" in text(at)
     assert "Samples between real clusters" in [h.value for h in at.subheader]
+    # the between-clusters count next to its reference, real held-out images, with its reading
+    assert {m.label for m in at.metric} >= {"uniform samples between two classes", "finder samples between two classes",
+                                           "real held-out test images (reference)"}
+    assert "Against real held-out test images" in text(at)
+
+    def map_traces():
+        spec = next(json.loads(c.proto.spec) for c in charts(at) if json.loads(c.proto.spec)["layout"].get("dragmode") == "lasso")
+        return [(t["name"], t["marker"]) for t in spec["data"]]
+    names = [n for n, _ in map_traces()]
+    real = [i for i, n in enumerate(names) if n.startswith("real ·")]
+    assert len(real) == 10 and names.index("uniform samples") < min(real)  # samples drawn under the clusters
+    marker = dict(map_traces())
+    assert marker["uniform samples"]["opacity"] < 1 and marker["uniform samples"]["size"] < marker["real · 0"]["size"]
+    assert len({marker[n]["color"] for n in names if n.startswith("real ·")}) == 10  # a colour per class
+    at.toggle(key="syn-on-top").set_value(True).run()
+    names = [n for n, _ in map_traces()]
+    assert names.index("finder samples") > max(i for i, n in enumerate(names) if n.startswith("real ·"))
+    at.toggle(key="show-uniform").set_value(False).run()
+    at.toggle(key="show-finder").set_value(False).run()
+    assert all(n.startswith("real ·") for n, _ in map_traces())  # synthetic hidden: only the real clusters
     at.select_slider(key="max-real").set_value(500).run()
     at.toggle(key="iwalk").set_value(True).run()  # the interpolation path through the clusters
     assert not at.exception and "Features by the classifier of the last checkpoint (step 20)" in text(at)
 
 
 def test_feature_space_says_when_points_were_subsampled(app_runs, tmp_path, monkeypatch):
-    from mgr.analysis import feature_map
+    from mgr.analysis.feature_map import feature_map
     from mgr.runstore import Run
     fmap = feature_map(Run(app_runs / "t-mgr"), 20, "pca", max_real=30)
     assert fmap.subsampled and len(fmap.real_idx) == 30 and fmap.n_real_total == 100
@@ -161,6 +181,12 @@ def test_compare_page_overlays_runs_and_tabulates_seeds(app_runs, monkeypatch):
     assert names[0].startswith("base · digits 0.1") and names[1].startswith("mgr (second) · digits 0.1")
     assert names[2].startswith("mgr (first) · mltp-fo + co · digits 0.1")
     assert list(configs["procedure"]) == ["standard", "standard", "mltp (fo)"] and list(configs["co-learner"])[2] == "yes"
+    # digits 10% has 10 validation images: the stable last-step accuracy leads, the selected one beside it
+    assert list(configs["val images"]) == [10, 10, 10]
+    columns = list(configs.columns)
+    assert columns.index("test @ last step") < columns.index("test @ best val")
+    assert list(runs.columns).index("test @ last step") < list(runs.columns).index("test @ best val")
+    assert "with 10 validation images the best step is largely chance" in text(at) and "±0.9" in text(at)
 
 
 def test_compare_groups_seeds_of_one_configuration_into_one_curve(app_runs, tmp_path, monkeypatch):
@@ -242,6 +268,35 @@ def test_train_page_shows_mltp_and_co_learner_curves(app_runs, monkeypatch):
     assert {"mltp_grad_cos", "co_grad_cos"} <= cos
     assert {"co_ce", "co_acc"} <= {t["name"] for t in by_title["Co-learner: CE and accuracy on its batch"]["data"]}
     assert "Finder: latent shift and KL" in by_title
+
+
+def test_train_page_eta_of_a_running_mltp_run_counts_both_batches(tmp_path, monkeypatch, spawn):
+    """A real MLTP trainer: img_per_s counts the two batches a step draws, so the ETA is steps left ×
+    2 × batch / img_per_s. The page used the batch size alone and showed half the time left."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from mgr.runstore import Run
+    from pages._ui import fmt_seconds
+    proc = spawn([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--method", "base",
+                  "--procedure", "mltp", "--steps", "100000", "--eval-every", "5", "--log-every", "2",
+                  "--batch-size", "16", "--probes-per-class", "2", "--probe-real", "40", "--device", "cpu",
+                  "--runs-dir", str(tmp_path), "--run-id", "mltp-live", "--quiet"])
+    run, deadline = Run(tmp_path / "mltp-live"), time.time() + 300
+    while not (run.path / "status.json").exists() or not run.status().get("img_per_s"):
+        assert proc.poll() is None and time.time() < deadline, "the MLTP trainer did not get going"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGSTOP)  # hold its status still while the page reads it
+    try:
+        status = run.status()
+        at = open_page("pages/train.py", tmp_path, monkeypatch, run="mltp-live")
+        eta = next(m.value for m in at.metric if m.label == "ETA")
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    left = status["total_steps"] - status["step"]
+    assert eta == fmt_seconds(left * 2 * 16 / status["img_per_s"]) != fmt_seconds(left * 16 / status["img_per_s"])
 
 
 def test_train_page_hides_mltp_panels_for_a_standard_run_and_never_smooths_lr(app_runs, monkeypatch):
@@ -333,7 +388,7 @@ def test_a_run_linked_from_outside_the_runs_folder_is_listed_but_never_read(runs
     outside = tmp_path / "elsewhere"
     shutil.copytree(runs_copy / "t-mgr", outside)
     (runs_copy / "z-link").symlink_to(outside, target_is_directory=True)
-    from mgr.analysis import runs_overview
+    from mgr.analysis.runs import runs_overview
     link = next(s for s in runs_overview(runs_copy) if s.id == "z-link")
     assert link.state == "unknown" and "outside the runs directory" in link.error and not link.config
     for page in PAGES:
@@ -416,16 +471,44 @@ def test_pages_stay_fast_with_200_runs(page, many, monkeypatch):
         assert sorted(at.dataframe[0].value["seeds"]) == [2, 2, 2, 2]  # 4 configurations, 2 seeds each
 
 
-def test_two_sessions_watching_one_run_see_the_same_data(app_runs, monkeypatch):
-    """Two browser tabs on the same running run: the same progress and the same curves, and
-    neither session's reruns disturb the trainer (the app only reads the run directory)."""
-    first = open_page("pages/train.py", app_runs, monkeypatch, run="t-running")
-    second = open_page("pages/train.py", app_runs, monkeypatch, run="t-running")
-    first.run()
-    second.run()
-    progress = [[str(p.proto.text) for p in at.get("progress")] for at in (first, second)]
-    assert progress[0] == progress[1] and "running" in progress[0][0]
-    specs = [sorted(c.proto.spec for c in charts(at)) for at in (first, second)]
-    assert specs[0] == specs[1] and len(specs[0]) >= 4
+def test_two_sessions_watching_a_running_trainer_both_see_it_advance(app_runs, monkeypatch):
+    """Two browser tabs on a run whose trainer is really running: both show the same progress while it
+    stands still, both see its step and curves advance while it trains, never going backwards, and
+    neither session's reruns disturb it (the app only reads the run directory)."""
+    import base64
+    import os
+    import re
+    import signal
+    import time
+
+    import numpy as np
+
     from mgr.runstore import Run
-    assert Run(app_runs / "t-running").status()["state"] == "running"
+    run = Run(app_runs / "t-running")
+    pid = run.status()["pid"]  # the fixture's trainer, paused (SIGSTOP) until now
+
+    def shown(at):
+        at.run()
+        assert not at.exception
+        step = int(re.search(r"step (\d+)/", next(str(p.proto.text) for p in at.get("progress"))).group(1))
+        accuracy = next(json.loads(c.proto.spec) for c in charts(at) if chart_title(c) == "Accuracy")
+        x = accuracy["data"][0]["x"]  # plotly sends numpy arrays as {"dtype", "bdata": base64}
+        return step, len(base64.b64decode(x["bdata"])) // np.dtype(x["dtype"]).itemsize if isinstance(x, dict) else len(x)
+
+    sessions = [open_page("pages/train.py", app_runs, monkeypatch, run="t-running") for _ in range(2)]
+    before = [shown(at) for at in sessions]
+    assert before[0] == before[1]  # a paused trainer: the same step and curve points in both tabs
+    seen = [[b] for b in before]
+    os.kill(pid, signal.SIGCONT)
+    try:
+        deadline = time.time() + 180
+        while not all(s[-1][0] > before[0][0] and s[-1][1] > before[0][1] for s in seen):  # a new evaluation
+            assert time.time() < deadline, f"the trainer did not advance within 180 s: {seen}"
+            time.sleep(0.5)
+            for at, s in zip(sessions, seen):
+                s.append(shown(at))
+    finally:
+        os.kill(pid, signal.SIGSTOP)
+    for s in seen:  # each tab saw progress only forwards
+        assert [x[0] for x in s] == sorted(x[0] for x in s) and [x[1] for x in s] == sorted(x[1] for x in s)
+    assert run.status()["state"] == "running" and run.status()["step"] >= max(s[-1][0] for s in seen)

@@ -1,0 +1,43 @@
+"""2-D pictures of high-dimensional points: PCA, UMAP (numba compiles its kernels for about 20 s
+once per process, so it is imported lazily), and the placement of new points on a fitted map."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsRegressor
+
+
+def pca(x: np.ndarray, k: int = 2) -> PCA:
+    """sklearn's PCA fitted to x (exact SVD, in float64). Its sign convention makes each component's
+    largest loading positive, so the same data always gives the same picture, not a mirror of it."""
+    x = np.asarray(x, dtype=np.float64)
+    return PCA(n_components=min(k, *x.shape), svd_solver="full").fit(x)
+
+
+def project(x: np.ndarray, method: str, n_neighbors: int = 15, min_dist: float = 0.1,
+            seed: int | None = None) -> np.ndarray:
+    if method == "pca" or len(x) < 10:
+        return pca(x).transform(np.asarray(x, dtype=np.float64))
+    import umap  # lazily: numba compilation is slow, and the trainer never needs it
+    # No random_state by default: it makes UMAP single-threaded, 4.6x slower on the 7 000-point map here
+    # (bench/app_speed.py: 318 s vs 69 s, contended 2-core CPU). The map a user sees again is the one
+    # cached on disk, so a re-fit being slightly different costs little.
+    return umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, random_state=seed,
+                     init="pca").fit_transform(x)
+
+
+def warm_umap() -> float:
+    """Compile UMAP's numba kernels once per process (about 20 s cold); returns the seconds spent."""
+    t0 = time.time()
+    project(np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32), "umap")
+    return time.time() - t0
+
+
+def place_on_map(features: np.ndarray, xy: np.ndarray, new_features: np.ndarray, k: int = 5) -> np.ndarray:
+    """2-D positions for new points on a fitted map: the inverse-distance-weighted mean of the map
+    positions of their k nearest fitted points in feature space (UMAP's own initialisation for new
+    data); a point that coincides with a fitted one lands exactly on it."""
+    knn = KNeighborsRegressor(n_neighbors=min(k, len(features)), weights="distance")
+    return knn.fit(features, xy).predict(new_features)
