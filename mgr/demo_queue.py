@@ -73,7 +73,7 @@ def _write_manifest(runs_dir, m: dict) -> None:
 def list_launches(runs_dir=None) -> list[dict]:
     """Every readable demo manifest in the runs folder, newest first."""
     out = []
-    for p in sorted(demos_dir(runs_dir).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+    for p in demos_dir(runs_dir).glob("*.json"):
         try:
             out.append(read_manifest(runs_dir, p.stem))
         except (LaunchError, RunError, KeyError, TypeError):
