@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--finder-lr", type=float, default=1e-4)
     t.add_argument("--syn-per-real", type=int, default=1,
                    help="synthetic samples per real sample in the synthetic term and the finder's meta step")
+    t.add_argument("--meta-every", type=int, default=1,
+                   help="the finder's meta step every k-th iteration (between them: PCR steps on its latents)")
     t.add_argument("--meta-val", default="batch", choices=META_VALS,
                    help="the finder's validation term: a batch drawn from the validation split, or the full split")
     t.add_argument("--order", default="second", choices=ORDERS,

@@ -82,6 +82,8 @@ TRAIN = [  # (options, what the message must say)
     (["--co-learner-gamma", "-1"], "co_learner_gamma=-1.0 is not allowed; it must be a number >= 0"),
     (["--syn-per-real", "0"], "syn_per_real=0 is not allowed; it must be a positive integer"),
     (["--meta-val", "test"], "argument --meta-val: invalid choice: 'test' (choose from"),
+    (["--meta-every", "0"], "meta_every=0 is not allowed; it must be a positive integer"),
+    (["--meta-every", "2", "--procedure", "mltp"], "under procedure 'mltp' the finder steps with every MLTP iteration"),
     (["--width", "0"], "width=0 is not allowed; it must be an integer in [1, 1024]"),
     (["--width", "16", "--model", "resnet18"], "width=16 is not allowed; model 'resnet18' has fixed widths"),
     (["--co-learner-lr", "0"], "co_learner_lr=0.0 is not allowed; it must be a number > 0"),

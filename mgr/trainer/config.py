@@ -43,6 +43,7 @@ class TrainConfig:
     finder: str = "residual"
     finder_lr: float = 1e-4
     syn_per_real: int = 1  # synthetic samples per real sample in the synthetic term (and the finder's meta step)
+    meta_every: int = 1  # the finder's meta step every k-th iteration (1: every one, as in the paper)
     meta_val: str = "batch"  # the finder's validation term: a batch drawn from the split, or the "full" split
     order: str = "second"  # hypergradient
     fd_eps: float = 0.01  # first order: the finite difference steps fd_eps / ‖v‖ along v
@@ -76,7 +77,8 @@ class TrainConfig:
             raise bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
         if self.meta_val not in META_VALS:
             raise bad("meta_val", f"choose one of {', '.join(META_VALS)}")
-        for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class", "syn_per_real"):
+        for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class", "syn_per_real",
+                     "meta_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise bad(name, "it must be a positive integer")
         for name in ("lr", "finder_lr", "fd_eps", "co_learner_lr"):
@@ -96,6 +98,8 @@ class TrainConfig:
             raise bad("co_learner", f"the co-learner reads looked-ahead features, and method {self.method!r} under "
                                     "procedure 'standard' takes no lookahead; use method gda-mps or mgr, or "
                                     "procedure mltp")
+        if self.meta_every != 1 and self.procedure == "mltp":
+            raise bad("meta_every", "under procedure 'mltp' the finder steps with every MLTP iteration; use 1")
         if not 0 <= self.momentum < 1:
             raise bad("momentum", "it must be in [0, 1)")
         if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:

@@ -99,7 +99,8 @@ def step_with(opt: torch.optim.Optimizer, params, grads) -> None:
 
 
 def plain_step(s: State, x, y) -> None:
-    """base: CE. gda: CE + λ CE(synthetic). pcr: CE + λ ℓ_PCR(synthetic). Uniform latents."""
+    """base: CE. gda: CE + λ CE(synthetic). pcr: CE + λ ℓ_PCR(synthetic). Uniform latents; the
+    finder's (fixed this step) for gda-mps and mgr between meta steps (meta_every > 1)."""
     cfg = s.cfg
     with autocast(s.device):
         ce = F.cross_entropy(s.forward(x), y)
@@ -107,7 +108,7 @@ def plain_step(s: State, x, y) -> None:
         if cfg.uses_generator:
             with torch.no_grad():
                 z, y_p = latents(s, len(x) * cfg.syn_per_real)
-                x_p = s.G(z, y_p)  # syn_per_real synthetic samples per real sample (1 in the paper)
+                x_p = s.G(z if s.finder is None else s.finder(z), y_p)  # syn_per_real per real sample
             params = dict(s.model.named_parameters())
             t = s.T.draw(x_p) if cfg.synthetic_kind == "pcr" else None
             syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
@@ -261,7 +262,7 @@ def train_step(s: State) -> None:
         mltp_step(s, *mltp_batches(s))
         return
     x, y, x_val, y_val = batches(s)
-    if s.cfg.uses_finder:
+    if s.cfg.uses_finder and s.step % s.cfg.meta_every == 0:
         mps_step(s, x, y, x_val, y_val)
     else:
         plain_step(s, x, y)
