@@ -317,7 +317,9 @@ def test_fid_of_uniform_and_finder_samples_is_cached(runs_copy):
     r = finder_fid.fid_uniform_vs_finder(run, num=300)
     assert r["uniform"] > 0 and r["finder"] > 0 and "SmallCNN" in r["extractor"] and not r["cached"]
     assert finder_fid.fid_uniform_vs_finder(run, num=300) == {**r, "cached": True}
-    assert finder_fid.fid_uniform_vs_finder(Run(runs_copy / "t-pcr"), num=300)["finder"] is None
+    pcr = finder_fid.fid_uniform_vs_finder(Run(runs_copy / "t-pcr"), num=300)
+    # the same generator and the same z: uniform samples do not depend on the run, nor on its finder
+    assert pcr["finder"] is None and pcr["uniform"] == r["uniform"] and r["finder"] != r["uniform"]
 
 
 def test_fid_is_measured_again_when_the_generator_or_the_checkpoint_changes(runs_copy):
