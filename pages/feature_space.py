@@ -5,12 +5,11 @@ import streamlit as st
 from mgr import figures
 from mgr.analysis.feature_map import FeatureMap, feature_map
 from mgr.analysis.margins import margin_table
-from mgr.analysis.models import interpolation, run_models
+from mgr.analysis.models import interpolation, loaded_models
 from mgr.analysis.mosaic import mosaic
 from mgr.analysis.projection import place_on_map
 from mgr.runstore import Run
-from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner,
-                       umap_warmup)
+from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner, umap_warmup
 
 st.title("🗺️ Feature space")
 st.caption("A 2-D map of the classifier's features g_ψ at one evaluation: real images (dots, a colour per class) "
@@ -33,11 +32,6 @@ def load_probe(path: str, step: int, sig: tuple) -> dict:
 @st.cache_data(max_entries=16, show_spinner=False)
 def load_margins(path: str, step: int, threshold: float, sig: tuple) -> dict:
     return margin_table(Run(path), step, threshold)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def load_models(path: str, sig: tuple) -> dict:
-    return run_models(Run(path))
 
 
 s = pick_run(overview())
@@ -88,7 +82,7 @@ with guarded(s):
                                    "from a probe latent of a to one of b")
             n = i[3].slider("steps", 5, 17, 9, 2, key="in")
             if i[4].toggle("draw it", key="iwalk", help="generate the path with the run's generator and classifier"):
-                models = load_models(str(run.path), signature(run, "last.pt"))
+                models = loaded_models(run)  # once per checkpoint, shared by the sessions
                 y = static["probe_y"]
                 z_a, z_b = static["probe_z"][np.flatnonzero(y == ca)[0]], static["probe_z"][np.flatnonzero(y == cb)[0]]
                 walk = interpolation(models, z_a, ca, cb, mode, n, z_b)

@@ -312,6 +312,17 @@ def test_sessions_interpolating_at_once_on_one_loaded_generator_do_not_disturb_e
     assert all(isinstance(m.class_gain, torch.nn.Embedding) for m in G.modules() if hasattr(m, "class_gain"))
 
 
+def test_models_are_loaded_once_per_checkpoint_and_again_when_it_changes(runs_copy):
+    import os
+    run = Run(runs_copy / "t-mgr")
+    first = models.loaded_models(run)
+    assert models.loaded_models(run) is first and first["step"] == 20 and first["finder"] is not None
+    os.utime(run.path / "last.pt", ns=(1, 1))  # rewritten (a resume, a new evaluation)
+    again = models.loaded_models(run)
+    assert again is not first and models.loaded_models(run) is again
+    assert models.loaded_models(Run(runs_copy / "t-pcr"))["finder"] is None
+
+
 def test_fid_of_uniform_and_finder_samples_is_cached(runs_copy):
     run = Run(runs_copy / "t-mgr")
     r = finder_fid.fid_uniform_vs_finder(run, num=300)

@@ -9,7 +9,7 @@ import time
 from ..checkpoint import atomic_write_text
 from ..runstore import Run
 from .files import cache_dir, file_signature, params_key
-from .models import generator_file, run_models
+from .models import generator_file, loaded_models
 
 
 def fid_uniform_vs_finder(run: Run, num: int = 2000, extractor: str = "auto") -> dict:
@@ -31,7 +31,7 @@ def fid_uniform_vs_finder(run: Run, num: int = 2000, extractor: str = "auto") ->
         return {**json.loads(cache.read_text()), "cached": True}
     except (OSError, ValueError):
         pass
-    models = run_models(run)
+    models = loaded_models(run)
     cfg = models["cfg"]
     data = load(cfg.data)
     pipe = Pipeline(extractor, cfg.data.dataset, "cpu")

@@ -2,11 +2,14 @@
 generator, finder and classifier of its last checkpoint."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from ..runstore import Run
+from .files import file_signature
 
 
 def _inside(path: Path, roots: list[Path]) -> bool:
@@ -50,6 +53,25 @@ def run_models(run: Run, device: str = "cpu") -> dict:
         finder = finder.to(device).eval().requires_grad_(False)
     return {"G": G, "finder": finder, "model": model.to(device).eval(), "step": ck["meta"]["step"], "cfg": cfg,
             "classes": gmeta["classes"]}
+
+
+_LOADED: OrderedDict = OrderedDict()  # (run, device, files' signatures) -> models; the last few, per process
+_LOADED_MAX = 4
+_LOADING = threading.Lock()
+
+
+def loaded_models(run: Run, device: str = "cpu") -> dict:
+    """`run_models`, loaded once per process for each (run, device, checkpoint): kept while last.pt and
+    the generator file are unchanged (a new evaluation, a resume or a generator retrained in place
+    loads them again), the last 4 kept. Shared by every session: the models are only read."""
+    key = (str(run.path.resolve()), device, file_signature(run.path / "last.pt", generator_file(run)))
+    with _LOADING:  # one load per key, even when two sessions ask at once
+        if key not in _LOADED:
+            _LOADED[key] = run_models(run, device)
+            while len(_LOADED) > _LOADED_MAX:
+                _LOADED.popitem(last=False)
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
 
 
 def interpolation(models: dict, z_a: np.ndarray, class_a: int, class_b: int, mode: str = "label", n: int = 9,
