@@ -79,7 +79,7 @@ def form_fields() -> list[Field]:
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
     from .runtime import DEVICES
-    from .trainer import METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES
+    from .trainer import META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES
     return [
         Field("data.dataset", "dataset", "select", "digits",
               ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn", IMAGEFOLDER),
@@ -95,8 +95,10 @@ def form_fields() -> list[Field]:
         Field("lam", "λ", "float", 1.0, (), "weight of the synthetic term", when=lambda v: v.get("method") != "base"),
         Field("lam_kl", "λ_KL", "float", 0.1, (), "weight of the finder's batch KL", when=_finder),
         Field("finder", "finder", "select", "residual", FINDERS, "F(z) = z + MLP(z) is the paper's best", when=_finder),
-        Field("order", "hypergradient order", "select", "second", ORDERS, "first: finite-difference HVP (faster)",
-              when=_finder),
+        Field("finder_lr", "finder learning rate", "float", 1e-4, (), "the finder's Adam; too high and its latents "
+              "leave the prior (the run then stops as failed)", when=_finder),
+        Field("meta_val", "finder's validation term", "select", "batch", META_VALS,
+              "full: the whole validation split each meta step (less noise on small splits)", when=_finder),
         Field("procedure", "procedure", "select", "standard", PROCEDURES,
               "mltp (Deng & Zhang 2020): two real batches a step, a learnt step α per tensor, rewards gradient "
               "agreement between the batches; wraps any method"),

@@ -126,7 +126,7 @@ def test_fields_appear_only_where_they_apply():
     assert "co_learner_arch" in shown(method="mgr", co_learner=True)
     # base under the standard procedure takes no lookahead: no co-learner to offer; under MLTP it has one
     assert "co_learner" not in shown(method="base") and "co_learner" in shown(method="base", procedure="mltp")
-    assert {"lam", "lam_kl", "finder", "order"}.isdisjoint(shown(method="base"))
+    assert {"lam", "lam_kl", "finder", "finder_lr", "meta_val"}.isdisjoint(shown(method="base"))
     assert "data.folder" not in shown() and "data.folder" in shown(**{"data.dataset": launch.IMAGEFOLDER})
 
 
