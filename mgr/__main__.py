@@ -205,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic samples per real sample in the synthetic term and the finder's meta step")
     t.add_argument("--meta-every", type=int, default=1,
                    help="the finder's meta step every k-th iteration (between them: PCR steps on its latents)")
-    t.add_argument("--meta-val", default="batch", choices=META_VALS,
-                   help="the finder's validation term: a batch drawn from the validation split, or the full split")
+    t.add_argument("--meta-val", default="auto", choices=META_VALS,
+                   help="the finder's validation term: a batch drawn from the validation split, the full split, "
+                        "or auto: the full split when it holds at most two batches")
     t.add_argument("--order", default="second", choices=ORDERS,
                    help="hypergradient: second = exact; first = the retired finite-difference form, wrong on "
                         "ReLU networks (kept to resume old runs; docs/method.md#hypergradient-modes)")

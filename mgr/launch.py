@@ -97,8 +97,9 @@ def form_fields() -> list[Field]:
         Field("finder", "finder", "select", "residual", FINDERS, "F(z) = z + MLP(z) is the paper's best", when=_finder),
         Field("finder_lr", "finder learning rate", "float", 1e-4, (), "the finder's Adam; too high and its latents "
               "leave the prior (the run then stops as failed)", when=_finder),
-        Field("meta_val", "finder's validation term", "select", "batch", META_VALS,
-              "full: the whole validation split each meta step (less noise on small splits)", when=_finder),
+        Field("meta_val", "finder's validation term", "select", "auto", META_VALS,
+              "full: the whole validation split each meta step (less noise on small splits); auto: full when the "
+              "split holds at most two batches", when=_finder),
         Field("procedure", "procedure", "select", "standard", PROCEDURES,
               "mltp (Deng & Zhang 2020): two real batches a step, a learnt step α per tensor, rewards gradient "
               "agreement between the batches; wraps any method"),

@@ -19,7 +19,7 @@ METHODS = ("base", "gda", "gda-mps", "pcr", "mgr")
 PROCEDURES = ("standard", "mltp")
 MLTP_VARIANTS = ("fo", "full", "conv", "fc")  # first order; second order on all, conv or fully-connected tensors
 ORDERS = ("second", "first")  # exact; "first" is the retired finite-difference form (old runs only)
-META_VALS = ("batch", "full")
+META_VALS = ("auto", "batch", "full")  # auto: the full split when it holds at most two batches
 SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
 
@@ -44,7 +44,7 @@ class TrainConfig:
     finder_lr: float = 1e-4
     syn_per_real: int = 1  # synthetic samples per real sample in the synthetic term (and the finder's meta step)
     meta_every: int = 1  # the finder's meta step every k-th iteration (1: every one, as in the paper)
-    meta_val: str = "batch"  # the finder's validation term: a batch drawn from the split, or the "full" split
+    meta_val: str = "auto"  # the finder's validation term: a "batch" drawn from the split, the "full" split, or auto
     order: str = "second"  # hypergradient
     fd_eps: float = 0.01  # first order: the finite difference steps fd_eps / ‖v‖ along v
     pcr_aug: str | None = None  # None: the dataset's default T

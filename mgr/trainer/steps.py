@@ -24,11 +24,12 @@ def batches(s: State):
 
 def validation_batch(s: State):
     """The finder's validation data: a batch drawn from the split, or the whole split (meta_val
-    "full", for small splits where a drawn batch only adds noise). The draw is made either way, so
-    both settings see the same training batches."""
+    "full"; "auto", the default, when the split holds at most two batches): on a small split a
+    drawn batch only adds noise (measured: docs/method.md#the-signal). The draw is made either way,
+    so every setting sees the same training batches."""
     d = s.data
     j = torch.randint(len(d.y_val), (min(s.cfg.batch_size, len(d.y_val)),), device=s.device, generator=s.batch_gen)
-    if s.cfg.meta_val == "full":
+    if s.cfg.meta_val == "full" or (s.cfg.meta_val == "auto" and len(d.y_val) <= 2 * s.cfg.batch_size):
         return d.x_val, d.y_val
     return d.x_val[j], d.y_val[j]
 
