@@ -178,3 +178,37 @@ def margin_bars(table: dict) -> go.Figure:
     fig.update_yaxes(title_text="samples between the pair")
     return _layout(fig, f"samples between two real clusters (centroid margin < {table['threshold']:g})", 300,
                    barmode="group")
+
+
+def signal_curve(reading, threshold: float) -> go.Figure:
+    """hg_cos per log line, the 0 and signal-threshold lines, and the 95% interval of its mean over
+    the run's last quarter as a shaded band over those steps (a `finder_view.SignalReading`)."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=reading.steps, y=reading.hg_cos, mode="lines+markers", name="hg_cos per log line",
+                             line=dict(color=colour(0)), marker=dict(size=4)))
+    if reading.n >= 2 and np.isfinite(reading.low):
+        first = reading.steps[-reading.n]
+        fig.add_shape(type="rect", x0=first, x1=reading.steps[-1], y0=reading.low, y1=reading.high, line_width=0,
+                      fillcolor=_rgba(colour(1), 0.25))
+        fig.add_trace(go.Scatter(x=[first, reading.steps[-1]], y=[reading.mean] * 2, mode="lines",
+                                 name="mean over the last quarter (band: 95% interval)", line=dict(color=colour(1))))
+    for y, name, dash in ((0.0, "0: noise", "dot"), (threshold, f"{threshold}: signal threshold", "dash")):
+        fig.add_trace(go.Scatter(x=[reading.steps[0], reading.steps[-1]], y=[y, y], mode="lines", name=name,
+                                 line=dict(color="#7f7f7f", dash=dash, width=1), hoverinfo="skip"))
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="cos(hypergradient, previous step's)")
+    return _layout(fig, "hg_cos: the finder's hypergradient against the previous step's", 300)
+
+
+def sample_stat_bars(stats: dict, stat: str) -> go.Figure:
+    """Mean of one per-probe statistic (`finder_view.sample_stats`) per class and overall, uniform vs
+    finder, error bars ± std over probes."""
+    fig = go.Figure()
+    for kind in ("uniform", "finder"):
+        rows = [r for r in stats["rows"] if r["kind"] == kind]
+        fig.add_trace(go.Bar(x=[r["class"] for r in rows], y=[r[f"{stat}_mean"] for r in rows], name=kind,
+                             error_y=dict(type="data", array=[r[f"{stat}_std"] for r in rows]),
+                             marker_color=KIND_COLOUR[kind]))
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(title_text=stat)
+    return _layout(fig, f"{stat} per class, mean ± std over probes (step {stats['step']})", 300, barmode="group")

@@ -1,9 +1,13 @@
 """Latents: what the finder does to the probe latents. Same z, G(z, y) vs G(F(z), y)."""
+import numpy as np
 import streamlit as st
 
 from mgr import figures
 from mgr.analysis.curves import curves
+from mgr.analysis.curves import scalar_curves
 from mgr.analysis.finder_fid import fid_uniform_vs_finder
+from mgr.analysis.finder_view import (AMPLIFY, SAMPLE_STATS, SIGNAL_THRESHOLD, SignalReading, amplified_shifts,
+                                      sample_stats, shift_history, signal_reading)
 from mgr.analysis.latents import LatentView, latent_view
 from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
@@ -24,9 +28,33 @@ def load_curves(path: str, sig: tuple) -> dict:
     return curves(Run(path))
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_reading(path: str, sig: tuple) -> SignalReading:
+    return signal_reading(scalar_curves(Run(path)))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_shifts(path: str, sig: tuple) -> dict:
+    return shift_history(Run(path))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_amplified(path: str, step: int, sig: tuple) -> dict:
+    return amplified_shifts(Run(path), step)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_stats(path: str, step: int, sig: tuple) -> dict:
+    return sample_stats(Run(path), step)
+
+
 s = pick_run(overview(), need=lambda s: s.method not in ("base", "?"), why="use a generator (every method but base)")
 state_banner(s)
 run = Run(s.path)
+with guarded(s):
+    reading = load_reading(str(run.path), signature(run, "scalars.jsonl"))
+if reading.verdict == "noise":  # said first: everything below is then the finder's noise, not its signal
+    st.warning(reading.text, icon="🎲")
 with guarded(s):
     c1, c2 = st.columns([3, 2])
     with c1:
@@ -72,6 +100,55 @@ with guarded(s):
         st.plotly_chart(figures.curves([(k, cols["step"], cols[k]) for k in fields], 0.0,
                                        "latent shift and KL over training (means between evaluations)", markers=True),
                         config=CHART_CONFIG)
+
+with guarded(s):
+    st.subheader("Does the finder follow a signal?")
+    if reading.verdict is None:
+        st.info(reading.text)
+    else:
+        st.markdown(reading.text)
+        st.plotly_chart(figures.signal_curve(reading, SIGNAL_THRESHOLD), config=CHART_CONFIG)
+
+    st.subheader("What the finder pushes toward")
+    st.caption(f"G(z + k·(F(z) − z), y) for a few probe latents z per class (rows: classes) at step {step}: "
+               "k = 0 is the uniform sample, k = 1 the finder's, larger k amplify the finder's shift to show its "
+               "direction.")
+    if s.method in ("pcr", "gda"):
+        st.info(f"No finder in a {s.method} run: F(z) − z = 0, so every k shows the uniform sample.")
+    elif not (run.path / "last.pt").exists():
+        st.info("No checkpoint yet: the generator is read with the run's last.pt (written at each evaluation).")
+    else:
+        amp = load_amplified(str(run.path), step, signature(run, "probes/static.npz", f"probes/step_{step:07d}.npz",
+                                                            "last.pt"))
+        per_class = amp["images"].shape[0] // len(np.unique(amp["y"]))
+        for col, i, k in zip(st.columns(len(AMPLIFY)), range(len(AMPLIFY)), amp["ks"]):
+            col.image(mosaic(amp["images"][:, i], per_class, max(1, 32 // amp["images"].shape[-1])),
+                      caption=f"k = {k:g}", width="stretch")
+        st.caption(f"‖F(z) − z‖ of these latents: mean {amp['shift'].mean():.3f} (max {amp['shift'].max():.3f}).")
+
+    st.subheader("How the shift grows over training")
+    hist = load_shifts(str(run.path), signature(run, "probes/static.npz", *(f"probes/step_{t:07d}.npz"
+                                                                            for t in run.probe_steps())))
+    a, b = st.columns(2)
+    a.plotly_chart(figures.curves([("‖F(z) − z‖", hist["steps"], hist["shift_mean"])], 0.0,
+                                  "mean latent shift of the probes (± std)", markers=True,
+                                  bands={"‖F(z) − z‖": (hist["shift_mean"] - hist["shift_std"],
+                                                        hist["shift_mean"] + hist["shift_std"])}),
+                   config=CHART_CONFIG)
+    b.plotly_chart(figures.curves([("same class, same step", hist["steps"], hist["same_class_cos"]),
+                                   ("same probe, previous step", hist["steps"], hist["successive_cos"])], 0.0,
+                                  "direction: mean cosine between shifts F(z) − z", markers=True),
+                   config=CHART_CONFIG)
+
+    st.subheader("Uniform vs finder samples")
+    stats = load_stats(str(run.path), step, probe_signature(run, step))
+    stat = st.radio("statistic", SAMPLE_STATS, horizontal=True, key="sample-stat",
+                    help="confidence: p(y) of the intended class; margin: p(y) minus the best other class; "
+                         "diversity: mean feature distance g_ψ to the other probes of the class")
+    st.plotly_chart(figures.sample_stat_bars(stats, stat), config=CHART_CONFIG)
+    with st.expander("every statistic per class (mean and std over probes)"):
+        st.dataframe([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in stats["rows"]],
+                     hide_index=True)
 
 st.subheader("FID of uniform and finder samples")
 st.caption("Class-balanced samples against the test split, at the run's last checkpoint, with clean-fid. "

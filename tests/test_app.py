@@ -121,6 +121,23 @@ def test_latents_page_computes_fid_with_the_extractor_named(app_runs, monkeypatc
     assert "SmallCNN trained on full digits" in text(at)
 
 
+def test_latents_page_reads_the_finders_signal_and_a_noisy_finder_says_so_at_the_top(app_runs, monkeypatch):
+    from mgr.analysis.curves import scalar_curves
+    from mgr.analysis.finder_view import signal_reading
+    from mgr.runstore import Run
+    reading = signal_reading(scalar_curves(Run(app_runs / "t-mgr")))
+    assert reading.verdict is not None  # the mgr fixture logs hg_cos
+    at = open_page("pages/latents.py", app_runs, monkeypatch, run="t-mgr")
+    assert reading.text in [m.value for m in at.markdown]
+    assert (reading.text in [w.value for w in at.warning]) == (reading.verdict == "noise")
+    titles = [chart_title(c) for c in charts(at)]
+    assert any(t.startswith("hg_cos") for t in titles) and any(t.startswith("confidence per class") for t in titles)
+    assert {"Does the finder follow a signal?", "What the finder pushes toward", "How the shift grows over training",
+            "Uniform vs finder samples"} <= {h.value for h in at.subheader}
+    pcr = open_page("pages/latents.py", app_runs, monkeypatch, run="t-pcr")
+    assert any("logs no hg_cos" in i.value for i in pcr.info)
+
+
 def test_latents_page_skips_runs_without_a_generator(app_runs, monkeypatch):
     at = open_page("pages/latents.py", app_runs, monkeypatch, run="t-base")
     assert "t-base" not in at.selectbox(key="run").options and at.selectbox(key="run").value != "t-base"

@@ -4,6 +4,7 @@ the module they need):
     runs         summaries, configurations (seeds grouped), Compare's seed table
     curves       metrics and scalars as columns, smoothing, mean ± std over seeds
     latents      the Latents page: uniform vs finder samples, z and F(z)
+    finder_view  the Latents page's finder: hg_cos reading, amplified shifts, shift over training, sample stats
     feature_map  the Feature space map and its disk cache
     margins      samples between the real class clusters
     projection   PCA, UMAP, placing new points on a fitted map

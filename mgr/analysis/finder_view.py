@@ -1,0 +1,191 @@
+"""The Latents page's view of the finder F: does it follow a signal (the trainer's online hg_cos),
+what it pushes toward (amplified shifts through G), how its shift grows and how consistent its
+direction is over training, and how its samples differ from uniform ones.
+
+The reading of hg_cos is the project's rule (docs/method.md#the-signal): a signal when the 95%
+interval of its mean over the run's last quarter lies above 0.1, noise when it contains 0 or lies
+below 0.1. At digits 10%, step 60, bench/meta_signal.py measured hg_cos 0.06 with a held-out test
+at chance: noise."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..runstore import Run, RunError
+
+SIGNAL_THRESHOLD = 0.1  # a mean cosine above this between independent draws: a direction common to draws
+SIGNAL_DOC = "docs/method.md#the-signal"
+AMPLIFY = (0, 1, 2, 4, 8)
+
+
+@dataclass
+class SignalReading:
+    steps: np.ndarray  # hg_cos per scalars.jsonl line (each a mean over --log-every steps)
+    hg_cos: np.ndarray
+    verdict: str | None  # "signal", "noise", "weak" (interval above 0 but not above 0.1), None: cannot say
+    text: str  # the plain reading, with its numbers
+    mean: float = float("nan")  # over the last quarter's log lines
+    low: float = float("nan")  # its 95% interval (Student t over those lines)
+    high: float = float("nan")
+    n: int = 0  # log lines in the last quarter
+
+
+def signal_reading(scalars: dict[str, np.ndarray]) -> SignalReading:
+    """The reading of a run's hg_cos from its scalars.jsonl columns (`curves.scalar_curves`). Runs
+    that log no hg_cos (pcr, base, gda, runs older than the field) get a reading with verdict None."""
+    from scipy import stats
+    if "hg_cos" not in scalars or not np.isfinite(scalars["hg_cos"]).any():
+        return SignalReading(np.array([]), np.array([]), None,
+                             "This run logs no hg_cos: only mgr and gda-mps runs have a finder with a hypergradient, "
+                             "and runs older than the field did not log it.")
+    ok = np.isfinite(scalars["hg_cos"])
+    steps, cos = scalars["step"][ok], scalars["hg_cos"][ok]
+    # the last quarter of the steps logged so far (a running run is read as it stands), at least 2 lines
+    last = steps >= steps[-1] - (steps[-1] - steps[0]) / 4 if len(steps) > 1 else np.ones(1, bool)
+    if last.sum() < 2:
+        last = np.arange(len(steps)) >= len(steps) - 2
+    x = cos[last]
+    n = len(x)
+    if n < 2:
+        return SignalReading(steps, cos, None, f"One log line of hg_cos so far ({cos[0]:+.2f} at step {int(steps[0])}): "
+                                               "too few for an interval. Read again after a few more log lines.")
+    mean = float(x.mean())
+    half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
+    low, high = mean - half, mean + half
+    where = (f"over the last quarter of the run (steps {int(steps[last][0])}–{int(steps[last][-1])}, {n} log lines) "
+             f"hg_cos averages {mean:+.2f}, 95% interval [{low:+.2f}, {high:+.2f}]")
+    if low > SIGNAL_THRESHOLD:
+        verdict = "signal"
+        text = (f"**The finder follows a signal**: {where}, above {SIGNAL_THRESHOLD}. Independent draws of its "
+                "hypergradient one step apart share a direction, so its steps add up instead of cancelling.")
+    elif low <= 0 <= high or high < SIGNAL_THRESHOLD:
+        verdict = "noise"
+        why = "which contains 0" if low <= 0 <= high else f"below {SIGNAL_THRESHOLD}"
+        text = (f"**The finder follows noise**: {where}, {why}. Independent draws of its hypergradient one step "
+                "apart point in unrelated directions, so its steps mostly cancel and F(z) − z stays small and "
+                "random: differences between uniform and finder samples below are not the method's signal.")
+    else:
+        verdict = "weak"
+        text = (f"**The finder follows a weak signal at best**: {where}: above 0, but not above {SIGNAL_THRESHOLD}. "
+                "Its steps share a little direction; a longer run narrows the interval.")
+    text += (f" (A signal: the interval's lower bound above {SIGNAL_THRESHOLD}; how it is measured and what "
+             f"raises it: `{SIGNAL_DOC}`.)")
+    return SignalReading(steps, cos, verdict, text, mean, low, high, n)
+
+
+def _static(run: Run) -> dict:
+    static = run.load_probe("static")
+    return {"z": static["probe_z"].astype(np.float64), "y": static["probe_y"].astype(int),
+            "classes": [str(c) for c in static["classes"]]}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1; a zero row (no shift) stays NaN, so no cosine is made up for it."""
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 1e-9, v / norm, np.nan)
+
+
+def amplified_shifts(run: Run, step: int, per_class: int = 3, ks=AMPLIFY, device: str = "cpu") -> dict:
+    """What the finder pushes toward: for the first `per_class` probe latents of each class,
+    G(z + k·(F(z) − z), y) for each k (k = 0 the uniform sample, k = 1 the finder's). The shift is
+    the probe's finder_z at `step`, so any evaluation step works with the run's generator.
+    Returns ks, y and classes of the rows, the shift norms and images (rows × len(ks) × C×H×W, uint8)."""
+    import torch
+
+    from .models import loaded_models
+    if per_class < 1:
+        raise ValueError(f"per_class={per_class}: show at least 1 probe latent per class")
+    ks = tuple(float(k) for k in ks)
+    if not ks or min(ks) < 0:
+        raise ValueError(f"amplification factors {ks} must be a non-empty list of numbers >= 0")
+    st, p = _static(run), run.load_probe(step)
+    y = st["y"]
+    rows = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)])
+    z, shift = st["z"][rows], p["finder_z"][rows].astype(np.float64) - st["z"][rows]
+    G = loaded_models(run, device)["G"]
+    zs = np.concatenate([z + k * shift for k in ks])  # k-major: all rows at k0, then at k1, ...
+    with torch.no_grad():
+        x = G(torch.as_tensor(zs, dtype=torch.float32, device=device),
+              torch.as_tensor(np.tile(y[rows], len(ks)), device=device))
+    images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    images = images.reshape(len(ks), len(rows), *images.shape[1:]).swapaxes(0, 1)
+    return {"ks": ks, "y": y[rows], "classes": st["classes"], "shift": np.linalg.norm(shift, axis=1),
+            "images": images, "step": step}
+
+
+def _mean_pairwise_cos(u: np.ndarray) -> float:
+    """Mean cosine over distinct pairs of unit rows (NaN rows left out)."""
+    u = u[np.isfinite(u).all(1)]
+    if len(u) < 2:
+        return float("nan")
+    c = u @ u.T
+    return float(c[np.triu_indices(len(u), 1)].mean())
+
+
+def shift_history(run: Run) -> dict:
+    """How the shift F(z) − z grows over training and how consistent its direction is, per evaluation
+    step of the probes: mean and std of ‖F(z) − z‖; the mean pairwise cosine of the shifts of probes
+    of the same class (averaged over classes); the mean cosine between a probe's shift and its shift at
+    the previous evaluation (NaN at the first). Cosines are NaN where there is no shift (uniform runs)."""
+    st = _static(run)
+    z, y = st["z"], st["y"]
+    out = {k: [] for k in ("steps", "shift_mean", "shift_std", "same_class_cos", "successive_cos")}
+    prev = None
+    for step in run.probe_steps():
+        try:
+            shift = run.load_probe(step)["finder_z"].astype(np.float64) - z
+        except (RunError, KeyError):  # a probe being written or damaged: the others still tell the story
+            continue
+        norm, u = np.linalg.norm(shift, axis=1), _unit(shift)
+        per_class = [_mean_pairwise_cos(u[y == c]) for c in np.unique(y)]
+        out["steps"].append(step)
+        out["shift_mean"].append(float(norm.mean()))
+        out["shift_std"].append(float(norm.std()))
+        out["same_class_cos"].append(float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan"))
+        succ = np.sum(u * prev, axis=1) if prev is not None else np.array([np.nan])
+        out["successive_cos"].append(float(np.nanmean(succ)) if np.isfinite(succ).any() else float("nan"))
+        prev = u
+    return {k: np.asarray(v, dtype=float) for k, v in out.items()} | {"steps": np.asarray(out["steps"], dtype=int)}
+
+
+SAMPLE_STATS = ("confidence", "margin", "diversity")
+
+
+def sample_stats(run: Run, step: int) -> dict:
+    """Uniform vs finder samples at one evaluation, per probe: the classifier's probability of the
+    intended class y (confidence), that minus the best other class's (margin), and the mean feature
+    distance to the other probes of its class (diversity: the class's mean pairwise distance, per
+    probe so that it has a spread). Returns rows {class, kind, <stat>_mean, <stat>_std} for each class
+    and for all probes ("all"), and the per-probe values {kind: {stat: array}} with y."""
+    st, p = _static(run), run.load_probe(step)
+    y = st["y"]
+    if "uniform_probs" not in p:
+        raise ValueError(f"run {run.id} uses no generator (method base): it has no synthetic samples to compare")
+    idx = np.arange(len(y))
+    per_probe = {}
+    for kind in ("uniform", "finder"):
+        probs, feats = p[f"{kind}_probs"].astype(np.float64), p[f"{kind}_features"].astype(np.float64)
+        conf = probs[idx, y]
+        other = probs.copy()
+        other[idx, y] = -np.inf
+        div = np.full(len(y), np.nan)
+        for c in np.unique(y):
+            m = np.flatnonzero(y == c)
+            if len(m) > 1:
+                d = np.linalg.norm(feats[m, None] - feats[None, m], axis=-1)
+                div[m] = d.sum(1) / (len(m) - 1)
+        per_probe[kind] = {"confidence": conf, "margin": conf - other.max(1), "diversity": div}
+    rows = []
+    for c in [*np.unique(y).tolist(), "all"]:
+        m = np.ones(len(y), bool) if c == "all" else y == c
+        for kind in ("uniform", "finder"):
+            row = {"class": "all" if c == "all" else st["classes"][c], "kind": kind, "probes": int(m.sum())}
+            for s in SAMPLE_STATS:
+                v = per_probe[kind][s][m]
+                v = v[np.isfinite(v)]
+                row[f"{s}_mean"] = float(v.mean()) if len(v) else float("nan")
+                row[f"{s}_std"] = float(v.std()) if len(v) else float("nan")
+            rows.append(row)
+    return {"rows": rows, "per_probe": per_probe, "y": y, "classes": st["classes"], "step": step}
