@@ -252,7 +252,7 @@ def test_each_variant_trains_on_digits_and_logs_its_fields(tmp_path, kw):
         if kw.get("co_learner"):
             assert 0 <= r["co_acc"] <= 1 and r["co_ce"] > 0 and -1 <= r["co_grad_cos"] <= 1
         if kw["method"] == "mgr":
-            assert r["meta_val_ce"] > 0 and r["pcr"] >= 0
+            assert r["meta_val_ce"] > 0 and r["pcr"] > 0 and r["latent_shift"] > 0 and -1 <= r["hg_cos"] <= 1
     if mltp:
         assert cfg["mltp_alpha"] == cfg["lr"] == 0.05
     if kw["method"] != "base":

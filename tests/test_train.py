@@ -41,11 +41,12 @@ def test_each_method_writes_a_valid_run_directory(tmp_path, method, order):
     for r in rows:
         assert all(k in r for k in REQUIRED) and 0 <= r["val_acc"] <= 1
         if method in ("pcr", "mgr"):
-            assert r["pcr"] >= 0
+            assert r["pcr"] > 0  # T moves the images, so the consistency gap is never exactly 0
         if method in ("gda", "gda-mps"):
             assert r["syn_ce"] > 0
         if method in ("gda-mps", "mgr"):
-            assert r["latent_shift"] >= 0 and r["kl"] >= 0
+            # the finder has taken steps by each evaluation: it is no longer the identity
+            assert r["latent_shift"] > 0 and r["kl"] > 0 and -1 <= r["hg_cos"] <= 1
     assert run.probe_steps() == [3, 6]
     scalars = run.scalars()  # log_every=2, eval_every=3: a line at steps 2, 3, 4, 6
     assert [r["step"] for r in scalars] == [2, 3, 4, 6] and all(r["ce"] > 0 and r["img_per_s"] > 0 for r in scalars)
