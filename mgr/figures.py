@@ -196,7 +196,7 @@ def signal_curve(reading, threshold: float) -> go.Figure:
         fig.add_trace(go.Scatter(x=[reading.steps[0], reading.steps[-1]], y=[y, y], mode="lines", name=name,
                                  line=dict(color="#7f7f7f", dash=dash, width=1), hoverinfo="skip"))
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="cos(hypergradient, previous step's)")
+    fig.update_yaxes(title_text="hg_cos")
     return _layout(fig, "hg_cos: the finder's hypergradient against the previous step's", 300)
 
 
