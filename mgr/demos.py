@@ -110,7 +110,7 @@ DEMOS = {d.id: d for d in (
          "A positive difference pcr − gda means consistency uses them better."),
     Demo("finder-helps-pcr", "Does the finder help PCR?",
          (_arm("mgr", **MGR), _arm("pcr", method="pcr")), TEST_ACC,
-         "mgr is pcr plus the finder (MPS, first-order hypergradient), which meta-learns where to sample the "
+         "mgr is pcr plus the finder (MPS, exact hypergradient), which meta-learns where to sample the "
          "latents. A positive difference mgr − pcr means the finder helps."),
     Demo("mltp-helps", "Does MLTP help?",
          (_arm("mltp", method="base", procedure="mltp", mltp_variant="fo"), _arm("base", method="base")), TEST_ACC,

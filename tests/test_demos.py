@@ -86,7 +86,7 @@ def test_each_demo_asks_a_question_and_its_arms_differ_in_what_it_asks_only():
         assert a.values["steps"] == b.values["steps"] and "seed" not in a.values
     differ = {d.id: sorted(k for k in {**d.arms[0].values, **d.arms[1].values}
                            if d.arms[0].values.get(k) != d.arms[1].values.get(k)) for d in demos.DEMOS.values()}
-    assert differ == {"gda-hurts": ["method"], "pcr-repairs": ["method"], "finder-helps-pcr": ["method", "order"],
+    assert differ == {"gda-hurts": ["method"], "pcr-repairs": ["method"], "finder-helps-pcr": ["method"],
                       "mltp-helps": ["mltp_variant", "procedure"], "co-learner-helps": ["co_learner"],
                       "mlp-finder-leaves-support": ["finder"], "finder-lr-too-high": ["finder_lr"]}
 
