@@ -136,9 +136,13 @@ with guarded(s):
                                                         hist["shift_mean"] + hist["shift_std"])}),
                    config=CHART_CONFIG)
     b.plotly_chart(figures.curves([("same class, same step", hist["steps"], hist["same_class_cos"]),
+                                   ("any two probes", hist["steps"], hist["any_probes_cos"]),
                                    ("same probe, previous step", hist["steps"], hist["successive_cos"])], 0.0,
                                   "direction: mean cosine between shifts F(z) − z", markers=True),
                    config=CHART_CONFIG)
+    st.caption("A consistent direction is not yet a signal: a shift that ignores z and y (a drifted bias) is as "
+               "consistent across classes as within one, and a random walk keeps its direction from step to step, "
+               "since each shift holds the steps already taken. Read it with the hg_cos reading above.")
 
     st.subheader("Uniform vs finder samples")
     stats = load_stats(str(run.path), step, probe_signature(run, step))

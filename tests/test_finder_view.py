@@ -74,6 +74,9 @@ def test_shift_history_measures_the_probe_shifts_at_each_evaluation(app_runs):
         assert hist["shift_mean"][i] == pytest.approx(norms.mean(), rel=1e-5)
     assert math.isnan(hist["successive_cos"][0]) and np.all(np.abs(hist["successive_cos"][1:]) <= 1 + 1e-9)
     assert np.all(np.abs(hist["same_class_cos"]) <= 1 + 1e-9)
+    u = run.load_probe(run.probe_steps()[-1])["finder_z"] - z  # any two probes: the baseline, computed directly
+    u = u / np.linalg.norm(u, axis=1, keepdims=True)
+    assert hist["any_probes_cos"][-1] == pytest.approx((u @ u.T)[np.triu_indices(len(u), 1)].mean(), rel=1e-5)
     pcr = shift_history(Run(app_runs / "t-pcr"))  # no finder: no shift, and no direction made up for it
     assert np.all(pcr["shift_mean"] == 0) and np.isnan(pcr["same_class_cos"]).all()
 

@@ -127,11 +127,14 @@ def _mean_pairwise_cos(u: np.ndarray) -> float:
 def shift_history(run: Run) -> dict:
     """How the shift F(z) − z grows over training and how consistent its direction is, per evaluation
     step of the probes: mean and std of ‖F(z) − z‖; the mean pairwise cosine of the shifts of probes
-    of the same class (averaged over classes); the mean cosine between a probe's shift and its shift at
-    the previous evaluation (NaN at the first). Cosines are NaN where there is no shift (uniform runs)."""
+    of the same class (averaged over classes), and of any two probes (the baseline: a shift that ignores
+    z and y, such as a drifted bias, is as consistent across classes as within one); the mean cosine
+    between a probe's shift and its shift at the previous evaluation (NaN at the first: a random walk
+    scores high here too, since each shift holds the steps already taken). Cosines are NaN where there
+    is no shift (uniform runs)."""
     st = _static(run)
     z, y = st["z"], st["y"]
-    out = {k: [] for k in ("steps", "shift_mean", "shift_std", "same_class_cos", "successive_cos")}
+    out = {k: [] for k in ("steps", "shift_mean", "shift_std", "same_class_cos", "any_probes_cos", "successive_cos")}
     prev = None
     for step in run.probe_steps():
         try:
@@ -144,6 +147,7 @@ def shift_history(run: Run) -> dict:
         out["shift_mean"].append(float(norm.mean()))
         out["shift_std"].append(float(norm.std()))
         out["same_class_cos"].append(float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan"))
+        out["any_probes_cos"].append(_mean_pairwise_cos(u))
         succ = np.sum(u * prev, axis=1) if prev is not None else np.array([np.nan])
         out["successive_cos"].append(float(np.nanmean(succ)) if np.isfinite(succ).any() else float("nan"))
         prev = u
