@@ -35,6 +35,16 @@ def trained_state(model="smallcnn", steps=8, batch_size=128, **kw):
     return s
 
 
+@pytest.fixture(scope="module")
+def smallcnn():
+    """One trained SmallCNN state, a fixed draw and its float64 reference, shared by the tests below
+    (each test that changes the state's config restores it)."""
+    s = trained_state()
+    d = draw(s)
+    ref, (model, finder) = independent_hypergradient(s, d)
+    return s, d, ref, model, finder
+
+
 def draw(s):
     torch.manual_seed(123)
     x, y, x_val, y_val = batches(s)
@@ -71,23 +81,24 @@ def independent_hypergradient(s, d):
     return torch.cat([g.flatten() for g in torch.autograd.grad(J, list(finder.parameters()))]).float(), (model, finder)
 
 
-@pytest.mark.parametrize("model, batch_size", [("smallcnn", 128), ("resnet18", 16)])
-def test_exact_hypergradient_matches_autograd_through_the_lookahead_on_the_real_models(model, batch_size):
-    s = trained_state(model, steps=8 if model == "smallcnn" else 2, batch_size=batch_size)
-    d = draw(s)
+@pytest.mark.parametrize("model", ["smallcnn", "resnet18"])
+def test_exact_hypergradient_matches_autograd_through_the_lookahead_on_the_real_models(model, smallcnn):
+    if model == "smallcnn":
+        s, d, ref, _, _ = smallcnn
+    else:
+        s = trained_state(model, steps=2, batch_size=16)
+        d = draw(s)
+        ref, _ = independent_hypergradient(s, d)
     ours = trainer_hypergradient(s, d)  # float32, as the trainer runs on the CPU
-    ref, _ = independent_hypergradient(s, d)
     cos = F.cosine_similarity(ours, ref, dim=0)
     assert ref.norm() > 0 and cos > 0.9999, cos
     assert (ours.norm() / ref.norm() - 1).abs() < 1e-3
 
 
-def test_exact_hypergradient_agrees_with_a_finite_difference_of_the_objective_in_float64():
+def test_exact_hypergradient_agrees_with_a_finite_difference_of_the_objective_in_float64(smallcnn):
     """A derivative-free check: (J(φ + h·u) − J(φ − h·u)) / 2h = ⟨∇_φ J, u⟩ on the real SmallCNN."""
-    s = trained_state()
-    d = draw(s)
+    s, d, _, model, finder = smallcnn
     ours = trainer_hypergradient(s, d).double()
-    _, (model, finder) = independent_hypergradient(s, d)
     torch.manual_seed(7)
     u = [torch.randn_like(p) for p in finder.parameters()]
     norm = torch.cat([x.flatten() for x in u]).norm()
@@ -110,23 +121,23 @@ def test_exact_hypergradient_agrees_with_a_finite_difference_of_the_objective_in
     assert abs(exact - numeric) < 1e-3 * abs(numeric), (exact, numeric)
 
 
-def test_exact_hypergradient_under_bf16_autocast_stays_within_cosine_0_99():
+def test_exact_hypergradient_under_bf16_autocast_stays_within_cosine_0_99(smallcnn):
     """The trainer runs bf16 autocast on CUDA; on the CPU the same autocast exercises the same casts
     (measured: 0.992 with G and the finder kept in float32 by mps_grads, 0.987 with them in bf16)."""
-    s = trained_state()
-    d = draw(s)
+    s, d, ref, _, _ = smallcnn
     bf16 = trainer_hypergradient(s, d, torch.autocast("cpu", dtype=torch.bfloat16))
-    ref, _ = independent_hypergradient(s, d)
     assert F.cosine_similarity(bf16, ref, dim=0) > 0.99
 
 
-def test_retired_finite_difference_mode_is_far_from_the_exact_one_on_the_real_smallcnn():
+def test_retired_finite_difference_mode_is_far_from_the_exact_one_on_the_real_smallcnn(smallcnn):
     """Why --order first is retired: at its default step the central difference crosses ReLU and
     max-pool kinks; its cosine with the exact hypergradient is far below the 0.99 the method needs."""
-    s = trained_state()
-    d = draw(s)
-    exact = trainer_hypergradient(s, d)
-    s.cfg = dataclasses.replace(s.cfg, order="first")
-    fd = trainer_hypergradient(s, d)
+    s, d, exact, _, _ = smallcnn
+    cfg = s.cfg
+    s.cfg = dataclasses.replace(cfg, order="first")
+    try:
+        fd = trainer_hypergradient(s, d)
+    finally:
+        s.cfg = cfg
     cos = F.cosine_similarity(fd, exact, dim=0)
     assert cos < 0.9, cos
