@@ -4,6 +4,8 @@
 so a field of the wrong type ("steps": "500", "pretrained": "no", "data": 3) would otherwise slip
 past validation and fail later, mid-run, with an unrelated traceback. Here every field is checked
 against its annotation first, and the error names the file, the field, the value and the type.
+Kept rather than pydantic: the trainer imports only torch, torchvision and numpy, so it runs on a
+GPU box that has nothing else.
 """
 from __future__ import annotations
 
