@@ -51,9 +51,9 @@ def test_home_lists_runs_with_state_and_offers_presets(app_runs, monkeypatch):
     from mgr.runstore import Run
     assert best["t-mgr"] == max(r["val_acc"] for r in Run(app_runs / "t-mgr").metrics())
     labels = [b.label for b in at.button]
-    from mgr.launch import PRESETS
-    assert labels.count("Launch both") == len(PRESETS) == 5
-    assert "GDA hurts: base vs gda" in text(at) and "MLTP: base vs mltp-fo" in text(at)
+    from mgr.demos import DEMOS
+    assert sum(label.startswith("Launch 5 seeds × 2 arms") for label in labels) == len(DEMOS) == 7
+    assert all(d.question in text(at) for d in DEMOS.values())  # each card asks its question
 
 
 def test_home_without_runs_says_how_to_start_one(tmp_path, monkeypatch):

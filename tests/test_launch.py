@@ -139,16 +139,6 @@ def test_mltp_and_co_learner_from_the_form_reach_the_trainer_flags():
     assert "--co-learner" in args and args[args.index("--co-learner-arch") + 1] == "linear"
 
 
-def test_every_preset_validates_and_the_mltp_and_cml_presets_pair_their_runs():
-    for name, (_, configs) in launch.PRESETS.items():
-        cfgs = [launch.build_config(v) for v in configs]
-        assert len(cfgs) == 2 and all(c.data.dataset == "digits" and c.steps <= 200 for c in cfgs), name
-    base, mltp = (launch.build_config(v) for v in launch.PRESETS["MLTP: base vs mltp-fo"][1])
-    assert (base.procedure, mltp.procedure, mltp.mltp_variant) == ("standard", "mltp", "fo")
-    plain, co = (launch.build_config(v) for v in launch.PRESETS["CML: mgr vs mgr + co-learner"][1])
-    assert not plain.co_learner and co.co_learner and plain.seed == co.seed
-
-
 def test_eta_from_status():
     assert launch.eta_seconds({"img_per_s": 64.0, "step": 10, "total_steps": 20}, 32) == 5.0
     assert launch.eta_seconds({"step": 10, "total_steps": 20}, 32) is None
