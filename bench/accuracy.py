@@ -14,7 +14,6 @@ them into docs/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from mgr.data import DataConfig  # noqa: E402
 from mgr.trainer import TrainConfig, train  # noqa: E402
 
 from records import append_record, stamp  # noqa: E402
-from variants import VARIANTS, add_setting_options, method_names  # noqa: E402
+from variants import VARIANTS, add_setting_options, method_names, parse_overrides  # noqa: E402
 
 
 def mean_std(xs):
@@ -49,16 +48,7 @@ def main(argv=None):
                         "the variant is then named e.g. mgr[finder_lr=1e-3]")
     p.add_argument("--out", default="bench/results/accuracy.json")
     a = p.parse_args(argv)
-    overrides = {}
-    for item in a.set:
-        field, sep, value = item.partition("=")
-        if not sep or field not in TrainConfig.__dataclass_fields__ or field in ("data", "seed", "steps"):
-            p.error(f"--set {item!r}: expected FIELD=VALUE with FIELD a training option other than data, seed "
-                    f"and steps ({', '.join(f for f in TrainConfig.__dataclass_fields__ if f not in ('data', 'seed', 'steps'))})")
-        try:
-            overrides[field] = json.loads(value)  # numbers, true/false, null
-        except ValueError:
-            overrides[field] = value
+    overrides = parse_overrides(p, a.set)
     suffix = "[" + ",".join(a.set) + "]" if a.set else ""
     if a.quick:
         a.steps, a.eval_every, a.seeds = 6, 3, "0"

@@ -15,7 +15,6 @@ command. The app's demo texts read these records (mgr.demos.measured_text).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr import demo_queue, demos  # noqa: E402
 from mgr.launch import LaunchError  # noqa: E402
 
-from records import stamp, write_json  # noqa: E402
+from records import stamp, update_records  # noqa: E402
 
 # --quick: the smallest demo that still runs every part (digits, 4 steps, 2 evaluations)
 QUICK = {"data.dataset": "digits", "data.ratio": 0.1, "steps": 4, "eval_every": 2, "batch_size": 16,
@@ -65,15 +64,12 @@ def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv) -> dict:
 
 def save(path: Path, record: dict) -> None:
     """Replace this demo's record in the file (one per demo), under a lock: two benches may write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        old = json.loads(path.read_text()) if path.exists() else []
-        if not isinstance(old, list):
-            raise ValueError(f"{path} does not hold a JSON list of records; choose another --out")
+    order = list(demos.DEMOS)
+
+    def replace(old: list) -> list:
         keep = [r for r in old if r.get("demo") != record["demo"]]
-        order = list(demos.DEMOS)
-        write_json(path, sorted(keep + [record], key=lambda r: order.index(r["demo"]) if r["demo"] in order else 99))
+        return sorted(keep + [record], key=lambda r: order.index(r["demo"]) if r["demo"] in order else 99)
+    update_records(path, replace)
 
 
 def main(argv=None):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import statistics
 import sys
 import time
@@ -38,7 +39,7 @@ from mgr.trainer import TrainConfig  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
 from mgr.trainer.steps import batches, latents, mps_grads, train_step  # noqa: E402
 
-from records import stamp, write_json  # noqa: E402
+from records import stamp, update_records, write_json  # noqa: E402
 
 
 def draw(s):
@@ -134,12 +135,12 @@ def main(argv=None):
                                                     "per_draw": [round(c, 6) for c in v]} for k, v in acc.items()},
               "ms_per_call": ms, "exact_over_full_graph": round(ms["exact"] / ms["full-graph"], 3),
               "exact_over_fd": round(ms["exact"] / ms["fd"], 3)}
-    out = Path(a.out)
-    old = [] if a.quick or not out.exists() else __import__("json").loads(out.read_text())
-    old = [r for r in old if (r["dataset"], r["ratio"], r["model"], r["batch_size"]) !=
-           (a.dataset, a.ratio, a.model, a.batch_size)]
-    write_json(out, old + [record])
-    print(__import__("json").dumps(record, indent=1))
+    key = ("dataset", "ratio", "model", "batch_size")
+    if a.quick:
+        write_json(a.out, [record])
+    else:  # one record per setting: a re-run replaces its own
+        update_records(a.out, lambda old: [r for r in old if [r[k] for k in key] != [record[k] for k in key]] + [record])
+    print(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

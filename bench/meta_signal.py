@@ -49,6 +49,7 @@ from mgr.trainer.state import build  # noqa: E402
 from mgr.trainer.steps import batches, latents, mps_grads, train_step  # noqa: E402
 
 from records import append_record, stamp, write_json  # noqa: E402
+from variants import parse_overrides  # noqa: E402
 
 # a lever changes only how one meta step is estimated, so all are measured on the same trained state
 BATCH = {"meta_val": "batch"}  # the paper's setting: a validation batch drawn each step
@@ -130,17 +131,6 @@ def measure(s, lever: dict, draws: int, step_scale: float, others: int) -> dict:
         s.cfg = base_cfg
 
 
-def parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        field = {f.name: f for f in dataclasses.fields(TrainConfig)}.get(name)
-        if field is None or not value:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD a TrainConfig field")
-        out[name] = json.loads(value) if value[0] in "0123456789-[{tf" else value
-    return out
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits")
@@ -169,7 +159,7 @@ def main(argv=None):
         raise SystemExit(f"unknown levers {unknown} (choose from {', '.join(LEVERS)}) or checkpoints {at} beyond "
                          f"--steps {a.steps}")
     cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), method="mgr", steps=a.steps,
-                      batch_size=a.batch_size, seed=a.seed, device="cpu", **parse_set(a.set))
+                      batch_size=a.batch_size, seed=a.seed, device="cpu", **parse_overrides(p, a.set))
     s = build(cfg)
     out, records, online = Path(a.out), [], []
     t_train = time.perf_counter()

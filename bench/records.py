@@ -43,9 +43,9 @@ def write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
-def append_record(path: str | Path, record: dict) -> None:
-    """Add one record to the JSON list at `path`: atomic (readers never see half a file) and under
-    an exclusive lock, so two processes appending to one file never drop each other's records."""
+def update_records(path: str | Path, change) -> None:
+    """Rewrite the JSON list of records at `path` as change(old list): atomic (readers never see half a
+    file) and under an exclusive lock, so two processes writing one file never drop each other's records."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as lock:
@@ -53,4 +53,9 @@ def append_record(path: str | Path, record: dict) -> None:
         old = json.loads(path.read_text()) if path.exists() else []
         if not isinstance(old, list):
             raise ValueError(f"{path} does not hold a JSON list of records; choose another --out")
-        write_json(path, old + [record])
+        write_json(path, change(old))
+
+
+def append_record(path: str | Path, record: dict) -> None:
+    """Add one record to the JSON list at `path` (update_records)."""
+    update_records(path, lambda old: old + [record])

@@ -31,3 +31,25 @@ def method_names(p, methods: str) -> list[str]:
     if unknown:
         p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     return names
+
+
+def parse_overrides(p, items: list[str], excluded=("data", "seed", "steps")) -> dict:
+    """--set FIELD=VALUE items as {field: value}: numbers, true/false and null read as JSON, anything
+    else kept as a string. A FIELD that is not a training option, or one the benchmark sets itself
+    (`excluded`), is the parser's error, naming the allowed ones."""
+    import json
+
+    from mgr.trainer import TrainConfig
+    allowed = [f for f in TrainConfig.__dataclass_fields__ if f not in excluded]
+    overrides = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or field not in allowed:
+            named = ", ".join(excluded[:-1]) + " and " + excluded[-1] if len(excluded) > 1 else "".join(excluded)
+            p.error(f"--set {item!r}: expected FIELD=VALUE with FIELD a training option other than {named} "
+                    f"({', '.join(allowed)})")
+        try:
+            overrides[field] = json.loads(value)  # numbers, true/false, null
+        except ValueError:
+            overrides[field] = value
+    return overrides
