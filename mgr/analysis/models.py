@@ -44,7 +44,7 @@ def run_models(run: Run, device: str = "cpu") -> dict:
     cfg = TrainConfig.from_dict(run.config)
     G, gmeta = load_generator(generator_file(run, cfg), device=device)
     ck = checkpoint.load(run.path / "last.pt", CKPT_KIND, CKPT_VERSION, map_location=device)
-    model = build_classifier(cfg.model, gmeta["num_classes"], gmeta["channels"])
+    model = build_classifier(cfg.model, gmeta["num_classes"], gmeta["channels"], width=cfg.width)
     checkpoint.load_state(model, ck["model"], run.path / "last.pt")
     finder = None
     if "finder" in ck:
