@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .finder import FINDERS
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
-    from .trainer import META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
+    from .trainer import META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
     t = sub.add_parser("train", help="train a classifier (prints the run directory first)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(t)
@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--meta-val", default="auto", choices=META_VALS,
                    help="the finder's validation term: a batch drawn from the validation split, the full split, "
                         "or auto: the full split when it holds at most two batches")
+    t.add_argument("--meta-precision", default="float32", choices=META_PRECISIONS,
+                   help="the finder's meta step on CUDA: float32 (exact) or bf16 autocast like the rest of the "
+                        "step (faster; the hypergradient drifts to cosine 0.97 with the exact one)")
     t.add_argument("--order", default="second", choices=ORDERS,
                    help="hypergradient: second = exact; first = the retired finite-difference form, wrong on "
                         "ReLU networks (kept to resume old runs; docs/method.md#hypergradient-modes)")

@@ -121,15 +121,30 @@ def test_exact_hypergradient_agrees_with_a_finite_difference_of_the_objective_in
     assert abs(exact - numeric) < 1e-3 * abs(numeric), (exact, numeric)
 
 
-def test_exact_hypergradient_under_bf16_autocast_keeps_its_direction(smallcnn):
+def test_meta_step_stays_exact_inside_bf16_autocast_by_default(smallcnn):
     """The trainer runs bf16 autocast on CUDA; on the CPU the same autocast exercises the same casts.
-    Measured with G and the finder in float32 (mps_grads): cosine 0.992 and 0.966 with the float64
-    value on two trained states, 0.974 with the synthetic branch in float32 too: the rest is the
-    validation gradient's bf16 rounding. That misses the 0.99 target (docs/method.md#hypergradient-modes);
-    this test guards the direction against worse."""
+    The default meta_precision (float32) turns it off for the meta step, so the hypergradient is the
+    float32 one even inside an autocast region."""
     s, d, ref, _, _ = smallcnn
-    bf16 = trainer_hypergradient(s, d, torch.autocast("cpu", dtype=torch.bfloat16))
-    assert F.cosine_similarity(bf16, ref, dim=0) > 0.95
+    assert s.cfg.meta_precision == "float32"
+    ours = trainer_hypergradient(s, d, torch.autocast("cpu", dtype=torch.bfloat16))
+    assert F.cosine_similarity(ours, ref, dim=0) > 0.9999
+
+
+def test_bf16_meta_step_keeps_its_direction(smallcnn):
+    """meta_precision bf16 (opt-in, faster on CUDA): measured with G and the finder in float32, cosine
+    0.992 and 0.966 with the float64 value on two trained states, 0.974 with the synthetic branch in
+    float32 too: the rest is the validation gradient's bf16 rounding. That misses the 0.99 target,
+    which is why it is not the default (docs/method.md#hypergradient-modes); this guards against worse."""
+    s, d, ref, _, _ = smallcnn
+    cfg = s.cfg
+    s.cfg = dataclasses.replace(cfg, meta_precision="bf16")
+    try:
+        bf16 = trainer_hypergradient(s, d, torch.autocast("cpu", dtype=torch.bfloat16))
+    finally:
+        s.cfg = cfg
+    cos = F.cosine_similarity(bf16, ref, dim=0)
+    assert 0.95 < cos < 0.9999, cos  # rounded, and only rounded
 
 
 def test_retired_finite_difference_mode_is_far_from_the_exact_one_on_the_real_smallcnn(smallcnn):

@@ -10,8 +10,8 @@ torchvision and numpy, so it runs the same from the app, a shell or a GPU box.
     loop.py         train(cfg) and resume(run_dir): the loop and the run directory's bookkeeping
 """
 from .checkpoints import CKPT_KIND, CKPT_VERSION, load_classifier, load_co_learner
-from .config import META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES, TrainConfig
+from .config import META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES, TrainConfig
 from .loop import resume, train
 
-__all__ = ["CKPT_KIND", "CKPT_VERSION", "META_VALS", "METHODS", "MLTP_VARIANTS", "ORDERS", "PROCEDURES", "SCHEDULES", "TrainConfig", "load_classifier",
+__all__ = ["CKPT_KIND", "CKPT_VERSION", "META_PRECISIONS", "META_VALS", "METHODS", "MLTP_VARIANTS", "ORDERS", "PROCEDURES", "SCHEDULES", "TrainConfig", "load_classifier",
            "load_co_learner", "resume", "train"]

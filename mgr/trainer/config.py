@@ -20,6 +20,7 @@ PROCEDURES = ("standard", "mltp")
 MLTP_VARIANTS = ("fo", "full", "conv", "fc")  # first order; second order on all, conv or fully-connected tensors
 ORDERS = ("second", "first")  # exact; "first" is the retired finite-difference form (old runs only)
 META_VALS = ("auto", "batch", "full")  # auto: the full split when it holds at most two batches
+META_PRECISIONS = ("float32", "bf16")  # the meta step's arithmetic on CUDA (the CPU always runs float32)
 SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
 
@@ -45,6 +46,7 @@ class TrainConfig:
     syn_per_real: int = 1  # synthetic samples per real sample in the synthetic term (and the finder's meta step)
     meta_every: int = 1  # the finder's meta step every k-th iteration (1: every one, as in the paper)
     meta_val: str = "auto"  # the finder's validation term: a "batch" drawn from the split, the "full" split, or auto
+    meta_precision: str = "float32"  # bf16 autocast drifts the hypergradient to cosine 0.97 (docs/method.md)
     order: str = "second"  # hypergradient
     fd_eps: float = 0.01  # first order: the finite difference steps fd_eps / ‖v‖ along v
     pcr_aug: str | None = None  # None: the dataset's default T
@@ -77,6 +79,8 @@ class TrainConfig:
             raise bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
         if self.meta_val not in META_VALS:
             raise bad("meta_val", f"choose one of {', '.join(META_VALS)}")
+        if self.meta_precision not in META_PRECISIONS:
+            raise bad("meta_precision", f"choose one of {', '.join(META_PRECISIONS)}")
         for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class", "syn_per_real",
                      "meta_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:

@@ -91,6 +91,14 @@ def co_learner_loss(s: State, feature_map, y):
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
 
 
+def meta_autocast(s: State):
+    """The meta steps' precision: float32 (autocast off, also inside a caller's autocast) unless the run
+    asks for bf16, where plain steps use it on CUDA (runtime.autocast)."""
+    if s.cfg.meta_precision == "bf16":
+        return autocast(s.device)
+    return torch.autocast(s.device.type, enabled=False)
+
+
 def step_with(opt: torch.optim.Optimizer, params, grads) -> None:
     """An optimizer step on gradients taken by hand (torch.autograd.grad in the meta steps),
     detached from any graph they carry."""
@@ -155,12 +163,13 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
     """Every gradient of one MPS iteration, for given batches, latents and draw of T."""
     cfg = s.cfg
     lr = s.sched.get_last_lr()[0]  # η, the classifier's current learning rate
-    # the finder and G in float32 even under bf16 autocast: the hypergradient flows back through G, and in
-    # bf16 it drifts to cosine 0.987 with the exact value (0.992 so; docs/method.md#hypergradient-modes)
+    # the finder and G always in float32: the hypergradient flows back through G (in bf16 it drifts to
+    # cosine 0.987 with the exact value); the classifier's part too unless meta_precision is bf16, whose
+    # rounding of the validation gradient leaves cosine 0.966-0.992 (docs/method.md#hypergradient-modes)
     with torch.autocast(s.device.type, enabled=False):
         z_f = s.finder(z)  # F_φ(z)
         x_p = s.G(z_f, y_p)  # synthetic images, differentiable in φ
-    with autocast(s.device):
+    with meta_autocast(s):
         t = s.T.draw(x_p) if t is None else t  # one draw of T, reused by every evaluation of ℓ_PCR this step
         params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
         ce = F.cross_entropy(meta.call(s.model, params, buffers, x), y)
@@ -206,7 +215,7 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
     second = cfg.mltp_variant != "fo"  # full, conv, fc: through the Hessian; fo: without it
     with torch.autocast(s.device.type, enabled=False):  # G and the finder in float32, as in mps_grads
         syn_i, syn_j = synthetic(s, len(x_i), through_finder=True), synthetic(s, len(x_j), through_finder=False)
-    with autocast(s.device):
+    with meta_autocast(s):
         params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
         # task i at w: its forward gives the step's only BatchNorm update (copied back below)
         ce_i = F.cross_entropy(meta.call(s.model, params, buffers, x_i), y_i)
