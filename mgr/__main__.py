@@ -62,22 +62,27 @@ def train_config(a):
 def cmd_train(a) -> None:
     from . import trainer as train
     from .runstore import default_runs_dir
+    from .trainer import distributed
 
     def started(run):
         print(run.path, flush=True)  # first line: where to look (the app and scripts read it)
 
-    if a.resume:
-        given = [opt for dest, (opt, default) in a.option_defaults.items()
-                 if dest not in ("resume", "quiet", "threads") and getattr(a, dest) != default]
-        if given:
-            raise ValueError(f"--resume continues a run with the options in its config.json; it takes no other "
-                             f"training options (got {', '.join(given)}). Start a new run to change them")
-        train.resume(a.resume, quiet=a.quiet, on_start=started)
-        return
-    cfg = train_config(a)
-    run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started)
-    st = run.status()
-    print(f"{st['state']}: best val acc {st.get('best_val_acc')} at step {st.get('best_step')}", flush=True)
+    try:  # under torchrun (docs/scale.md) the process group is joined by train/resume and left here
+        if a.resume:
+            given = [opt for dest, (opt, default) in a.option_defaults.items()
+                     if dest not in ("resume", "quiet", "threads") and getattr(a, dest) != default]
+            if given:
+                raise ValueError(f"--resume continues a run with the options in its config.json; it takes no other "
+                                 f"training options (got {', '.join(given)}). Start a new run to change them")
+            train.resume(a.resume, quiet=a.quiet, on_start=started)
+            return
+        cfg = train_config(a)
+        run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started)
+        if distributed.lead():  # under torchrun, once
+            st = run.status()
+            print(f"{st['state']}: best val acc {st.get('best_val_acc')} at step {st.get('best_step')}", flush=True)
+    finally:
+        distributed.close()
 
 
 def cmd_runs(a) -> None:
@@ -304,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             set_threads(threads_default() if a.threads is None else a.threads)
         a.fn(a)
     except (DataError, ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: rank 0 says why
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except (FloatingPointError, WriteError) as err:
         print(f"failed: {err}", file=sys.stderr)

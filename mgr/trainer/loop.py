@@ -1,7 +1,8 @@
 """The training loop: `train` creates a run directory and trains in it, `resume` continues a stopped
 or killed one. Between steps the loop logs scalars (one host sync per log interval), evaluates,
 saves probes and checkpoints, and turns signals, non-finite losses and full disks into a clean
-final state in status.json (docs/run-directory.md)."""
+final state in status.json (docs/run-directory.md). Under torchrun every rank runs this loop on its
+share of the batch; rank 0 alone evaluates and writes the run (docs/scale.md)."""
 from __future__ import annotations
 
 import os
@@ -10,13 +11,14 @@ import sys
 import time
 
 from .. import checkpoint
+from . import distributed
 from ..models.classifier import evaluate
 from ..runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable
 from ..runtime import Progress
 from .checkpoints import load_checkpoint, promote_best, save_best, save_checkpoint
 from .config import TrainConfig
 from .probes import probe, probe_static
-from .state import State, build
+from .state import State, build, reseed
 from .steps import train_step
 
 STATUS_EVERY_S = 1.0  # status.json (progress, throughput) is rewritten at most this often
@@ -28,17 +30,24 @@ class Stop(Exception):
 
 
 def train(cfg: TrainConfig, runs_dir=None, run_id: str | None = None, quiet: bool = False, on_start=None) -> Run:
-    """Create a run directory and train in it. `on_start(run)` is called once it exists."""
+    """Create a run directory and train in it. `on_start(run)` is called once it exists (on rank 0)."""
+    distributed.init()
     runs_dir = runs_dir or default_runs_dir()
-    if run_id is not None:
-        check_run_id(run_id)
-    ensure_writable(runs_dir)
-    if run_id is not None and os.path.lexists(os.path.join(runs_dir, run_id)):
-        raise RunError(f"run {run_id!r} already exists in {runs_dir}; resume it with --resume or choose another id")
+
+    def check():
+        if run_id is not None:
+            check_run_id(run_id)
+        ensure_writable(runs_dir)
+        if run_id is not None and os.path.lexists(os.path.join(runs_dir, run_id)):
+            raise RunError(f"run {run_id!r} already exists in {runs_dir}; resume it with --resume or choose another id")
+    distributed.on_lead(check)
     s = build(cfg)  # every check that can fail does so before the run directory exists
-    run = Run.create(runs_dir, cfg.to_dict(), run_id)  # locked: this process is its only writer
+    # locked: this process is its only writer; the other ranks only learn where it is
+    run = distributed.on_lead(lambda: Run.create(runs_dir, cfg.to_dict(), run_id))
+    path = distributed.share(str(run.path) if run else None)
+    run = run or Run(path)
     try:
-        if on_start:
+        if on_start and distributed.lead():
             on_start(run)
         return _loop(run, s, quiet)
     finally:
@@ -46,21 +55,27 @@ def train(cfg: TrainConfig, runs_dir=None, run_id: str | None = None, quiet: boo
 
 
 def resume(run_dir, quiet: bool = False, on_start=None) -> Run:
+    distributed.init()
     run = Run(run_dir)
-    if not (run.path / "config.json").is_file():
-        raise RunError(f"{run.path} is not a run directory (no config.json)")
-    run.lock()  # refuses a run that another process is still writing
-    try:
+
+    def check():
+        if not (run.path / "config.json").is_file():
+            raise RunError(f"{run.path} is not a run directory (no config.json)")
+        run.lock()  # refuses a run that another process is still writing
         if run.status().get("state") == "finished":
             raise RunError(f"run {run.id} has finished; nothing to resume")
         ensure_writable(run.path)  # a full disk fails here, not mid-run
+    try:
+        distributed.on_lead(check)
         s = build(TrainConfig.from_dict(run.config, where=str(run.path / "config.json")))
         if (run.path / "last.pt").exists():
-            load_checkpoint(run, s)
-        promote_best(run, s.step)
-        run.truncate_after(s.step)  # what happened after the checkpoint is redone, never duplicated
-        if on_start:
-            on_start(run)
+            load_checkpoint(run, s)  # every rank reads it; the RNG it restores is rank 0's ...
+        reseed(s)  # ... and under torchrun each rank's own streams are derived again (state.reseed)
+        if distributed.lead():
+            promote_best(run, s.step)
+            run.truncate_after(s.step)  # what happened after the checkpoint is redone, never duplicated
+            if on_start:
+                on_start(run)
         return _loop(run, s, quiet)
     finally:
         run.unlock()
@@ -68,6 +83,7 @@ def resume(run_dir, quiet: bool = False, on_start=None) -> Run:
 
 def _loop(run: Run, s: State, quiet: bool) -> Run:
     cfg = s.cfg
+    lead = s.rank == 0  # the one rank that evaluates and writes the run; every rank when alone
     stop = {"signal": None}
 
     def on_signal(signum, _frame):
@@ -76,12 +92,14 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit then fails a write (a clear WriteError), not the process
         old[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    run.write_status(state="running", step=s.step, total_steps=cfg.steps, pid=os.getpid(), error=None,
-                     started=time.time(), device=str(s.device),
-                     best_val_acc=s.best_val_acc if s.best_step >= 0 else None, best_step=s.best_step)
-    static = probe_static(s)
-    run.save_probe("static", static)
-    bar = Progress(cfg.steps, s.step, desc=run.id, disable=quiet)
+    if lead:
+        run.write_status(state="running", step=s.step, total_steps=cfg.steps, pid=os.getpid(), error=None,
+                         started=time.time(), device=str(s.device), world_size=s.world,
+                         best_val_acc=s.best_val_acc if s.best_step >= 0 else None, best_step=s.best_step)
+    static = probe_static(s) if lead else None
+    if lead:
+        run.save_probe("static", static)
+    bar = Progress(cfg.steps, s.step, desc=run.id, disable=quiet or not lead)
     t_eval = t_log = t_status = time.time()
     since_eval = since_log = 0
     try:
@@ -90,35 +108,46 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
             s.step += 1
             since_eval, since_log = since_eval + 1, since_log + 1
             evaluating = s.step % cfg.eval_every == 0 or s.step == cfg.steps
-            if s.step % cfg.log_every == 0 or evaluating:
+            logging = s.step % cfg.log_every == 0 or evaluating
+            if logging:
                 means = s.flush()  # the host sync: queued GPU work is done before the clock is read
                 now = time.time()
-                img_per_s = since_log * cfg.images_per_step / max(now - t_log, 1e-9)
-                run.append_scalars({"step": s.step, "lr": s.sched.get_last_lr()[0],
-                                    **{k: round(v, 6) for k, v in means.items()}, "img_per_s": round(img_per_s, 1)})
+                img_per_s = since_log * s.images_per_step / max(now - t_log, 1e-9)
+                if lead:
+                    run.append_scalars({"step": s.step, "lr": s.sched.get_last_lr()[0],
+                                        **{k: round(v, 6) for k, v in means.items()},
+                                        "img_per_s": round(img_per_s, 1)})
                 t_log, since_log = now, 0
                 bar.update(s.step - bar.n)
-                if now - t_status >= STATUS_EVERY_S and not evaluating:
+                if lead and now - t_status >= STATUS_EVERY_S and not evaluating:
                     run.write_status(step=s.step, img_per_s=round(img_per_s, 1))
                     t_status = now
             if evaluating:
-                elapsed = time.time() - t_eval
-                record = _eval_record(s, since_eval, elapsed)
-                run.save_probe(f"step_{s.step:07d}", probe(s, static))
-                run.append_metrics(record)
-                if record["val_acc"] > s.best_val_acc:
-                    s.best_val_acc, s.best_step = record["val_acc"], s.step
-                    save_best(run, s, record)
-                save_checkpoint(run, s)
-                run.write_status(step=s.step, best_val_acc=s.best_val_acc, best_step=s.best_step,
-                                 img_per_s=record["img_per_s"])
-                bar.update(s.step - bar.n, val=f"{record['val_acc']:.3f}", test=f"{record['test_acc']:.3f}")
+                distributed.average_buffers_(s.model)  # torchrun: one model (BatchNorm statistics) on every rank
+                if lead:
+                    elapsed = time.time() - t_eval
+                    record = _eval_record(s, since_eval, elapsed)
+                    run.save_probe(f"step_{s.step:07d}", probe(s, static))
+                    run.append_metrics(record)
+                    if record["val_acc"] > s.best_val_acc:
+                        s.best_val_acc, s.best_step = record["val_acc"], s.step
+                        save_best(run, s, record)
+                    save_checkpoint(run, s)
+                    run.write_status(step=s.step, best_val_acc=s.best_val_acc, best_step=s.best_step,
+                                     img_per_s=record["img_per_s"])
+                    bar.update(s.step - bar.n, val=f"{record['val_acc']:.3f}", test=f"{record['test_acc']:.3f}")
+                reseed(s)  # torchrun: the streams a resume from this checkpoint continues
                 t_eval = t_status = time.time()
                 since_eval = 0
-            if stop["signal"]:
-                raise Stop(stop["signal"])
-        run.write_status(state="finished", step=s.step)
+            # alone: stop at the step a signal arrives; under torchrun, at the next log line, on every rank at once
+            if stop["signal"] if s.world == 1 else logging and distributed.any_rank(bool(stop["signal"])):
+                raise Stop(stop["signal"] or "a signal to another rank")
+        if lead:
+            run.write_status(state="finished", step=s.step)
     except Stop as e:
+        distributed.average_buffers_(s.model)
+        if not lead:
+            return run
         try:
             save_checkpoint(run, s)
         except checkpoint.WriteError as err:
@@ -126,10 +155,12 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
             raise
         _final_status(run, state="stopped", step=s.step, error=f"stopped by {e}")
     except (FloatingPointError, checkpoint.WriteError) as e:
-        _final_status(run, state="failed", step=s.step, error=str(e))
+        if lead:
+            _final_status(run, state="failed", step=s.step, error=str(e))
         raise
     except BaseException as e:
-        _final_status(run, state="failed", step=s.step, error=f"{type(e).__name__}: {e}")
+        if lead:
+            _final_status(run, state="failed", step=s.step, error=f"{type(e).__name__}: {e}")
         raise
     finally:
         bar.close()
@@ -154,9 +185,9 @@ def _eval_record(s: State, steps: int, elapsed: float) -> dict:
     val_acc, val_loss = evaluate(s.forward, d.x_val, d.y_val)
     test_acc, test_loss = evaluate(s.forward, d.x_test, d.y_test)
     train_acc, _ = evaluate(s.forward, d.x_train[:2000], d.y_train[:2000])
-    record = {"step": s.step, "epoch": round(s.step * s.cfg.images_per_step / len(d.y_train), 3),
+    record = {"step": s.step, "epoch": round(s.step * s.images_per_step / len(d.y_train), 3),
               "lr": s.sched.get_last_lr()[0], **{k: round(v, 6) for k, v in means.items()},
               "train_acc": train_acc, "val_acc": val_acc, "val_loss": round(val_loss, 6),
               "test_acc": test_acc, "test_loss": round(test_loss, 6),
-              "img_per_s": round(steps * s.cfg.images_per_step / max(elapsed, 1e-9), 1), "elapsed": round(elapsed, 3)}
+              "img_per_s": round(steps * s.images_per_step / max(elapsed, 1e-9), 1), "elapsed": round(elapsed, 3)}
     return record

@@ -4,6 +4,7 @@ MLTP's learnable steps α and the CML co-learner. State also sums the step's sca
 device and brings them to the host once per log interval (its only host sync)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from ..gan import load_generator
 from ..models.classifier import build_classifier
 from ..models.co_learner import CoLearner
 from ..runtime import resolve_device, seed_everything
+from . import distributed
 from .config import TrainConfig
 
 # The finder's guard: a mean latent shift ‖F(z) − z‖ beyond this many prior standard deviations per
@@ -28,7 +30,7 @@ MAX_LATENT_SHIFT = 4.0
 
 @dataclass
 class State:
-    cfg: TrainConfig
+    cfg: TrainConfig  # under torchrun: the run's config with this rank's share of the batch (build)
     device: torch.device
     data: object
     model: torch.nn.Module
@@ -54,6 +56,13 @@ class State:
     first_far: torch.Tensor | None = None  # (step, latent shift) where the finder left the prior, -1 if none (on device)
     eval_sums: dict = field(default_factory=dict)  # host-side sums since the last evaluation
     eval_counts: dict = field(default_factory=dict)
+    world: int = 1  # processes training this run (torchrun), and this one's rank among them
+    rank: int = 0
+
+    @property
+    def images_per_step(self) -> int:
+        """Real training images one iteration consumes, over all ranks."""
+        return self.cfg.images_per_step * self.world
 
     def remember_hypergradient(self, grads: list[torch.Tensor]) -> torch.Tensor | None:
         """Cosine between this step's finder hypergradient and the last one: two independent draws
@@ -95,8 +104,10 @@ class State:
         if self.first_bad is None or n == 0:
             return {}
         far = self.first_far if self.first_far is not None else torch.full((2,), -1.0, device=self.device)
-        *values, bad, far_step, far_shift = torch.cat(
-            [torch.stack([self.sums[k] for k in keys] + [self.first_bad.float()]), far]).tolist()
+        # under torchrun every rank's sums and guards, so that every rank logs and stops alike
+        rows = distributed.gather(torch.cat([torch.stack([self.sums[k] for k in keys] + [self.first_bad.float()]),
+                                             far])).tolist()
+        *values, bad, far_step, far_shift = rows[0] if len(rows) == 1 else combine_ranks(rows)
         counts, self.sums, self.counts = self.counts, {}, {}
         if bad >= 0:
             parts = ", ".join(f"{k}={v / counts[k]:.4g}" for k, v in zip(keys, values))
@@ -113,6 +124,39 @@ class State:
             self.eval_sums[k] = self.eval_sums.get(k, 0.0) + v
             self.eval_counts[k] = self.eval_counts.get(k, 0) + counts[k]
         return {k: v / counts[k] for k, v in zip(keys, values)}
+
+
+def combine_ranks(rows: list[list[float]]) -> list[float]:
+    """The ranks' flush rows as one: the means of the scalars (every rank logged the same ones the
+    same number of times), the first non-finite step of any rank, the first runaway finder of any."""
+    values = [sum(col) / len(rows) for col in list(zip(*rows))[:-3]]
+    bads = [r[-3] for r in rows if r[-3] >= 0]
+    fars = sorted((r[-2], r[-1]) for r in rows if r[-2] >= 0)
+    return [*values, min(bads) if bads else -1.0, *(fars[0] if fars else (-1.0, -1.0))]
+
+
+def reseed(s: State) -> None:
+    """Under torchrun, this rank's random streams (latents, augmentations, batches) from s.step on:
+    rank- and step-dependent, so ranks draw different data and a resume from an evaluation's
+    checkpoint continues the same streams (distributed.rank_seed). Nothing in a single process."""
+    if s.world > 1:
+        seed = distributed.rank_seed(s.cfg.seed, s.step)
+        torch.manual_seed(seed)
+        s.batch_gen.manual_seed(seed + 1)
+
+
+def split_batch(cfg: TrainConfig, n_val: int, world: int) -> TrainConfig:
+    """The config a rank trains with: global batch --batch-size, B/N images per rank. meta_val "auto" is
+    decided on the global batch, so the finder's validation term is the same one the run asked for."""
+    if world == 1:
+        return cfg
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} does not split across {world} processes: --batch-size is "
+                         f"the global batch, each process takes batch_size / {world}; use a multiple of {world}")
+    meta_val = cfg.meta_val
+    if meta_val == "auto":
+        meta_val = "full" if n_val <= 2 * cfg.batch_size else "batch"
+    return dataclasses.replace(cfg, batch_size=cfg.batch_size // world, meta_val=meta_val)
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -162,10 +206,16 @@ def mltp_steps(cfg: TrainConfig, model: torch.nn.Module, device) -> dict[str, to
 def build(cfg: TrainConfig) -> State:
     """Everything a run needs, checked before any training starts."""
     device = resolve_device(cfg.device)
+    world, rank = distributed.world(), distributed.rank()
+    if world > 1 and cfg.batch_size % world:
+        split_batch(cfg, 0, world)  # raises, before any data is loaded
+    if world > 1 and device.type == "cuda":  # one GPU per process (torchrun's LOCAL_RANK)
+        device = torch.device("cuda", distributed.local_rank())
     if cfg.uses_generator:
         gen_path = find_generator(cfg)
         checkpoint.load(gen_path, "mgr-generator", 1)  # readable at all? (fails before data loading)
     data = load(cfg.data, device=device)
+    cfg = split_batch(cfg, len(data.y_val), world)
     if cfg.procedure == "mltp" and len(data.y_train) < 2:
         raise ValueError(f"procedure 'mltp' draws two disjoint batches and needs at least 2 training images; "
                          f"this split has {len(data.y_train)}: use a larger --ratio or --per-class")
@@ -182,7 +232,8 @@ def build(cfg: TrainConfig) -> State:
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    s = State(cfg, device, data, model, torch.compile(model) if cfg.compile else model, opt, sched)
+    s = State(cfg, device, data, model, torch.compile(model) if cfg.compile else model, opt, sched,
+              world=world, rank=rank)
     if alpha:
         kinds = layer_group(model)
         s.alpha = alpha
@@ -207,4 +258,5 @@ def build(cfg: TrainConfig) -> State:
         if device.type == "cuda":
             s.co_learner = s.co_learner.to(memory_format=torch.channels_last)
         s.co_opt = torch.optim.Adam(s.co_learner.parameters(), lr=cfg.co_learner_lr)
+    reseed(s)  # the models above are the same on every rank (same seed); the data each draws is not
     return s

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .. import meta
 from ..finder import kl_batch
 from ..runtime import autocast
+from . import distributed
 from .state import State
 
 def batches(s: State):
@@ -101,9 +102,9 @@ def meta_autocast(s: State):
 
 def step_with(opt: torch.optim.Optimizer, params, grads) -> None:
     """An optimizer step on gradients taken by hand (torch.autograd.grad in the meta steps),
-    detached from any graph they carry."""
-    for p, g in zip(params, grads):
-        p.grad = g.detach()
+    detached from any graph they carry; under torchrun, their mean over the ranks."""
+    for p, g in zip(params, distributed.all_reduce_mean(g.detach() for g in grads)):
+        p.grad = g
     opt.step()
 
 
@@ -127,6 +128,9 @@ def plain_step(s: State, x, y) -> None:
             s.accumulate(loss, ce=ce)
     s.opt.zero_grad(set_to_none=True)
     loss.backward()
+    params = list(s.model.parameters())
+    for p, g in zip(params, distributed.all_reduce_mean(p.grad for p in params)):  # torchrun: the ranks' mean
+        p.grad = g
     s.opt.step()
     s.sched.step()
 
