@@ -8,6 +8,7 @@
   train-generator    train a class-conditional GAN on a reduced training split
   train-extractor    train the offline FID feature extractor of a dataset
   fid                FID of a generator checkpoint against the test split
+  export             a run's scalars and probe features as TensorBoard event files and projector data
 """
 from __future__ import annotations
 
@@ -83,6 +84,13 @@ def cmd_train(a) -> None:
             print(f"{st['state']}: best val acc {st.get('best_val_acc')} at step {st.get('best_step')}", flush=True)
     finally:
         distributed.close()
+
+
+def cmd_export(a) -> None:
+    from .tensorboard import export_tensorboard
+    written = export_tensorboard(a.run, a.tensorboard)
+    print(f"{a.tensorboard}: {written['scalars']} scalar points, {written['embeddings']} embedding(s); "
+          f"view with: tensorboard --logdir {shlex.quote(str(a.tensorboard))}")
 
 
 def cmd_runs(a) -> None:
@@ -251,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     # every option's default, so that --resume can refuse the ones it would silently ignore
     t.set_defaults(fn=cmd_train, option_defaults={act.dest: (act.option_strings[0], act.default)
                                                   for act in t._actions if act.option_strings and act.dest != "help"})
+
+    x = sub.add_parser("export", help="write a run's scalars and probe features for TensorBoard")
+    x.add_argument("run", help="the run directory")
+    x.add_argument("--tensorboard", metavar="DIR", required=True,
+                   help="a new (or empty) folder for the event files and the projector's embedding")
+    x.set_defaults(fn=cmd_export)
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
