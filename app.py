@@ -17,7 +17,8 @@ pages = st.navigation({
                 st.Page("pages/train.py", title="Train", icon="🚀")],
     "Explore a run": [st.Page("pages/latents.py", title="Latents", icon="🎲"),
                       st.Page("pages/feature_space.py", title="Feature space", icon="🗺️"),
-                      st.Page("pages/consistency.py", title="Consistency", icon="🔁")],
+                      st.Page("pages/consistency.py", title="Consistency", icon="🔁"),
+                      st.Page("pages/explore.py", title="Explore", icon="🧭")],
     "Runs": [st.Page("pages/compare.py", title="Compare", icon="📊"),
              st.Page("pages/data.py", title="Data & generators", icon="🗂️")],
 })

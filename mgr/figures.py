@@ -212,3 +212,33 @@ def sample_stat_bars(stats: dict, stat: str) -> go.Figure:
     fig.update_xaxes(type="category")
     fig.update_yaxes(title_text=stat)
     return _layout(fig, f"{stat} per class, mean ± std over probes (step {stats['step']})", 300, barmode="group")
+
+
+def class_probs(probs: np.ndarray, classes: list[str], intended: np.ndarray, finder_probs: np.ndarray | None = None,
+                title: str = "") -> go.Figure:
+    """The classifier's probability of every class for one image (Explore); the classes of the label
+    fed to G (its weight > 0) are outlined in black; with `finder_probs`, those of G(F(z), y) beside."""
+    fig = go.Figure()
+    outline = [2 if w > 0 else 0 for w in intended]
+    fig.add_trace(go.Bar(x=classes, y=probs, name="G(z, y)", marker=dict(color=KIND_COLOUR["uniform"],
+                                                                        line=dict(color="black", width=outline))))
+    if finder_probs is not None:
+        fig.add_trace(go.Bar(x=classes, y=finder_probs, name="G(F(z), y)",
+                             marker=dict(color=KIND_COLOUR["finder"], line=dict(color="black", width=outline))))
+    fig.update_yaxes(title_text="p(class)", range=[0, 1])
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, 280, barmode="group")
+
+
+def explore_map(fmap: FeatureMap, classes: list[str], here: np.ndarray, walk: np.ndarray | None = None) -> go.Figure:
+    """The step's feature map (`feature_map`, samples on top so a probe can be picked) with the
+    explored image placed on it (★) and a recorded walk (numbered): placed, not fitted."""
+    fig = feature_map(fmap, classes, synthetic_on_top=True)
+    if walk is not None and len(walk):
+        fig.add_trace(go.Scatter(x=walk[:, 0], y=walk[:, 1], mode="lines+markers+text", name="recorded walk (placed)",
+                                 text=[str(i + 1) for i in range(len(walk))], textposition="top center",
+                                 line=dict(color="black", width=1, dash="dot"), marker=dict(size=7, color="black")))
+    fig.add_trace(go.Scatter(x=[here[0]], y=[here[1]], mode="markers", name="this image (placed, not fitted)",
+                             marker=dict(symbol="star", size=18, color="gold", line=dict(color="black", width=1.5))))
+    fig = _layout(fig, "", 520, dragmode="select")
+    return fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.08))

@@ -35,9 +35,14 @@ def warm_umap() -> float:
     return time.time() - t0
 
 
+def map_placer(features: np.ndarray, xy: np.ndarray, k: int = 5) -> KNeighborsRegressor:
+    """The fitted placement of `place_on_map`, to keep when many new points come one at a time
+    (its .predict(new_features) places them)."""
+    return KNeighborsRegressor(n_neighbors=min(k, len(features)), weights="distance").fit(features, xy)
+
+
 def place_on_map(features: np.ndarray, xy: np.ndarray, new_features: np.ndarray, k: int = 5) -> np.ndarray:
     """2-D positions for new points on a fitted map: the inverse-distance-weighted mean of the map
     positions of their k nearest fitted points in feature space (UMAP's own initialisation for new
     data); a point that coincides with a fitted one lands exactly on it."""
-    knn = KNeighborsRegressor(n_neighbors=min(k, len(features)), weights="distance")
-    return knn.fit(features, xy).predict(new_features)
+    return map_placer(features, xy, k).predict(new_features)
