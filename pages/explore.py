@@ -97,18 +97,18 @@ with guarded(s):
                        help="the picked sample's class")
         z0 = (static["probe_z"] if kind == 1 else probe["finder_z"])[i].astype(np.float64)
         c[2].caption(f"{'uniform z' if kind == 1 else 'finder F(z)'} of probe {i} ({names[cls]})")
-        origin = ("point", kind, i)
+        origin = f"point{kind}-{i}"
     else:
         cls = c[0].selectbox("class y", range(C), format_func=lambda k: names[k], key="explore-class")
         if start == "random":
             seed = c[2].number_input("seed", 0, 2**31 - 1, 0, key="explore-seed")
             z0 = np.random.default_rng(int(seed)).normal(size=models.z_dim)
-            origin = ("random", int(seed))
+            origin = f"random{int(seed)}"
         else:
             mine = np.flatnonzero(static["probe_y"] == cls)
             i = c[2].selectbox("probe", mine, format_func=lambda k: f"probe {k}", key="explore-probe")
             z0 = static["probe_z"][i].astype(np.float64)
-            origin = ("probe", int(i))
+            origin = f"probe{int(i)}"
         if start == "map point":
             st.info("Click a uniform (○) or finder (◇) sample on the map below to start from its latent; until then "
                     "z₀ is a probe of the chosen class.")
@@ -161,10 +161,12 @@ with guarded(s):
     st.subheader(f"Here: y = {y_text}")
     scale = max(1, 168 // r.image.shape[-1])
     c = st.columns([1, 1, 1, 3])
-    c[0].image(mosaic(r.image[None], 1, scale), caption="G(z, y)", width=168)
-    c[1].image(mosaic(r.augmented[None], 1, scale), caption="T(G(z, y)), draw 1 of the gap's", width=168)
+    c[0].image(mosaic(r.image[None], 1, scale), caption="G(z, y)", width=168, output_format="PNG")
+    c[1].image(mosaic(r.augmented[None], 1, scale), caption="T(G(z, y)), draw 1 of the gap's", width=168,
+                output_format="PNG")
     if r.finder_image is not None:
-        c[2].image(mosaic(r.finder_image[None], 1, scale), caption="what the finder does here: G(F(z), y)", width=168)
+        c[2].image(mosaic(r.finder_image[None], 1, scale), caption="what the finder does here: G(F(z), y)", width=168,
+                    output_format="PNG")
     else:
         c[2].info("No finder readout: " + ("best.pt keeps no finder." if models.source == "best.pt"
                                            else "this run has no finder."))
@@ -212,7 +214,7 @@ with guarded(s):
                      "drawn on the map in order, and downloadable as PNG and CSV.")
     else:
         rows = [w["row"] for w in walk]
-        st.image([mosaic(w["image"][None], 1, max(1, 56 // r.image.shape[-1])) for w in walk], width=64,
+        st.image([mosaic(w["image"][None], 1, max(1, 96 // r.image.shape[-1])) for w in walk], width=96, output_format="PNG",
                  caption=[f"{i + 1}. {w['predicted']} {w['p_predicted']:.2f} · gap {w['pcr_gap']:.3g}"
                           for i, w in enumerate(rows)])
         d = st.columns([1, 1, 4])
