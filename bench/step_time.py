@@ -98,6 +98,8 @@ def main(argv=None):
     p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the plain reference loop against our base (default: on)")
     p.add_argument("--quick", action="store_true", help="2 steps x 1 round, for the test suite")
+    p.add_argument("--resolution", type=int, help="image side for variable-size datasets (imagefolder:PATH)")
+    p.add_argument("--generator", help="generator checkpoint for the synthetic methods (default: the one for the split)")
     p.add_argument("--out", default="bench/results/speed.json")
     a = p.parse_args(argv)
     if a.quick:
@@ -107,17 +109,26 @@ def main(argv=None):
         p.error("--reference compares the plain loop with our base: include base in --methods, or pass --no-reference")
     if a.threads:
         torch.set_num_threads(a.threads)
-    states = {n: build(TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), model=a.model, batch_size=a.batch_size,
-                                   device=a.device, compile=a.compile, steps=10 ** 6, **VARIANTS[n])) for n in names}
+    data = DataConfig(a.dataset, ratio=a.ratio, resolution=a.resolution)
+    states = {n: build(TrainConfig(data=data, model=a.model, batch_size=a.batch_size, device=a.device, compile=a.compile,
+                                   steps=10 ** 6, generator=a.generator if VARIANTS[n].get("method") != "base" else None,
+                                   **VARIANTS[n])) for n in names}
     dev = next(iter(states.values())).device
     steps = {n: (lambda s=s: train_step(s)) for n, s in states.items()}
     ref_info = None
     if a.reference:
         steps["reference"], ref_info = reference_step(states["base"], dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    for step in steps.values():  # warm-up (allocator, compile, caches)
+    peak = {}  # CUDA: the most memory each method's steps held (its warm-up steps; the model weights included)
+    for n, step in steps.items():  # warm-up (allocator, compile, caches)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(dev)
         for _ in range(3):
             step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            peak[n] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)
     times = {n: [] for n in steps}
     for _ in range(a.rounds):
         for n, step in steps.items():
@@ -135,10 +146,11 @@ def main(argv=None):
         rows.append({"method": n, "procedure": cfg.procedure if n in states else "plain loop",
                      "co_learner": cfg.co_learner if n in states else False,
                      "ms_per_step": round(1000 * t, 2), "img_per_s": round(cfg.images_per_step / t, 1),
-                     f"ratio_to_{names[0]}": round(t / base, 2)})
+                     f"ratio_to_{names[0]}": round(t / base, 2), **({"peak_mem_mib": peak[n]} if n in peak else {})})
     result = {**stamp("step_time.py", argv), "cpu_threads": torch.get_num_threads(), "device": str(dev),
               "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-              "torch": torch.__version__, "dataset": a.dataset, "ratio": a.ratio, "model": a.model,
+              "torch": torch.__version__, "dataset": a.dataset, "ratio": a.ratio, "resolution": next(iter(states.values())).data.resolution,
+              "model": a.model,
               "batch_size": a.batch_size, "compile": a.compile, "steps": a.steps, "rounds": a.rounds,
               "ours": {"dtype": "bf16 autocast" if dev.type == "cuda" else "fp32", "channels_last": dev.type == "cuda",
                        "compile": a.compile, "data": "device-resident tensors, batches indexed on the device"},
