@@ -36,6 +36,8 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str = "digits") -
     g.add_argument("--resolution", type=int, help="image side for variable-size datasets (default per dataset)")
     g.add_argument("--data-root", default=None, help="where torchvision datasets live (default $MGR_DATA_ROOT or data/)")
     g.add_argument("--no-download", action="store_true", help="never try to download a dataset")
+    g.add_argument("--test-subset", type=int, help="evaluate on a fixed stratified subset of this many test images "
+                                                   "(default: the whole test set)")
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:
@@ -47,7 +49,8 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
 def data_config(a) -> DataConfig:
     kw = {"root": a.data_root} if a.data_root else {}
     return DataConfig(a.dataset, ratio=a.ratio, per_class=a.per_class, data_seed=a.data_seed,
-                      resolution=a.resolution, download=not a.no_download, **kw)
+                      resolution=a.resolution, download=not a.no_download,
+                      test_subset=getattr(a, "test_subset", None), **kw)
 
 
 def train_config(a):

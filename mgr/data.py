@@ -76,6 +76,10 @@ class DataConfig:
     resolution: int | None = None  # only for datasets of variable image size; None = default
     root: str = field(default_factory=lambda: os.environ.get("MGR_DATA_ROOT", "data"))
     download: bool = True
+    # test images a run evaluates at each evaluation: a fixed stratified subset, the same for every run
+    # and seed (test_subset_indices); None: the whole test set. Demos use it: Fashion-MNIST's 10 000 test
+    # images cost more per evaluation on a CPU than a demo-sized run's training
+    test_subset: int | None = None
 
     def __post_init__(self):
         info = dataset_info(self.dataset)  # raises for an unknown name
@@ -94,6 +98,10 @@ class DataConfig:
                             "resolution applies only to cars, aircraft, dtd, flowers102, pets and imagefolder:")
         if self.data_seed < 0:
             raise DataError(f"data_seed={self.data_seed} must be >= 0")
+        if self.test_subset is not None and (isinstance(self.test_subset, bool) or not isinstance(self.test_subset, int)
+                                             or self.test_subset < 10):
+            raise DataError(f"test_subset={self.test_subset!r} is not allowed; give a number of test images >= 10, "
+                            "or leave it unset for the whole test set")
 
     @property
     def subset(self) -> dict:
@@ -208,19 +216,36 @@ class Raw:
 
 
 def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
-    """Load the dataset, carve the reduced train / val split of cfg and move it to `device`."""
+    """Load the dataset, carve the reduced train / val split of cfg (and its test subset) and move it to `device`."""
     info = dataset_info(cfg.dataset)
     raw = _load_raw(cfg, info)
     train_idx, val_idx = _split(cfg, raw.y_train, raw.classes)
     x_full, y_full = raw.x_train, raw.y_train
+    test = slice(None) if cfg.test_subset is None else test_subset_indices(raw.y_test, cfg.test_subset)
     data = Data(
         name=cfg.dataset, classes=raw.classes,
         x_train=_normalise(x_full[train_idx]), y_train=torch.as_tensor(y_full[train_idx]).long(),
         x_val=_normalise(x_full[val_idx]), y_val=torch.as_tensor(y_full[val_idx]).long(),
-        x_test=_normalise(raw.x_test), y_test=torch.as_tensor(raw.y_test).long(),
+        x_test=_normalise(raw.x_test[test]), y_test=torch.as_tensor(raw.y_test[test]).long(),
         train_idx=train_idx, val_idx=val_idx, hflip=info.hflip, source=raw.source, skipped=raw.skipped,
     )
     return data.to(device)
+
+
+def test_subset_indices(labels: np.ndarray, n: int) -> np.ndarray:
+    """A fixed, stratified subset of n test images (sorted indices): each class keeps its share of n
+    (largest remainders), taken from one permutation per class under a seed of its own, so the subset
+    does not depend on a run's seeds and a smaller subset lies inside a larger one."""
+    labels = np.asarray(labels)
+    if n > len(labels):
+        raise DataError(f"test_subset={n} is more than the {len(labels)} test images; give at most {len(labels)}, "
+                        "or leave it unset for the whole test set")
+    classes, counts = np.unique(labels, return_counts=True)
+    share = n * counts / len(labels)
+    k = np.floor(share).astype(int)
+    k[np.argsort(k - share)[: n - k.sum()]] += 1  # the largest remainders take what rounding down left
+    rng = np.random.default_rng(20261202)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:m] for c, m in zip(classes, k)]))
 
 
 def _split(cfg: DataConfig, labels: np.ndarray, classes: list[str]):

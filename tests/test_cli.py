@@ -84,6 +84,6 @@ def test_every_train_config_field_round_trips_through_the_command_line():
                    co_learner=True, co_learner_arch="linear", co_learner_gamma=0.3, co_learner_lr=2e-3)
     untested = {f.name for f in dataclasses.fields(TrainConfig)} - set(changed) - {"data", "pretrained"}
     assert not untested, f"add these fields to this test: {untested}"
-    cfg = TrainConfig(data=DataConfig("digits", ratio=0.25, data_seed=3), **changed)
+    cfg = TrainConfig(data=DataConfig("digits", ratio=0.25, data_seed=3, test_subset=300), **changed)
     back = train_config(build_parser().parse_args(["train", *cli_args(cfg)]))
     assert back == cfg

@@ -154,3 +154,31 @@ def test_fashion_mnist_split_outside_the_bundle_says_how_to_get_the_full_data(no
     assert "needs the full dataset" in msg and "apt-get install dataset-fashion-mnist" in msg
     assert "holds only the 6000 training images of the shipped generators' splits" in msg
     assert "--no-download is set" in msg
+
+
+def test_test_subset_is_stratified_fixed_and_nested():
+    """Demos evaluate on a test subset: every run and seed must see the same images, in the classes'
+    proportions, and a smaller subset must lie inside a larger one."""
+    from mgr.data import test_subset_indices
+    full = load(DataConfig("digits"))
+    labels = full.y_test.numpy()
+    small, large = test_subset_indices(labels, 100), test_subset_indices(labels, 300)
+    assert len(small) == 100 and len(large) == 300 and len(np.unique(large)) == 300
+    assert set(small) <= set(large)
+    share = np.bincount(labels[large], minlength=10) / 300
+    assert np.abs(share - np.bincount(labels, minlength=10) / len(labels)).max() < 1 / 300 + 1e-9
+    a = load(DataConfig("digits", ratio=0.1, data_seed=0, test_subset=300))
+    b = load(DataConfig("digits", ratio=0.1, data_seed=3, test_subset=300))
+    assert len(a.y_test) == 300 and torch.equal(a.x_test, b.x_test)  # the data seed moves the split, not the test subset
+    assert torch.equal(a.x_test, full.x_test[large])
+
+
+@pytest.mark.parametrize("bad", [0, 9, -5, 2.5, True, "100"])
+def test_test_subset_refuses_bad_values_naming_them(bad):
+    with pytest.raises(DataError, match="test_subset"):
+        DataConfig("digits", test_subset=bad)
+
+
+def test_test_subset_larger_than_the_test_set_is_refused_with_its_size():
+    with pytest.raises(DataError, match=r"test_subset=100000 is more than the \d+ test images"):
+        load(DataConfig("digits", test_subset=100000))
