@@ -30,7 +30,7 @@ from mgr.launch import LaunchError  # noqa: E402
 from records import stamp, update_records  # noqa: E402
 
 # --quick: the smallest demo that still runs every part (digits, 4 steps, 2 evaluations)
-QUICK = {"data.dataset": "digits", "data.ratio": 0.1, "steps": 4, "eval_every": 2, "batch_size": 16,
+QUICK = {"data.dataset": "digits", "data.ratio": 0.1, "data.test_subset": None, "steps": 4, "eval_every": 2, "batch_size": 16,
          "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
 
 
@@ -59,16 +59,20 @@ def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv) -> dict:
             "seeds": out.seeds, "values": [list(v) for v in out.values], "diffs": list(s.diffs),
             "mean_diff": s.mean, "ci95": list(s.ci95) if s.ci95 else None, "holds_in": s.holds_in,
             "verdict": s.verdict, "failed": list(out.failed), "guard_stops": len(out.guard_stops), "seconds": round(seconds, 1), "cores": os.cpu_count(),
-            "parallel": m["parallel"], "launch": m["id"], **stamp("demos.py", argv)}
+            "parallel": m["parallel"], "launch": m["id"], "test_images": first.get("data.test_subset"),
+            # a busy machine stretches the wall time: the load average beside it says how busy this one was
+            "load_avg_1min": round(os.getloadavg()[0], 2), **stamp("demos.py", argv)}
 
 
 def save(path: Path, record: dict) -> None:
-    """Replace this demo's record in the file (one per demo), under a lock: two benches may write."""
+    """Replace this demo's record on its dataset in the file (one per demo and dataset), under a lock:
+    two benches may write."""
     order = list(demos.DEMOS)
 
     def replace(old: list) -> list:
-        keep = [r for r in old if r.get("demo") != record["demo"]]
-        return sorted(keep + [record], key=lambda r: order.index(r["demo"]) if r["demo"] in order else 99)
+        keep = [r for r in old if (r.get("demo"), r.get("dataset")) != (record["demo"], record["dataset"])]
+        return sorted(keep + [record], key=lambda r: (r.get("dataset") != demos.SETTING["data.dataset"],
+                                                      order.index(r["demo"]) if r["demo"] in order else 99))
     update_records(path, replace)
 
 
@@ -78,6 +82,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--steps", type=int, help="override every demo's steps (its evaluations scale along)")
     p.add_argument("--parallel", type=int, help="trainers at a time (default: one per core, as the app)")
+    p.add_argument("--data", default=demos.DEFAULT_DATA, choices=list(demos.SETTINGS),
+                   help="the demos' data setting, as Home's choice (mgr.demos.SETTINGS)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a Train-form field of every run, e.g. --set width=32 (repeatable; checked "
                         "before any run, like the form)")
@@ -90,7 +96,7 @@ def main(argv=None):
     unknown = [d for d in ids if d not in demos.DEMOS]
     if unknown:
         p.error(f"unknown demo(s) {', '.join(unknown)}; choose from {', '.join(demos.DEMOS)}")
-    overrides = dict(QUICK) if a.quick else {}
+    overrides = dict(QUICK) if a.quick else demos.data_overrides(a.data)
     if a.quick:
         ids, a.seeds = (ids if a.demos != p.get_default("demos") else ["gda-hurts"]), 2
     if a.steps is not None:

@@ -37,12 +37,14 @@ st.markdown(
     "interval is above 0, **opposite** when below, otherwise **inconclusive**. Each card says what this project "
     "measured, not what the paper claims.")
 with st.expander("Demo settings"):
+    data = st.radio("data", list(demos.SETTINGS), format_func=demos.DATA_LABELS.get, horizontal=True, key="demo_data",
+                    help="Fashion-MNIST shows what a generator gets wrong; digits is the fastest")
     seeds = int(st.number_input("seeds per arm", min_value=2, max_value=31, value=5, step=1, key="demo_seeds",
                                 help="more seeds give a narrower interval and take longer"))
     steps = st.number_input("steps per run (empty: the demo's)", min_value=1, value=None, step=1, key="demo_steps",
                             help="fewer steps are faster, but the measured verdicts on the cards are for the "
                                  "demo's own step count")
-records = demos.measured()
+records = demos.measured(data=data)
 items = list(demos.DEMOS.values())
 cols = [c for i in range(0, len(items), 3) for c in st.columns(3)]  # rows of three cards
 for col, demo in zip(cols, items):
@@ -52,7 +54,7 @@ for col, demo in zip(cols, items):
         st.caption(demos.measured_text(demo, records.get(demo.id)))
         if st.button(f"Launch {seeds} seeds × 2 arms", key=f"demo-{demo.id}", type="primary"):
             try:
-                overrides = {"steps": int(steps)} if steps else None
+                overrides = {**demos.data_overrides(data), **({"steps": int(steps)} if steps else {})} or None
                 st.session_state["demo_launch"] = demo_queue.launch(demo.id, seeds, runs_dir(), overrides)
             except launch.LaunchError as e:
                 st.error(str(e))

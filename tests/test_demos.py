@@ -14,7 +14,7 @@ from mgr.launch import LaunchError, build_config
 from mgr.runstore import Run
 
 # the smallest demo runs that still evaluate twice: seconds each
-TINY = {"data.dataset": "digits", "data.ratio": 0.1, "steps": 4, "eval_every": 2, "batch_size": 16,
+TINY = {"data.dataset": "digits", "data.ratio": 0.1, "data.test_subset": None, "steps": 4, "eval_every": 2, "batch_size": 16,
         "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
 
 
@@ -97,6 +97,23 @@ def test_every_arm_of_every_demo_is_a_valid_launch():
         for arm in demo.arms:
             cfg = build_config(demos.arm_values(demo, arm, seed=3))
             assert cfg.seed == 3 and cfg.steps == arm.values["steps"]
+
+
+def test_demos_run_on_fashion_mnist_by_default_and_on_digits_when_chosen(tmp_path):
+    """Home's data choice: the default setting is Fashion-MNIST 1% evaluated on a 2 000-image test subset;
+    digits replaces every data field (its test set is whole), and an unknown choice is refused."""
+    demo = demos.DEMOS["finder-helps-pcr"]
+    for arm in demo.arms:
+        cfg = build_config(demos.arm_values(demo, arm, seed=0))
+        assert (cfg.data.dataset, cfg.data.ratio, cfg.data.test_subset) == ("fashion-mnist", 0.01, 2000)
+        cfg = build_config(demos.arm_values(demo, arm, seed=0, overrides=demos.data_overrides("digits")))
+        assert (cfg.data.dataset, cfg.data.ratio, cfg.data.test_subset, cfg.batch_size) == ("digits", 0.1, None, 64)
+        assert cfg.method == arm.values["method"]  # the arm's own fields stay
+    launch_id = demo_queue.launch("gda-hurts", 2, tmp_path, demos.data_overrides("digits"), start=False)
+    runs = demo_queue.read_manifest(tmp_path, launch_id)["runs"]
+    assert all("--dataset digits" in r["command"] and "--test-subset" not in r["command"] for r in runs)
+    with pytest.raises(LaunchError, match="unknown demo data 'mnist'; choose one of fashion-mnist, digits"):
+        demos.data_overrides("mnist")
 
 
 # ----------------------------------------------------------------------------- real launches
