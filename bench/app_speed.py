@@ -15,6 +15,13 @@
    runs beside --run, `many_runs`), the run picker and the home table holding all N.
 3. Live lag: a real trainer writes scalars.jsonl; a reader polling like a fragment sees each line
    at most one refresh interval plus one read later. Measured: the read + figure time per refresh.
+5. With --explore-run RUN: the Explore page's slider move, warm (models, directions and the fitted map
+   placement loaded once, as the page caches them per (run, step)): the computation the page runs per
+   move (position, readout: G, finder, classifier on the image and 8 views under T; the placement on
+   the map), timed in-process over --moves moves (median, quartiles, min-max), and the AppTest rerun of
+   the page after a slider change (median of 5).
+
+    python bench/app_speed.py --explore-run /tmp/explore_runs/fm-mgr --skip pages,live,many --out /tmp/app_speed_explore.json
 """
 from __future__ import annotations
 
@@ -190,6 +197,68 @@ def live_lag(every: float = 2.0, seconds: float = 40.0) -> dict:
     return out
 
 
+def explore_times(run_path: Path, moves: int = 40) -> dict:
+    """A warm slider move of the Explore page: what pages/explore.py computes per move, in-process,
+    then the page's AppTest rerun after a slider change."""
+    import numpy as np
+    import torch
+
+    from mgr.analysis import explore as ex
+    from mgr.analysis.feature_map import feature_map
+    from mgr.runstore import Run
+    run = Run(run_path)
+    step = max(ex.checkpoint_steps(run))
+    t = time.perf_counter()
+    models = ex.step_models(run, step)
+    static, probe = run.load_probe("static"), run.load_probe(step)
+    fmap = feature_map(run, step, "pca")
+    placer = ex.step_placer(fmap, probe)
+    load_s = time.perf_counter() - t
+    C, z0 = len(models.classes), static["probe_z"][0].astype(np.float64)
+    dirs, _ = ex.directions(models, z0, static["probe_z"], probe["finder_z"], static["probe_y"], 0, 1)
+    rng = np.random.default_rng(0)
+
+    def move():
+        coefs = {d.key: float(rng.uniform(-3, 3)) for d in dirs}
+        z = ex.position(z0, dirs, coefs)
+        r = ex.readout(models, z, ex.label_mix(C, 0, 1, float(rng.uniform(0, 1))))
+        return placer.predict(r.features[None])[0]
+    for _ in range(3):  # warm: first calls allocate
+        move()
+    times = []
+    for _ in range(moves):
+        t = time.perf_counter()
+        move()
+        times.append(time.perf_counter() - t)
+    q = np.percentile(times, [0, 25, 50, 75, 100]) * 1000
+    out = {"run": run.id, "step": step, "torch_threads": torch.get_num_threads(), "moves": moves,
+           "load_once_s": round(load_s, 2), "move_ms": {k: round(float(v), 1) for k, v in
+                                                       zip(("min", "q25", "median", "q75", "max"), q)},
+           "image": f"{models.G.resolution}x{models.G.resolution}", "model": run.config.get("model"),
+           "width": run.config.get("width"), "fitted_points": int(len(fmap.real_xy) + 2 * len(fmap.uniform_xy))}
+    print(f"explore move (in-process, warm): median {q[2]:.1f} ms, quartiles {q[1]:.1f}-{q[3]:.1f} ms, "
+          f"range {q[0]:.1f}-{q[4]:.1f} ms over {moves} moves", flush=True)
+    from streamlit.testing.v1 import AppTest
+    os.environ["MGR_RUNS_DIR"] = str(run_path.parent)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params["run"] = run.id
+    at.run()
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception, at.exception
+    key = next(s.key for s in at.slider if s.key and s.key.startswith("explore-rand1-"))
+    reruns = []
+    for i in range(6):
+        at.slider(key=key).set_value(round(0.5 * (i + 1), 1))
+        t = time.perf_counter()
+        at.run()
+        reruns.append(time.perf_counter() - t)
+        assert not at.exception, at.exception
+    out["apptest_rerun_s"] = {"median": round(statistics.median(reruns[1:]), 3), "min": round(min(reruns[1:]), 3),
+                              "max": round(max(reruns[1:]), 3), "n": len(reruns) - 1}
+    print(f"explore page rerun after a slider change (AppTest): median {out['apptest_rerun_s']['median']} s", flush=True)
+    return out
+
+
 def quick_run(runs_dir: Path) -> Path:
     """A finished 4-step digits mgr run (with probes) for the smoke test."""
     from mgr.data import DataConfig
@@ -207,13 +276,18 @@ def main(argv=None) -> dict:
     p.add_argument("--map-run", default=None, help="a run directory with a big probe (5 000 real points)")
     p.add_argument("--out", default=str(REPO / "bench/results/app_speed.json"))
     p.add_argument("--skip", default="", help="comma-separated parts to skip: pages, map, live, many")
+    p.add_argument("--explore-run", default=None, help="a finished run with a generator: time the Explore page's "
+                   "slider move (in-process and AppTest)")
+    p.add_argument("--moves", type=int, default=40, help="slider moves timed with --explore-run (>= 20)")
     p.add_argument("--runs", type=int, default=0, help="also time every page with this many runs in the runs "
                    "folder (hard-linked copies of the finished runs beside --run, e.g. 200)")
     a = p.parse_args(argv)
     if a.quick and a.out == p.get_default("out"):
         p.error("--quick writes only where --out says (never into bench/results/)")
-    if not a.quick and not a.run:
-        p.error("--run is required (a finished run directory), or use --quick")
+    if not a.quick and not a.run and not a.explore_run:
+        p.error("--run is required (a finished run directory), or use --quick or --explore-run")
+    if a.moves < 20:
+        p.error(f"--moves {a.moves}: time at least 20 moves")
     skip = set(a.skip.split(","))
     tmp_runs = None
     if a.quick:
@@ -223,7 +297,11 @@ def main(argv=None) -> dict:
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores "
               "(shared with other jobs)", "python": platform.python_version(),
               "command": "python bench/app_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    run = Path(a.run)
+    run = Path(a.run) if a.run else None
+    if run is None:
+        skip |= {"pages", "many"}
+    if a.explore_run:
+        result["explore"] = explore_times(Path(a.explore_run), a.moves)
     if "pages" not in skip:
         result["pages"] = page_times(run.parent, run.name)
     if a.runs and "many" not in skip:

@@ -173,7 +173,7 @@ with guarded(s):
     c[3].plotly_chart(figures.class_probs(r.probs, names, label, r.finder_probs, "class probabilities (outlined: y)"),
                       config=CHART_CONFIG, key="explore-probs")
     m = st.columns(6)
-    m[0].metric("predicted", f"{names[r.pred]} ({r.probs.max():.2f})",
+    m[0].metric("predicted", names[r.pred], delta=f"p = {r.probs.max():.2f}", delta_color="off",
                 help="the classifier's most probable class for G(z, y) and its probability")
     m[1].metric("PCR gap", f"{r.gap:.4g}",
                 help=f"‖g(T(x)) − g(x)‖², mean over {len(r.gaps)} fixed draws of T ({models.policy}; range "

@@ -117,7 +117,8 @@ def test_page_renders_a_probe_with_the_trainers_readouts(runs, monkeypatch):
     first = int(np.flatnonzero(static["probe_y"] == 0)[0])  # the default start: class 0's first probe
     got = metrics(at)
     probs = p["uniform_probs"][first]
-    assert got["predicted"] == f"{names[probs.argmax()]} ({probs.max():.2f})"
+    assert got["predicted"] == names[probs.argmax()]
+    assert next(m for m in at.metric if m.label == "predicted").delta == f"p = {probs.max():.2f}"
     assert got["‖z‖"] == f"{np.linalg.norm(static['probe_z'][first]):.2f}"
     assert got["finder shift ‖F(z) − z‖"] == f"{np.linalg.norm(p['finder_z'][first] - static['probe_z'][first]):.3f}"
     assert [i.proto.imgs[0].caption for i in at.get("image")][:3] == [
