@@ -193,3 +193,17 @@ def test_record_a_walk_and_download_it_as_csv(runs, monkeypatch):
     next(b for b in at.button if b.label == "clear the walk").click().run()
     assert at.session_state[f"explore-walk-t-mgr-{step}"] == [] and "walk.csv" not in [
         b.proto.label for b in at.get("download_button")]
+
+
+def test_start_from_a_sample_picked_on_the_map(runs, monkeypatch):
+    """A click on a finder sample (◇) of the map starts from its F(z) and its class (the page keeps the
+    pick in session state, so a later redraw of the map, which clears the selection, does not lose it)."""
+    at = open_explore(runs, monkeypatch, "t-mgr")
+    run = Run(runs / "t-mgr")
+    static, p = run.load_probe("static"), run.load_probe(max(ex.checkpoint_steps(run)))
+    i = len(static["probe_y"]) - 1  # the last class's last probe
+    at.session_state["explore-point"] = (2, i)
+    at.radio(key="explore-start").set_value("map point").run()
+    assert not at.exception
+    assert at.selectbox(key="explore-class-fixed").value == int(static["probe_y"][i])
+    assert metrics(at)["‖z‖"] == f"{np.linalg.norm(p['finder_z'][i]):.2f}"

@@ -10,6 +10,7 @@ the module they need):
     projection   PCA, UMAP, placing new points on a fitted map
     consistency  PCR gaps over training, the extreme samples
     models       a run's generator, finder and classifier; interpolation through G
+    explore      the Explore page: models per step, latent directions, readouts of one position, a walk
     finder_fid   FID of uniform vs finder samples, cached per checkpoint
     mosaic       image tiles
     files        the cache folder, file signatures, probe steps
