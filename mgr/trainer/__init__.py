@@ -8,6 +8,7 @@ torchvision and numpy, so it runs the same from the app, a shell or a GPU box.
     probes.py       what the app's views read at each evaluation
     checkpoints.py  last.pt / best.pt / co_learner.pt
     loop.py         train(cfg) and resume(run_dir): the loop and the run directory's bookkeeping
+    distributed.py  torchrun: process group, ranks, the gradients' all-reduce (no-ops in one process)
 """
 from .checkpoints import CKPT_KIND, CKPT_VERSION, load_classifier, load_co_learner
 from .config import META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES, TrainConfig
