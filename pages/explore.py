@@ -73,7 +73,7 @@ with guarded(s):
     names, C = models.classes, len(models.classes)
     st.caption(f"Weights of step {step}: **{models.source}** — "
                + ("classifier and finder." if models.source == "last.pt" and models.finder is not None else
-                  "classifier and finder (the identity: this method samples uniformly)." if models.source == "last.pt"
+                  f"the classifier; {s.method} has no finder (it samples latents uniformly)." if models.source == "last.pt"
                   else "the classifier only; the finder is kept in last.pt alone, so its readouts need last.pt's step.")
                + " The generator is frozen: the same at every step.")
 
