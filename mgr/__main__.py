@@ -249,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pcr-aug", help="PCR's T, e.g. translation,flip,color,cutout (default per dataset)")
     t.add_argument("--eval-every", type=int, default=50, help="steps between evaluations, probes and checkpoints")
     t.add_argument("--log-every", type=int, default=10, help="steps between training-scalar lines (scalars.jsonl)")
+    from .trainer.config import KEEP_WEIGHTS, KEEP_WEIGHTS_AUTO_MIB
+    t.add_argument("--keep-weights", default="auto", choices=KEEP_WEIGHTS,
+                   help="weights/step_N.pt (classifier, finder, co-learner) at every evaluation, for the app's "
+                        f"Explore page: all; last (only last.pt and best.pt); auto: all while the classifier's "
+                        f"state is at most {KEEP_WEIGHTS_AUTO_MIB} MiB (SmallCNN yes, ResNet-18 no)")
     t.add_argument("--probes-per-class", type=int, default=16)
     t.add_argument("--probe-real", type=int, default=1000, help="real images whose features each probe keeps")
     t.add_argument("--seed", type=int, default=0, help="training seed (the subset has --data-seed)")

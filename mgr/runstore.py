@@ -9,6 +9,7 @@
       probes/static.npz         arrays that never change: probe latents, real subset images
       probes/step_0000050.npz   arrays of one evaluation (PROBE_FIELDS below)
       last.pt, best.pt checkpoints (weights-only loadable)
+      weights/step_0000050.pt   classifier, finder and co-learner of one evaluation (keep_weights)
 
 Every write is atomic: whole files by temp-file + rename, metrics by appending one complete,
 flushed line. A reader therefore sees a file's old or new version, never half of one; a line
@@ -54,6 +55,7 @@ PROBE_FIELDS = {
              "uniform_probs", "finder_probs", "uniform_gap", "finder_gap", "augmented_uniform",
              "augmented_finder", "real_features"),
 }
+WEIGHTS_DIR = "weights"  # weights/step_0000050.pt: the models of one evaluation (mgr/trainer/checkpoints.py)
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -266,9 +268,9 @@ class Run:
         return records
 
     def truncate_after(self, step: int) -> None:
-        """Forget what a resumed run will redo: metric and scalar lines and probes after `step`,
-        and the temporary files of writes a killed process left unfinished."""
-        for folder in (self.path, self.path / "probes"):
+        """Forget what a resumed run will redo: metric and scalar lines, probes and step weights after
+        `step`, and the temporary files of writes a killed process left unfinished."""
+        for folder in (self.path, self.path / "probes", self.path / WEIGHTS_DIR):
             for tmp in folder.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
         for name in ("metrics.jsonl", "scalars.jsonl"):
@@ -277,6 +279,14 @@ class Run:
         for s in self.probe_steps():
             if s > step:
                 (self.path / "probes" / f"step_{s:07d}.npz").unlink(missing_ok=True)
+        for s in self.weight_steps():
+            if s > step:
+                (self.path / WEIGHTS_DIR / f"step_{s:07d}.pt").unlink(missing_ok=True)
+
+    def weight_steps(self) -> list[int]:
+        """The evaluation steps with a weights/step_N.pt (none for keep_weights last, or a run made before
+        step weights existed)."""
+        return sorted(int(p.stem[5:]) for p in (self.path / WEIGHTS_DIR).glob("step_*.pt") if p.stem[5:].isdigit())
 
     # -------------------------------------------------------------- probes
 

@@ -25,7 +25,7 @@ def load_checkpoints(path: str, sig: tuple) -> dict:
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def load_models(path: str, step: int, sig: tuple) -> ex.StepModels:
-    return ex.step_models(Run(path), step)  # once per (run, step, weights): a slider move never loads
+    return ex.step_models(Run(path), step)  # once per (run, step, weights file): a slider move never loads
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -63,18 +63,20 @@ with guarded(s):
     have = load_checkpoints(str(run.path), ex.checkpoint_signature(run))
     if step not in have:
         kept = ", ".join(f"step {t} ({f})" for t, f in sorted(have.items())) or "none yet"
-        st.info(f"No weights at step {step}: the trainer keeps last.pt (the classifier and finder at its last "
-                f"evaluation) and best.pt (the classifier at its best validation step), not one per evaluation. "
-                f"Steps with weights: {kept}. Pick one of those on the slider.")
+        st.info(f"No weights at step {step}: this run kept the weights of every evaluation only in last.pt (its last "
+                f"evaluation) and best.pt (the classifier at its best validation step) — it was trained with "
+                f"`--keep-weights last`, or `auto` with a classifier over 8 MiB (ResNet-18), or before weights of "
+                f"every evaluation were kept. Steps with weights: {kept}. Pick one of those on the slider.")
         st.stop()
-    models = load_models(str(run.path), step, ex.checkpoint_signature(run))
+    models = load_models(str(run.path), step, ex.step_signature(run, have[step]))
     data = load_probes(str(run.path), step, probe_signature(run, step))
     static, probe = data["static"], data["probe"]
     names, C = models.classes, len(models.classes)
     st.caption(f"Weights of step {step}: **{models.source}** — "
-               + ("classifier and finder." if models.source == "last.pt" and models.finder is not None else
-                  f"the classifier; {s.method} has no finder (it samples latents uniformly)." if models.source == "last.pt"
-                  else "the classifier only; the finder is kept in last.pt alone, so its readouts need last.pt's step.")
+               + ("classifier and finder." if models.finder is not None else
+                  "the classifier only; best.pt keeps no finder, so the finder readouts need a step with weights/ "
+                  "or last.pt." if models.source == "best.pt"
+                  else f"the classifier; {s.method} has no finder (it samples latents uniformly).")
                + " The generator is frozen: the same at every step.")
 
     # ------------------------------------------------------------------ start

@@ -82,7 +82,8 @@ def test_every_train_config_field_round_trips_through_the_command_line():
                    finder_lr=3e-4, syn_per_real=2, meta_every=1, meta_val="full", meta_precision="bf16", order="first", fd_eps=0.02, pcr_aug="translation,color", eval_every=7,
                    log_every=3, probes_per_class=5, probe_real=90, seed=4, device="cpu", compile=True,
                    generator="x.pt", procedure="mltp", mltp_variant="full", mltp_eta=0.7, mltp_alpha=0.01,
-                   co_learner=True, co_learner_arch="linear", co_learner_gamma=0.3, co_learner_lr=2e-3)
+                   co_learner=True, co_learner_arch="linear", co_learner_gamma=0.3, co_learner_lr=2e-3,
+                   keep_weights="last")
     untested = {f.name for f in dataclasses.fields(TrainConfig)} - set(changed) - {"data", "pretrained"}
     assert not untested, f"add these fields to this test: {untested}"
     cfg = TrainConfig(data=DataConfig("digits", ratio=0.25, data_seed=3, test_subset=300), **changed)

@@ -1,8 +1,11 @@
 """The Explore page (AppTest) and its computation (mgr.analysis.explore) on real tiny runs made by
-the trainer: the readouts at a probe latent agree with what the trainer wrote in its probe, a slider
-moves them, and a base run, a step without weights and a latent far outside the prior each get a note."""
+the trainer: the readouts at a probe latent agree with what the trainer wrote in its probe, at every
+evaluation step (weights/step_N.pt), a slider moves them, and a base run, a step without weights and
+a latent far outside the prior each get a note."""
 import csv
 import io
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +24,20 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A 20-step digits mgr run with four evaluations (so some steps keep no weights) and a base run."""
+    """A 20-step digits mgr run with four evaluations, each keeping its weights (keep_weights auto, a
+    small SmallCNN); t-old, the same run as one made before weights of every evaluation were kept (no
+    weights/, no keep_weights in its config: only last.pt and best.pt, as keep_weights last leaves it);
+    and a base run."""
     d = tmp_path_factory.mktemp("explore-runs")
     common = dict(data=DataConfig("digits", ratio=0.1), steps=20, eval_every=5, batch_size=16, probes_per_class=3,
                   probe_real=60, device="cpu", width=8)
     train(TrainConfig(method="mgr", **common), d, "t-mgr", quiet=True)
     train(TrainConfig(method="base", **{**common, "steps": 5}), d, "t-base", quiet=True)
+    shutil.copytree(d / "t-mgr", d / "t-old")
+    shutil.rmtree(d / "t-old" / "weights")
+    cfg = json.loads((d / "t-old" / "config.json").read_text())
+    del cfg["keep_weights"]
+    (d / "t-old" / "config.json").write_text(json.dumps(cfg))
     return d
 
 
@@ -96,8 +107,33 @@ def test_directions_are_unit_vectors_and_moving_along_one_moves_z_by_its_value(r
     assert ex.prior_distance(z0 * 3)["far"] and not ex.prior_distance(z0)["far"]
 
 
-def test_step_without_weights_and_run_without_generator_raise_clear_errors(runs):
+def test_every_evaluation_keeps_weights_that_reproduce_its_probe(runs):
+    """weights/step_N.pt holds the classifier (BatchNorm statistics included) and the finder of step N:
+    with them, the finder's F(z), the classifier's probabilities on G(z, y) and its features of the
+    real probe images are what the trainer wrote in that step's probe."""
     run = Run(runs / "t-mgr")
+    steps = run.probe_steps()
+    assert steps == [5, 10, 15, 20] and ex.checkpoint_steps(run) == {t: f"weights/step_{t:07d}.pt" for t in steps}
+    static = run.load_probe("static")
+    z, y = torch.as_tensor(static["probe_z"]), torch.as_tensor(static["probe_y"])
+    real = torch.from_numpy(static["real_images"]).float().div(127.5).sub(1)
+    for t in steps:
+        m, p = ex.step_models(run, t), run.load_probe(t)
+        assert m.source == f"weights/step_{t:07d}.pt" and m.finder is not None
+        with torch.no_grad():
+            fz = m.finder(z)
+            probs = torch.softmax(m.model.head(m.model.features(m.G(fz, y))), 1)
+            feats = m.model.features(real)  # eval mode: the step's BatchNorm running statistics
+        np.testing.assert_allclose(fz.numpy(), p["finder_z"], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(probs.numpy(), p["finder_probs"], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(feats.numpy(), p["real_features"], rtol=1e-5, atol=1e-6)
+    first, last = run.load_probe(steps[0]), run.load_probe(steps[-1])  # the steps differ: not one model reused
+    assert np.abs(first["finder_probs"] - last["finder_probs"]).max() > 1e-3
+    assert np.abs(first["finder_z"] - last["finder_z"]).max() > 1e-4
+
+
+def test_step_without_weights_and_run_without_generator_raise_clear_errors(runs):
+    run = Run(runs / "t-old")
     bare = [t for t in run.probe_steps() if t not in ex.checkpoint_steps(run)]
     assert bare  # four evaluations, at most two kept (last.pt, best.pt)
     with pytest.raises(ex.NoCheckpoint, match=f"No weights at step {bare[0]}"):
@@ -157,12 +193,32 @@ def test_far_latent_gets_a_warning_not_an_exception(runs, monkeypatch):
 def test_base_run_and_step_without_weights_get_a_note(runs, monkeypatch):
     at = open_explore(runs, monkeypatch, "t-base")
     assert any("trains without a generator" in i.value for i in at.info) and not at.metric
-    at = open_explore(runs, monkeypatch, "t-mgr")
-    run = Run(runs / "t-mgr")
+    at = open_explore(runs, monkeypatch, "t-old")
+    run = Run(runs / "t-old")
     bare = [t for t in run.probe_steps() if t not in ex.checkpoint_steps(run)][0]
     at.select_slider(key="explore-step").set_value(bare).run()
     assert not at.exception
     assert any(f"No weights at step {bare}" in i.value for i in at.info) and not at.metric
+
+
+def test_an_earlier_step_shows_its_own_finder_readouts(runs, monkeypatch):
+    """With weights at every evaluation, the first step has the finder readouts (not a note), and they are
+    that step's: the shift and the finder's prediction of its probe, not the last step's."""
+    at = open_explore(runs, monkeypatch, "t-mgr")
+    run = Run(runs / "t-mgr")
+    first = run.probe_steps()[0]
+    at.select_slider(key="explore-step").set_value(first).run()
+    assert not at.exception and not any("No weights" in i.value for i in at.info)
+    static, p = run.load_probe("static"), run.load_probe(first)
+    i = int(np.flatnonzero(static["probe_y"] == 0)[0])  # the default start: class 0's first probe
+    got = metrics(at)
+    assert got["finder shift ‖F(z) − z‖"] == f"{np.linalg.norm(p['finder_z'][i] - static['probe_z'][i]):.3f}"
+    assert "what the finder does here: G(F(z), y)" in [im.proto.imgs[0].caption for im in at.get("image")]
+    assert any(f"weights/step_{first:07d}.pt" in c.value and "classifier and finder" in c.value for c in at.caption)
+    names = [str(c) for c in static["classes"]]
+    probs = p["finder_probs"][i]
+    finder_help = next(m for m in at.metric if m.label == "at F(z): PCR gap").proto.help
+    assert f"predicts {names[probs.argmax()]} ({probs.max():.2f})" in finder_help
 
 
 def test_record_a_walk_and_download_it_as_csv(runs, monkeypatch):

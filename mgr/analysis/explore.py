@@ -4,10 +4,12 @@ read what the classifier and the finder make of each position.
 Everything here is a pure function of loaded models and arrays (no Streamlit), so the page's per-move
 work is `position` + `readout` + a placement on a fitted map, and the tests call the same functions.
 
-Which weights exist at a step: the trainer keeps only `last.pt` (classifier and finder at its last
-evaluation) and `best.pt` (the classifier alone, at its best validation step). The generator is
-frozen for the whole run, so it is the same at every step; the other evaluation steps have probes but
-no weights, and the page says so instead of mixing steps.
+Which weights exist at a step: with keep_weights all (or auto and a classifier of at most 8 MiB,
+e.g. any SmallCNN of the app's presets) the trainer writes weights/step_N.pt (classifier, finder,
+co-learner) at every evaluation; besides, last.pt holds them at its last evaluation and best.pt the
+classifier alone at its best validation step (`models.weight_sources`). The generator is frozen for
+the whole run, so it is the same at every step; a step with a probe but no weights (keep_weights
+last, a ResNet-18 under auto, a run made before step weights) gets a note instead of mixing steps.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from ..runstore import Run
 from .files import file_signature
+from .models import NoWeights, weight_sources, weights_signature
 from .mosaic import mosaic
 from .projection import map_placer, pca
 
@@ -29,39 +32,33 @@ FAR_PERCENTILE = 0.999  # ‖z‖ above this quantile of χ_d: the generator has
 NEAR_PERCENTILE = 0.001  # below: atypically close to the origin (high density, yet no draw of N(0, I) lands there)
 
 
-class NoCheckpoint(ValueError):
-    """The chosen step has probes but no weights (the trainer keeps last.pt and best.pt only)."""
+NoCheckpoint = NoWeights  # the chosen step has a probe but no weights
 
 
 # ----------------------------------------------------------------------------- models per step
 
 def checkpoint_steps(run: Run) -> dict[int, str]:
-    """{step: file} of the weights a run keeps: last.pt (classifier + finder) and best.pt (classifier
-    only). Where both hold the same step, last.pt wins (it also has the finder)."""
-    from .. import checkpoint
-    from ..trainer.checkpoints import CKPT_KIND, CKPT_VERSION, MODEL_KIND, MODEL_VERSION
-    out = {}
-    for name, kind, version in (("best.pt", MODEL_KIND, MODEL_VERSION), ("last.pt", CKPT_KIND, CKPT_VERSION)):
-        path = run.path / name
-        if path.exists():
-            try:
-                out[int(checkpoint.load(path, kind, version)["meta"]["step"])] = name
-            except (checkpoint.CheckpointError, KeyError, TypeError, ValueError, OSError):
-                continue  # unreadable: the page lists it as missing, which it is for every purpose here
-    return out
+    """{step: file} of the weights a run keeps (`models.weight_sources`): weights/step_N.pt (classifier,
+    finder, co-learner), last.pt (the same, at its step) and best.pt (the classifier only)."""
+    return weight_sources(run)
 
 
 def checkpoint_signature(run: Run) -> tuple:
-    """Cache key of a run's weights: a new evaluation or a resume rewrites last.pt / best.pt, a
-    generator retrained in place its file."""
+    """Cache key of which weights a run has: a new evaluation or a resume writes weights/, last.pt,
+    best.pt, a generator retrained in place its file."""
+    return weights_signature(run)
+
+
+def step_signature(run: Run, source: str) -> tuple:
+    """Cache key of one step's models: its weights file (from `checkpoint_steps`) and the generator."""
     from .models import generator_file
-    return file_signature(run.path / "last.pt", run.path / "best.pt", generator_file(run))
+    return file_signature(run.path / source, generator_file(run))
 
 
 @dataclass
 class StepModels:
     step: int
-    source: str  # "last.pt" or "best.pt"
+    source: str  # "weights/step_N.pt", "last.pt" or "best.pt"
     G: object  # the frozen generator (the same at every step)
     model: object  # the classifier at `step`, eval mode
     finder: object | None  # F at `step`; None under best.pt (not kept) and for methods without one
@@ -72,33 +69,21 @@ class StepModels:
 
 
 def step_models(run: Run, step: int, device: str = "cpu") -> StepModels:
-    """The generator, the classifier and (at last.pt's step) the finder of one evaluation step.
-    Raises NoCheckpoint, naming the steps that have weights, for any other step; ValueError for a run
-    without a generator."""
+    """The generator, the classifier and the finder of one evaluation step, from its weights file
+    (`checkpoint_steps`; under best.pt the finder is None: not kept). Raises NoCheckpoint, naming the
+    steps that have weights, for a step without any; ValueError for a run without a generator."""
     from ..augment import Augment
-    from ..trainer import TrainConfig, load_classifier
-    from .models import generator_file, loaded_models
+    from ..trainer import TrainConfig
+    from .models import loaded_models
     cfg = TrainConfig.from_dict(run.config)
     if not cfg.uses_generator:
         raise ValueError(f"run {run.id} uses no generator (method {cfg.method}): there is nothing to steer")
-    have = checkpoint_steps(run)
-    if step not in have:
-        kept = ", ".join(f"{s} ({f})" for s, f in sorted(have.items())) or "none yet"
-        raise NoCheckpoint(f"No weights at step {step}: the trainer keeps last.pt (classifier and finder at its last "
-                           f"evaluation) and best.pt (the classifier at its best validation step) only. Steps with "
-                           f"weights: {kept}.")
-    if have[step] == "last.pt":
-        m = loaded_models(run, device)  # shared with the Feature space and Latents pages
-        G, model, finder, classes = m["G"], m["model"], m["finder"], m["classes"]
-    else:
-        from ..gan import load_generator
-        G, gmeta = load_generator(generator_file(run, cfg), device=device)
-        model, _ = load_classifier(run.path / "best.pt", device)
-        finder, classes = None, gmeta["classes"]
+    m = loaded_models(run, device, step)  # NoWeights for a step without weights; shared with other pages
+    G, model, finder, classes = m["G"], m["model"], m["finder"], m["classes"]
     G.eval()
     T = Augment(cfg.pcr_aug)
     draws = fixed_draws(T, T_DRAWS, G.channels, G.resolution)
-    return StepModels(step, have[step], G, model, finder, cfg.pcr_aug, [str(c) for c in classes], G.z_dim, draws)
+    return StepModels(step, m["source"], G, model, finder, cfg.pcr_aug, [str(c) for c in classes], G.z_dim, draws)
 
 
 def fixed_draws(T, n: int, channels: int, resolution: int, seed: int = T_SEED) -> list:

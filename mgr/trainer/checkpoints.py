@@ -1,7 +1,10 @@
 """The run's checkpoints: last.pt (everything a resume needs), best.pt (the classifier alone, for
-inference) and co_learner.pt (the CML head, for analysis). best.pt is staged and promoted only
-once last.pt records its step, so a killed run never keeps a best.pt from steps its resume redoes.
-All hold tensors and plain metadata, loaded with weights_only=True (mgr/checkpoint.py)."""
+inference), co_learner.pt (the CML head, for analysis) and, with keep_weights all (or auto and a
+small classifier), weights/step_N.pt at every evaluation (classifier, finder, co-learner: for the
+app's Explore page). best.pt is staged and promoted only once last.pt records its step, so a killed
+run never keeps a best.pt from steps its resume redoes; step weights after the resumed checkpoint
+are removed by Run.truncate_after, like the probes. All hold tensors and plain metadata, loaded with
+weights_only=True (mgr/checkpoint.py)."""
 from __future__ import annotations
 
 import os
@@ -11,12 +14,14 @@ import torch
 from .. import checkpoint
 from ..models.classifier import MODELS, build_classifier
 from ..models.co_learner import CoLearner
-from ..runstore import Run
+from ..runstore import WEIGHTS_DIR, Run
+from .config import KEEP_WEIGHTS_AUTO_MIB
 from .state import State
 
 CKPT_KIND, CKPT_VERSION = "mgr-run-checkpoint", 1
 MODEL_KIND, MODEL_VERSION = "mgr-classifier", 1
 CO_KIND, CO_VERSION = "mgr-co-learner", 1
+STEP_KIND, STEP_VERSION = "mgr-step-weights", 1
 
 
 def save_checkpoint(run: Run, s: State) -> None:
@@ -84,6 +89,11 @@ def load_co_learner(path, device="cpu"):
 def load_classifier(path, device="cpu"):
     """A trained classifier (best.pt) for inference: the model only, no G, finder or co-learner."""
     ck = checkpoint.load(path, MODEL_KIND, MODEL_VERSION, map_location=device)
+    return _classifier(path, ck, device), ck["meta"]
+
+
+def _classifier(path, ck: dict, device):
+    """The classifier that a best.pt or step-weights file's metadata describes, with its weights."""
     m = ck["meta"]
     checkpoint.check_meta(path, m, {"model": str, "num_classes": int, "channels": int, "resolution": int})
     if m["model"] not in MODELS or not 2 <= m["num_classes"] <= 100_000 or m["channels"] not in (1, 3):
@@ -94,7 +104,69 @@ def load_classifier(path, device="cpu"):
         raise checkpoint.CheckpointError(f"{path}: metadata width={width!r} is not an integer in [1, 1024]")
     model = build_classifier(m["model"], m["num_classes"], m["channels"], width=width)
     checkpoint.load_state(model, ck["model"], path)
-    return model.to(device).eval(), m
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- weights of every evaluation
+
+def state_bytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def keeps_step_weights(s: State) -> bool:
+    """Whether this run writes weights/step_N.pt at every evaluation (config keep_weights): all; last
+    never; auto while the classifier's state (parameters and BatchNorm buffers) is at most
+    KEEP_WEIGHTS_AUTO_MIB (SmallCNN width 32: 1.1 MiB; ResNet-18: 42.7 MiB)."""
+    if s.cfg.keep_weights == "auto":
+        return state_bytes(s.model) <= KEEP_WEIGHTS_AUTO_MIB * 2**20
+    return s.cfg.keep_weights == "all"
+
+
+def step_weights_path(run_path, step: int):
+    return run_path / WEIGHTS_DIR / f"step_{step:07d}.pt"
+
+
+def save_step_weights(run: Run, s: State, record: dict) -> None:
+    """weights/step_<step>.pt: the classifier (with its BatchNorm buffers), the finder and the
+    co-learner at this evaluation, written atomically before last.pt (a resume from an earlier
+    last.pt removes it and writes it again, like the step's probe)."""
+    d = s.data
+    meta = {"step": s.step, "model": s.cfg.model, "width": s.cfg.width, "num_classes": d.num_classes,
+            "channels": d.channels, "resolution": d.resolution, "classes": d.classes, "dataset": d.name,
+            "method": s.cfg.method, "val_acc": record["val_acc"], "test_acc": record["test_acc"]}
+    tensors = {"model": s.model.state_dict()}
+    if s.finder is not None:
+        meta |= {"finder": s.cfg.finder, "z_dim": s.G.z_dim}
+        tensors["finder"] = s.finder.state_dict()
+    if s.co_learner is not None:
+        meta |= {"co_learner_arch": s.cfg.co_learner_arch, "co_in_channels": s.model.feature_dim}
+        tensors["co_learner"] = s.co_learner.state_dict()
+    checkpoint.save(step_weights_path(run.path, s.step), STEP_KIND, STEP_VERSION, meta, **tensors)
+
+
+def load_step_weights(path, device="cpu") -> dict:
+    """A weights/step_N.pt: {"model": the classifier (eval mode), "finder": the finder or None,
+    "co_learner": the co-learner or None, "meta": its metadata}; every fault a CheckpointError
+    naming the file."""
+    from ..finder import FINDERS, Finder
+    ck = checkpoint.load(path, STEP_KIND, STEP_VERSION, map_location=device)
+    m = ck["meta"]
+    checkpoint.check_meta(path, m, {"step": int})
+    out = {"model": _classifier(path, ck, device), "finder": None, "co_learner": None, "meta": m}
+    if "finder" in ck:
+        checkpoint.check_meta(path, m, {"finder": str, "z_dim": int})
+        if m["finder"] not in FINDERS or not 1 <= m["z_dim"] <= 100_000:
+            raise checkpoint.CheckpointError(f"{path}: metadata describes no finder this MGR Lab builds "
+                                             f"(finder={m['finder']!r}, z_dim={m['z_dim']})")
+        finder = Finder(m["z_dim"], m["finder"])
+        checkpoint.load_state(finder, ck["finder"], path)
+        out["finder"] = finder.to(device).eval().requires_grad_(False)
+    if "co_learner" in ck:
+        checkpoint.check_meta(path, m, {"co_learner_arch": str, "co_in_channels": int})
+        co = CoLearner(m["co_in_channels"], m["num_classes"], m["co_learner_arch"])
+        checkpoint.load_state(co, ck["co_learner"], path)
+        out["co_learner"] = co.to(device).eval()
+    return out
 
 
 

@@ -23,6 +23,8 @@ META_VALS = ("auto", "batch", "full")  # auto: the full split when it holds at m
 META_PRECISIONS = ("float32", "bf16")  # the meta step's arithmetic on CUDA (the CPU always runs float32)
 SCHEDULES = ("cosine", "step", "constant")
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
+KEEP_WEIGHTS = ("auto", "all", "last")  # weights per evaluation: auto = all while the classifier's state is small
+KEEP_WEIGHTS_AUTO_MIB = 8  # auto: SmallCNN (1.1 MiB at width 32) keeps every evaluation, ResNet-18 (42.7 MiB) does not
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class TrainConfig:
     co_learner_arch: str = "conv"
     co_learner_gamma: float = 1.0  # γ, weight of its CE in the outer objective
     co_learner_lr: float = 1e-3  # its own Adam
+    keep_weights: str = "auto"  # weights/step_N.pt at every evaluation: all, last (only last.pt, best.pt), or auto
 
     def __post_init__(self):
         def bad(name, allowed):
@@ -81,6 +84,9 @@ class TrainConfig:
             raise bad("meta_val", f"choose one of {', '.join(META_VALS)}")
         if self.meta_precision not in META_PRECISIONS:
             raise bad("meta_precision", f"choose one of {', '.join(META_PRECISIONS)}")
+        if self.keep_weights not in KEEP_WEIGHTS:
+            raise bad("keep_weights", "choose one of all (weights at every evaluation), last (last.pt and best.pt "
+                                      f"only) or auto (all while the classifier's state is at most {KEEP_WEIGHTS_AUTO_MIB} MiB)")
         for name in ("steps", "batch_size", "eval_every", "log_every", "probes_per_class", "syn_per_real",
                      "meta_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:

@@ -15,7 +15,8 @@ from . import distributed
 from ..models.classifier import evaluate
 from ..runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable
 from ..runtime import Progress
-from .checkpoints import load_checkpoint, promote_best, save_best, save_checkpoint
+from .checkpoints import (keeps_step_weights, load_checkpoint, promote_best, save_best, save_checkpoint,
+                          save_step_weights)
 from .config import TrainConfig
 from .probes import probe, probe_static
 from .state import State, build, reseed
@@ -84,6 +85,7 @@ def resume(run_dir, quiet: bool = False, on_start=None) -> Run:
 def _loop(run: Run, s: State, quiet: bool) -> Run:
     cfg = s.cfg
     lead = s.rank == 0  # the one rank that evaluates and writes the run; every rank when alone
+    keep_steps = lead and keeps_step_weights(s)  # weights/step_N.pt at every evaluation (config keep_weights)
     stop = {"signal": None}
 
     def on_signal(signum, _frame):
@@ -128,6 +130,8 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
                     elapsed = time.time() - t_eval
                     record = _eval_record(s, since_eval, elapsed)
                     run.save_probe(f"step_{s.step:07d}", probe(s, static))
+                    if keep_steps:  # before last.pt, like the probe: a resume from an older one removes it
+                        save_step_weights(run, s, record)
                     run.append_metrics(record)
                     if record["val_acc"] > s.best_val_acc:
                         s.best_val_acc, s.best_step = record["val_acc"], s.step
