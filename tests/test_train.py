@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from mgr import meta
+from mgr import checkpoint, meta
 from mgr.__main__ import main
 from mgr.data import DataConfig
 from mgr.runstore import PROBE_FIELDS, Run
-from mgr.trainer import TrainConfig, load_classifier, train
+from mgr.trainer import TrainConfig, load_classifier, resume, train
+from mgr.trainer.checkpoints import CKPT_KIND, CKPT_VERSION, load_step_weights
 from mgr.trainer.state import build
 from mgr.trainer.steps import batches, mps_step
 
@@ -60,6 +61,15 @@ def test_each_method_writes_a_valid_run_directory(tmp_path, method, order):
     model, m = load_classifier(run.path / "best.pt")
     assert m["step"] in (3, 6) and m["val_acc"] == max(r["val_acc"] for r in rows)
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    # keep_weights auto, a SmallCNN: the weights of every evaluation; the last ones are last.pt's, buffers included
+    assert run.weight_steps() == [3, 6]
+    w = load_step_weights(run.path / "weights" / "step_0000006.pt")
+    ck = checkpoint.load(run.path / "last.pt", CKPT_KIND, CKPT_VERSION)
+    assert w["meta"]["step"] == 6 and w["meta"]["val_acc"] == rows[-1]["val_acc"]
+    state = w["model"].state_dict()
+    assert state.keys() == ck["model"].keys() and all(torch.equal(state[k], ck["model"][k]) for k in state)
+    assert any(k.endswith("running_var") for k in state)
+    assert (w["finder"] is not None) == (method in ("gda-mps", "mgr")) and w["co_learner"] is None
 
 
 def test_resnet18_runs_mgr_and_the_runs_listing_shows_it(tmp_path, capsys):
@@ -68,6 +78,45 @@ def test_resnet18_runs_mgr_and_the_runs_listing_shows_it(tmp_path, capsys):
     assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert run.id in out and "finished" in out and "digits mgr/resnet18" in out
+    assert run.weight_steps() == [] and not (run.path / "weights").exists()  # auto: 42.7 MiB is over 8 MiB
+
+
+def test_keep_weights_last_writes_none_and_a_bad_value_is_refused(tmp_path, capsys):
+    run = train(tiny(method="base", keep_weights="last"), tmp_path, quiet=True)
+    assert run.config["keep_weights"] == "last" and run.probe_steps() == [3, 6]
+    assert not (run.path / "weights").exists() and (run.path / "last.pt").exists() and (run.path / "best.pt").exists()
+    with pytest.raises(ValueError, match=r"keep_weights='every' is not allowed; choose one of all .*, last .* or auto"):
+        tiny(keep_weights="every")
+    with pytest.raises(ValueError, match="keep_weights"):
+        TrainConfig.from_dict({**run.config, "keep_weights": "most"})
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--keep-weights", "every"])
+    assert e.value.code == 2 and "invalid choice: 'every'" in capsys.readouterr().err
+
+
+def test_resume_removes_the_weights_of_steps_after_its_checkpoint_then_redoes_them(tmp_path):
+    """A run killed after writing step 6's probe, weights and metrics line but before last.pt resumes from
+    step 3: before it trains, nothing of step 6 is left; then step 6 is redone, the same weights again
+    (CPU, one seed). The step-3 last.pt comes from a 3-step run of the same seed (constant lr: the
+    first three steps are the same)."""
+    cfg = dict(method="mgr", width=8, schedule="constant")
+    short = train(tiny(steps=3, **cfg), tmp_path, "short", quiet=True)
+    run = train(tiny(**cfg), tmp_path, "full", quiet=True)
+    assert run.weight_steps() == [3, 6]
+    before = load_step_weights(run.path / "weights" / "step_0000006.pt")
+    (run.path / "last.pt").write_bytes((short.path / "last.pt").read_bytes())
+    run.write_status(state="running", step=6)  # what a SIGKILL leaves
+
+    def started(r):
+        assert r.weight_steps() == [3] and r.probe_steps() == [3] and [m["step"] for m in r.metrics()] == [3]
+        seen.append(r.id)
+    seen = []
+    resume(run.path, quiet=True, on_start=started)
+    assert seen == ["full"] and run.status()["state"] == "finished" and run.weight_steps() == [3, 6]
+    after = load_step_weights(run.path / "weights" / "step_0000006.pt")
+    for part in ("model", "finder"):
+        a, b = before[part].state_dict(), after[part].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_finder_moves_latents_only_under_mps(tmp_path):
