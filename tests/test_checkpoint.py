@@ -37,3 +37,35 @@ def test_atomic_write_survives_a_directory_that_cannot_be_fsynced(tmp_path, monk
     atomic_write_text(tmp_path / "a.txt", "new")
     assert (tmp_path / "a.txt").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temporary file left behind
+
+
+def test_step_weights_round_trip_and_a_damaged_or_foreign_file_is_refused(tmp_path):
+    """weights/step_N.pt (the trainer's save_step_weights on a real State) loads back bit for bit,
+    leaves no temporary file, and a truncated file or one of another kind is a CheckpointError naming it."""
+    import pytest
+    import torch
+
+    from mgr import checkpoint
+    from mgr.data import DataConfig
+    from mgr.runstore import Run
+    from mgr.trainer import TrainConfig
+    from mgr.trainer.checkpoints import load_step_weights, save_step_weights, step_weights_path
+    from mgr.trainer.state import build
+    s = build(TrainConfig(data=DataConfig("digits", ratio=0.1), method="mgr", width=8, steps=2, device="cpu"))
+    s.step = 2
+    save_step_weights(Run(tmp_path), s, {"val_acc": 0.5, "test_acc": 0.25})
+    path = step_weights_path(tmp_path, 2)
+    assert [p.name for p in path.parent.iterdir()] == ["step_0000002.pt"]
+    w = load_step_weights(path)
+    assert w["meta"]["step"] == 2 and w["meta"]["val_acc"] == 0.5 and w["co_learner"] is None
+    for mine, theirs in ((w["model"], s.model), (w["finder"], s.finder)):
+        a, b = mine.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cut = step_weights_path(tmp_path, 4)
+    cut.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(checkpoint.CheckpointError, match="step_0000004.pt: not a readable weights-only checkpoint"):
+        load_step_weights(cut)
+    other = step_weights_path(tmp_path, 6)
+    checkpoint.save(other, "mgr-classifier", 1, {"step": 6}, model=s.model.state_dict())
+    with pytest.raises(checkpoint.CheckpointError, match="is a 'mgr-classifier' checkpoint, expected a 'mgr-step-weights'"):
+        load_step_weights(other)
