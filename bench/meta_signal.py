@@ -12,7 +12,8 @@ exact hypergradient for each (mps_grads; the state is not changed). Two measures
   agreement   the mean pairwise cosine of the draws' hypergradients (0: no common direction), and
               |mean of the unit vectors| against 1/√D, its value for pure noise;
   held-out    for each pair (i, j) (draw i against the --others next draws): is draw j's lookahead
-              objective J_j(φ) = CE(f_θ'(φ)(B_val,j)) + λ_KL KL(F_φ(z_j)) lower one finder step down
+              objective J_j(φ) = CE(f_θ'(φ)(B_test,j)) + λ_KL KL(F_φ(z_j)), on --heldout test images
+              of its own (never the validation split, which every draw may share), lower one finder step down
               draw i's hypergradient than one step up it? The fraction of pairs where it is, against
               1/2 for chance (the antithetic pair cancels curvature, which would make any finite step
               look harmful: measured, one-sided steps raised other draws' J in 21 of 24 pairs). The step has the size of
@@ -55,19 +56,32 @@ from variants import parse_overrides  # noqa: E402
 BATCH = {"meta_val": "batch"}  # the paper's setting: a validation batch drawn each step
 LEVERS = {"batch-val": BATCH, "full-val": {"meta_val": "full"}, "syn4": {**BATCH, "syn_per_real": 4},
           "full-val+syn4": {"meta_val": "full", "syn_per_real": 4}, "syn8": {**BATCH, "syn_per_real": 8},
-          "full-val+syn8": {"meta_val": "full", "syn_per_real": 8}}
+          "full-val+syn8": {"meta_val": "full", "syn_per_real": 8},
+          # how much of the agreement is the KL term's pull toward the prior, not the validation signal
+          "full-val-no-kl": {"meta_val": "full", "lam_kl": 0.0}}
 
 
-def draw(s):
+def flat(finder) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in finder.parameters()])
+
+
+def draw(s, heldout: int):
+    """One draw of everything a meta step samples, plus `heldout` test images that judge it."""
     x, y, x_val, y_val = batches(s)
     z, y_p = latents(s, len(x) * s.cfg.syn_per_real)
     t = s.T.draw(torch.empty(len(z), s.data.channels, s.data.resolution, s.data.resolution, device=s.device))
-    return x, y, x_val, y_val, z, y_p, t
+    k = torch.randint(len(s.data.y_test), (heldout,), generator=HELDOUT_GEN)
+    return x, y, x_val, y_val, z, y_p, t, s.data.x_test[k], s.data.y_test[k]
+
+
+HELDOUT_GEN = torch.Generator().manual_seed(12345)  # its own stream: the run's batches stay as in training
 
 
 def lookahead_objective(s, d, finder) -> float:
-    """J(φ) for one draw: CE at θ' = θ − η ∇_θ L(θ; φ) on its validation batch, plus λ_KL KL."""
-    x, y, x_val, y_val, z, y_p, t = d
+    """J(φ) for one draw: CE at θ' = θ − η ∇_θ L(θ; φ) on its held-out test images (data the finder
+    never sees: with the full validation split as the meta step's target, every draw shares it, and a
+    test on it would be in-sample), plus λ_KL KL."""
+    x, y, _, _, z, y_p, t, x_held, y_held = d
     cfg, lr = s.cfg, s.sched.get_last_lr()[0]
     with torch.no_grad():
         z_f = finder(z)
@@ -77,7 +91,7 @@ def lookahead_objective(s, d, finder) -> float:
             + cfg.lam * meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind))
     ahead = {n: (p - lr * g).detach() for (n, p), g in zip(params.items(), meta.grads_of(loss, params))}
     with torch.no_grad():
-        return float(meta.val_ce(s.model, ahead, x_val, y_val) + cfg.lam_kl * kl_batch(z_f))
+        return float(meta.val_ce(s.model, ahead, x_held, y_held) + cfg.lam_kl * kl_batch(z_f))
 
 
 def shifted(finder, direction: torch.Tensor, step: float):
@@ -95,15 +109,16 @@ def heldout_pairs(draws: int, others: int) -> list[tuple[int, int]]:
     return [(i, (i + k) % draws) for i in range(draws) for k in range(1, min(others, draws - 1) + 1)]
 
 
-def measure(s, lever: dict, draws: int, step_scale: float, others: int) -> dict:
+def measure(s, lever: dict, draws: int, step_scale: float, others: int, heldout: int,
+            phi0: torch.Tensor | None = None) -> dict:
     base_cfg = s.cfg
     s.cfg = dataclasses.replace(base_cfg, **lever)
     try:
         ds, gs, secs = [], [], []
         for _ in range(draws):
-            d = draw(s)
+            d = draw(s, heldout)
             t0 = time.perf_counter()
-            g = mps_grads(s, *d).phi
+            g = mps_grads(s, *d[:7]).phi
             secs.append(time.perf_counter() - t0)
             ds.append(d)
             gs.append(torch.cat([p.detach().flatten() for p in g]))
@@ -120,7 +135,17 @@ def measure(s, lever: dict, draws: int, step_scale: float, others: int) -> dict:
             changes.append((down - up) / 2)
             lowered += down < up
         pairs = len(heldout_pairs(draws, others))
-        return {"agreement": round(statistics.mean(cosines), 4), "agreement_min": round(min(cosines), 4),
+        # the finder's learnt direction so far, φ − φ_0: one step's draws may disagree while their sum,
+        # which is what the finder follows, still points somewhere useful. Written as a gradient (−d)
+        learnt = {}
+        if phi0 is not None and float((flat(s.finder) - phi0).norm()) > 0:
+            u = -(flat(s.finder) - phi0)
+            u = u / u.norm()
+            wins = sum(lookahead_objective(s, d, shifted(s.finder, u, -size)) <
+                       lookahead_objective(s, d, shifted(s.finder, u, size)) for d in ds)
+            learnt = {"learnt_cos_with_draws": round(statistics.mean(float(g @ u) for g in units), 4),
+                      "learnt_heldout_lowered": int(wins), "learnt_heldout_draws": draws}
+        return {**learnt,"agreement": round(statistics.mean(cosines), 4), "agreement_min": round(min(cosines), 4),
                 "agreement_max": round(max(cosines), 4), "resultant": round(resultant, 4),
                 "resultant_noise": round(1 / math.sqrt(draws), 4),
                 "heldout_lowered": lowered, "heldout_pairs": pairs, "heldout_fraction": round(lowered / pairs, 4),
@@ -141,6 +166,7 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=8)
     p.add_argument("--levers", default="batch-val,full-val,syn4,full-val+syn4")
     p.add_argument("--others", type=int, default=3, help="held-out draws each draw's step is judged on")
+    p.add_argument("--heldout", type=int, default=512, help="test images that judge each draw's step")
     p.add_argument("--step-scale", type=float, default=10.0, help="held-out step, in Adam steps of the finder lr")
     p.add_argument("--set", nargs="*", default=[], help="training options FIELD=VALUE (e.g. finder_lr=1e-3)")
     p.add_argument("--seed", type=int, default=0)
@@ -161,6 +187,7 @@ def main(argv=None):
     cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), method="mgr", steps=a.steps,
                       batch_size=a.batch_size, seed=a.seed, device="cpu", **parse_overrides(p, a.set))
     s = build(cfg)
+    phi0 = flat(s.finder)
     out, records, online = Path(a.out), [], []
     t_train = time.perf_counter()
     for checkpoint in at:
@@ -175,14 +202,15 @@ def main(argv=None):
                    "seed": a.seed, "train_set": a.set, "train_meta_val": cfg.meta_val, "lever": lever, "lever_fields": LEVERS[lever], "step": s.step,
                    "steps": a.steps, "draws": a.draws, "online_hg_cos_last_50_steps": (
                        round(statistics.mean(recent), 4) if recent else None),
-                   **measure(s, LEVERS[lever], a.draws, a.step_scale, a.others),
+                   **measure(s, LEVERS[lever], a.draws, a.step_scale, a.others, a.heldout, phi0),
                    "train_seconds_so_far": round(time.perf_counter() - t_train, 1)}
             with torch.no_grad():
                 z = torch.randn(512, s.G.z_dim)
                 rec["latent_shift"] = round(float((s.finder(z) - z).norm(dim=1).mean()), 4)
             records.append(rec)
-            print(json.dumps({k: rec[k] for k in ("dataset", "lever", "step", "agreement", "resultant",
-                                                  "heldout_fraction", "online_hg_cos_last_50_steps", "latent_shift",
+            print(json.dumps({k: rec.get(k) for k in ("dataset", "lever", "step", "agreement", "resultant",
+                                                  "heldout_fraction", "learnt_cos_with_draws", "learnt_heldout_lowered",
+                                                  "online_hg_cos_last_50_steps", "latent_shift",
                                                   "seconds_per_hypergradient")}), flush=True)
             if not a.quick:
                 append_record(out, rec)  # locked: two settings may run side by side into one file
