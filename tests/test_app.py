@@ -8,7 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")  # AppTest resolves relative paths against this file
-PAGES = ["pages/train.py", "pages/latents.py", "pages/feature_space.py", "pages/consistency.py", "pages/compare.py"]
+PAGES = ["pages/train.py", "pages/latents.py", "pages/feature_space.py", "pages/consistency.py", "pages/compare.py",
+         "pages/explore.py"]
 
 
 def open_page(page: str | None, runs_dir, monkeypatch, run: str | None = None, **query) -> AppTest:
