@@ -94,9 +94,9 @@ def run_models(run: Run, device: str = "cpu", step: int | None = None) -> dict:
         have = weight_sources(run)
         if step not in have:
             kept = ", ".join(f"{s} ({f})" for s, f in sorted(have.items())) or "none yet"
-            raise NoWeights(f"No weights at step {step}: this run kept only last.pt and best.pt there (keep_weights "
-                            f"{cfg.keep_weights}, or a run made before weights of every evaluation were kept). "
-                            f"Steps with weights: {kept}.")
+            raise NoWeights(f"No weights at step {step}: this run has no weights/step_{step:07d}.pt (trained with "
+                            f"keep_weights last, or auto with a classifier over 8 MiB, or before step weights "
+                            f"existed), and last.pt and best.pt hold other steps. Steps with weights: {kept}.")
         source = have[step]
     G, gmeta = load_generator(generator_file(run, cfg), device=device)
     path = run.path / source

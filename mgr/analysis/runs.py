@@ -15,7 +15,8 @@ import numpy as np
 from ..runstore import Run, default_runs_dir, list_runs
 
 # Fields that do not change what is trained: runs differing only in these are seeds of one configuration.
-NOT_CONFIG = ("seed", "device", "compile", "eval_every", "log_every", "probes_per_class", "probe_real")
+NOT_CONFIG = ("seed", "device", "compile", "eval_every", "log_every", "probes_per_class", "probe_real",
+              "keep_weights")
 NOT_CONFIG_DATA = ("root", "download")
 
 
