@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lam", type=float, default=1.0, help="λ, weight of the synthetic term")
     t.add_argument("--lam-kl", type=float, default=0.1, help="λ_KL, weight of the finder's batch KL")
     t.add_argument("--finder", default="residual", choices=FINDERS)
-    t.add_argument("--finder-lr", type=float, default=1e-4)
+    t.add_argument("--finder-lr", type=float, default=1e-2)
     t.add_argument("--syn-per-real", type=int, default=1,
                    help="synthetic samples per real sample in the synthetic term and the finder's meta step")
     t.add_argument("--meta-every", type=int, default=1,

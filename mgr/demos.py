@@ -145,8 +145,8 @@ DEMOS = {d.id: d for d in (
          "latents; beyond 4·√z_dim the trainer's guard stops the run as failed (its garbage samples are not "
          "trained on). A positive difference mlp − residual means the MLP finder moves them further.", True),
     Demo("finder-lr-too-high", "A finder learning rate set too high",
-         (_arm("lr-1e-1", **MGR, finder_lr=0.1), _arm("lr-1e-4", **MGR)), LATENT_SHIFT,
-         "The finder's Adam at learning rate 1e-1 against the default 1e-4. The statistic is how far the finder "
+         (_arm("lr-1e-1", **MGR, finder_lr=0.1), _arm("lr-1e-2", **MGR)), LATENT_SHIFT,
+         "The finder's Adam at learning rate 1e-1 against the default 1e-2. The statistic is how far the finder "
          "moves the latents; beyond 4·√z_dim the trainer's guard stops the run as failed. A positive difference "
          "means the high rate moves them further.", True),
 )}

@@ -95,7 +95,7 @@ def form_fields() -> list[Field]:
         Field("lam", "λ", "float", 1.0, (), "weight of the synthetic term", when=lambda v: v.get("method") != "base"),
         Field("lam_kl", "λ_KL", "float", 0.1, (), "weight of the finder's batch KL", when=_finder),
         Field("finder", "finder", "select", "residual", FINDERS, "F(z) = z + MLP(z) is the paper's best", when=_finder),
-        Field("finder_lr", "finder learning rate", "float", 1e-4, (), "the finder's Adam; too high and its latents "
+        Field("finder_lr", "finder learning rate", "float", 1e-2, (), "the finder's Adam; too high and its latents "
               "leave the prior (the run then stops as failed)", when=_finder),
         Field("meta_val", "finder's validation term", "select", "auto", META_VALS,
               "full: the whole validation split each meta step (less noise on small splits); auto: full when the "
