@@ -194,3 +194,21 @@ def test_demos_quick_runs_a_demo_as_the_app_does_and_records_its_verdict(tmp_pat
                                                                                ("pcr-repairs", rec["seconds"])]
     with pytest.raises(SystemExit):
         load("demos").main(["--demos", "gda-hurts,nope", "--out", str(out)])
+
+
+def test_vmap_seeds_quick_times_both_arms_and_checks_vmap_against_sequential(tmp_path):
+    """bench/vmap_seeds.py --quick: K=2 SmallCNNs, the plain step sequential vs vmapped, after the check
+    that both give the same parameters; one torch thread in main, restored here for the other tests."""
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        result = load("vmap_seeds").main(["--quick", "--out", str(tmp_path / "vmap_seeds.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((tmp_path / "vmap_seeds.json").read_text()) == result
+    (check,) = result["checks"]
+    assert check["ok"] and check["nchw"]["max_abs_diff_param"] < 1e-4
+    (rec,) = result["results"]
+    assert (rec["kind"], rec["K"], rec["steps_timed_per_arm"]) == ("plain", 2, 2)
+    assert rec["sequential_ms"] > 0 and rec["vmap_ms"] > 0 and rec["round_ratio_min"] <= rec["round_ratio_max"]
+    assert result["command"].startswith("python bench/vmap_seeds.py --quick") and result["threads"] == 1
