@@ -51,7 +51,7 @@ def run_demo(demo_id: str, seeds: int, runs_dir: Path, overrides: dict, parallel
                                f"(runs in {runs_dir}, supervisor log {demo_queue.demos_dir(runs_dir)})")
 
 
-def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv) -> dict:
+def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv, runs_dir: Path) -> dict:
     demo, s = out.demo, out.summary
     first = m["runs"][0]["values"]
     return {"demo": demo.id, "question": demo.question, "dataset": first["data.dataset"], "ratio": first["data.ratio"],
@@ -60,8 +60,17 @@ def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv) -> dict:
             "mean_diff": s.mean, "ci95": list(s.ci95) if s.ci95 else None, "holds_in": s.holds_in,
             "verdict": s.verdict, "failed": list(out.failed), "guard_stops": len(out.guard_stops), "seconds": round(seconds, 1), "cores": os.cpu_count(),
             "parallel": m["parallel"], "launch": m["id"], "test_images": first.get("data.test_subset"),
+            "arms": arms_of(m, runs_dir),
             # a busy machine stretches the wall time: the load average beside it says how busy this one was
             "load_avg_1min": round(os.getloadavg()[0], 2), **stamp("demos.py", argv)}
+
+
+def arms_of(m: dict, runs_dir: Path) -> list[dict]:
+    """The configuration seed 0 of each arm ran with (its config.json, less demos.NOT_COMPARED): what
+    the app compares with today's demo to tell a current measurement from an out-of-date one."""
+    from mgr.runstore import Run
+    return [demos.comparable(Run(runs_dir / r["run_id"]).config)
+            for r in sorted((r for r in m["runs"] if r["seed"] == 0), key=lambda r: r["arm"])]
 
 
 def save(path: Path, record: dict) -> None:
@@ -121,7 +130,7 @@ def main(argv=None):
         except LaunchError as e:  # a bad --set or --steps: refused before any of the demo's runs starts
             p.error(f"demo {demo_id}: {e}")
         out = demo_queue.outcome(runs_dir, m)
-        rec = record_of(m, out, seconds, argv)
+        rec = record_of(m, out, seconds, argv, runs_dir)
         save(Path(a.out), rec)
         records.append(rec)
         print(f"{demo_id}: {demos.describe(out.demo, out.summary)} [{seconds:.0f} s, {a.seeds} seeds, "

@@ -202,14 +202,53 @@ def measured(path: str | Path = MEASURED, data: str = DEFAULT_DATA) -> dict[str,
             and r.get("dataset") == want} if isinstance(records, list) else {}
 
 
-def measured_text(demo: Demo, record: dict | None) -> str:
-    """What this project measured for a demo (from its bench record), or that it has not measured it."""
+# config.json fields that do not change what a run measures: left out when a record is compared
+NOT_COMPARED = ("seed", "keep_weights", "device")
+
+
+# fields that a run reads only when it has the part they configure
+PART_FIELDS = {"finder": ("finder", "finder_lr", "lam_kl", "meta_every", "meta_val", "meta_precision", "order", "fd_eps"),
+               "co_learner": ("co_learner_arch", "co_learner_gamma", "co_learner_lr"),
+               "mltp": ("mltp_variant", "mltp_eta", "mltp_alpha")}
+
+
+def comparable(config: dict) -> dict:
+    """A config.json as far as it decides what the run measures: NOT_COMPARED and the fields of parts
+    the run does not have (a base run's finder_lr) left out, so a changed default of a part shows only
+    on the demos that use it."""
+    unused = set(NOT_COMPARED)
+    if config.get("method") not in ("gda-mps", "mgr"):
+        unused |= set(PART_FIELDS["finder"])
+    if not config.get("co_learner"):
+        unused |= set(PART_FIELDS["co_learner"])
+    if config.get("procedure") != "mltp":
+        unused |= set(PART_FIELDS["mltp"])
+    return {k: v for k, v in config.items() if k not in unused}
+
+
+def arm_configs(demo: Demo, data: str = DEFAULT_DATA, overrides: dict | None = None) -> list[dict]:
+    """The two arms' full training configurations on `data` (defaults resolved, as config.json holds
+    them), less NOT_COMPARED: what a bench record must have run to be this demo's measurement
+    (bench/demos.py stores its runs' configs in the record as `arms`), so a changed default shows."""
+    from .launch import build_config
+    extra = {**data_overrides(data), **(overrides or {})} or None
+    return [comparable(build_config(arm_values(demo, arm, 0, extra)).to_dict()) for arm in demo.arms]
+
+
+def measured_text(demo: Demo, record: dict | None, data: str = DEFAULT_DATA) -> str:
+    """What this project measured for a demo (from its bench record), or that it has not measured it.
+    A record made with other arms than today's (a changed default, an older record without them) is
+    named as such, never passed off as this demo's result."""
     if not record:
         return "Not measured yet: run `python bench/demos.py`."
     summary = paired.Paired(tuple(record["diffs"]), record["mean_diff"],
                             tuple(record["ci95"]) if record.get("ci95") else None, record["holds_in"],
                             record["verdict"])
-    return (f"Measured {record['date']} on {record['dataset']} {record['ratio']:g}, {record['seeds']} seeds, "
+    text = (f"Measured {record['date']} on {record['dataset']} {record['ratio']:g}, {record['seeds']} seeds, "
             f"{record['steps']} steps ({demo.statistic.label}): {describe(demo, summary)}.")
+    if record.get("arms") != arm_configs(demo, data):
+        return (f"Out of date: this demo's configuration has changed since it was measured (re-run "
+                f"`python bench/demos.py --data {data} --demos {demo.id}`). Earlier: {text}")
+    return text
 
 

@@ -51,7 +51,7 @@ for col, demo in zip(cols, items):
     with col.container(border=True):
         st.markdown(f"{'⚠️ ' if demo.failure_mode else ''}**{demo.question}**")
         st.caption(demo.about)
-        st.caption(demos.measured_text(demo, records.get(demo.id)))
+        st.caption(demos.measured_text(demo, records.get(demo.id), data))
         if st.button(f"Launch {seeds} seeds × 2 arms", key=f"demo-{demo.id}", type="primary"):
             try:
                 overrides = {**demos.data_overrides(data), **({"steps": int(steps)} if steps else {})} or None

@@ -142,6 +142,28 @@ def test_a_tiny_demo_runs_every_seed_of_both_arms_through_the_supervisor_to_a_ve
         assert cfg["seed"] == r["seed"] and cfg["data"]["dataset"] == "digits"
         assert cfg["method"] == ("base", "gda")[r["arm"]] and cfg["steps"] == 4
     assert demo_queue.list_launches(tmp_path)[0]["id"] == launch_id
+    # what bench/demos.py stores as the record's arms (the runs' own config.json) is what the app expects
+    ran = [demos.comparable(Run(tmp_path / r["run_id"]).config) for r in m["runs"][:2]]
+    assert ran == demos.arm_configs(demos.DEMOS["gda-hurts"], overrides=TINY)
+
+
+def test_a_measured_record_is_shown_only_for_the_configuration_it_ran():
+    """Home shows bench/results/demos.json's verdicts: one measured with other arms (a changed default)
+    must say it is out of date, not pass for today's result; a default of a part an arm does not have
+    (a base run's finder_lr) changes nothing."""
+    record = {"diffs": [1.0, 2.0], "mean_diff": 1.5, "ci95": [-4.85, 7.85], "holds_in": 2, "verdict": "inconclusive",
+              "date": "2026-12-02", "dataset": "fashion-mnist", "ratio": 0.01, "seeds": 2, "steps": 200}
+    finder = demos.DEMOS["finder-helps-pcr"]
+    current = {**record, "arms": demos.arm_configs(finder)}
+    assert demos.measured_text(finder, current).startswith("Measured 2026-12-02")
+    old_lr = {**record, "arms": [{**a, "finder_lr": 1e-4} if a["method"] == "mgr" else a for a in current["arms"]]}
+    assert demos.measured_text(finder, old_lr).startswith("Out of date")
+    assert demos.measured_text(finder, record).startswith("Out of date")  # an older record without arms
+    gda = demos.DEMOS["gda-hurts"]
+    arms = demos.arm_configs(gda)
+    assert all("finder_lr" not in a for a in arms)
+    assert demos.measured_text(gda, {**record, "arms": arms}).startswith("Measured")
+    assert demos.measured_text(gda, {**record, "arms": arms}, "digits").startswith("Out of date")
 
 
 def test_stop_and_resume_apply_to_the_whole_demo(tmp_path):
