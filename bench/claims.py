@@ -38,10 +38,40 @@ ARMS = {"pcr": ["--method", "pcr"], "mgr": ["--method", "mgr"],
 CLAIMS = [("3", "MPS adds to PCR", "mgr", "pcr"),
           ("5-mlp", "the residual finder beats a plain MLP finder", "mgr", "mgr-mlp"),
           ("5-linear", "the residual finder beats a linear finder", "mgr", "mgr-linear")]
-SETTING = ["--dataset", "fashion-mnist", "--ratio", "0.01", "--width", "16", "--batch-size", "32", "--steps", "300",
-           "--eval-every", "50", "--probes-per-class", "4", "--probe-real", "200", "--device", "cpu"]
+# the teaching demos' Fashion-MNIST setting (mgr.demos.SETTINGS), so that a demo's runs can serve here (--reuse)
+SETTING = ["--dataset", "fashion-mnist", "--ratio", "0.01", "--test-subset", "2000", "--width", "16", "--batch-size",
+           "32", "--steps", "200", "--eval-every", "50", "--probes-per-class", "4", "--probe-real", "200",
+           "--device", "cpu"]
 QUICK = ["--dataset", "digits", "--ratio", "0.1", "--batch-size", "16", "--steps", "4", "--eval-every", "2",
          "--probes-per-class", "2", "--probe-real", "40", "--device", "cpu"]
+
+
+def intended(setting: list[str], arm: str, seed: int) -> dict:
+    """The config.json an (arm, seed) run of this benchmark has, compared as the demos compare theirs."""
+    from mgr.__main__ import build_parser, train_config
+    from mgr.demos import comparable
+    return comparable(train_config(build_parser().parse_args(["train", *setting, *ARMS[arm], "--seed", str(seed)]))
+                      .to_dict())
+
+
+def reuse(runs_dir: Path, other: Path, setting: list[str], seeds: int) -> int:
+    """Link finished runs of `other` (e.g. a demo's runs) whose configuration and seed are exactly an
+    (arm, seed) of this benchmark, instead of training them again; returns how many were linked."""
+    from mgr.demos import comparable
+    found = {}
+    for d in sorted(other.iterdir()):
+        r = Run(d)
+        if d.is_dir() and (d / "config.json").is_file() and r.status().get("state") == "finished":
+            found.setdefault(json.dumps(comparable(r.config), sort_keys=True) + f"|{r.config['seed']}", d)
+    linked = 0
+    for seed in range(seeds):
+        for arm in ARMS:
+            target = runs_dir / f"claims-{arm}-s{seed}"
+            match = found.get(json.dumps(intended(setting, arm, seed), sort_keys=True) + f"|{seed}")
+            if match is not None and not target.exists():
+                target.symlink_to(match.resolve(), target_is_directory=True)
+                linked += 1
+    return linked
 
 
 def run_all(runs_dir: Path, setting: list[str], seeds: int, parallel: int, arms=tuple(ARMS)) -> dict:
@@ -94,6 +124,9 @@ def main(argv=None):
     p.add_argument("--fid-num", type=int, default=2000, help="samples per FID (claim 7)")
     p.add_argument("--arms", default=",".join(ARMS), help="train only these arms now (the claims need all; "
                    "finished runs are reused, so arms can be trained in several calls)")
+    p.add_argument("--reuse", nargs="*", default=[], metavar="DIR",
+                   help="runs directories (e.g. bench/demos.py --runs-dir) whose finished runs of exactly this "
+                        "setting, arm and seed are linked instead of trained again")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="bench/results/claims.json")
     a = p.parse_args(argv)
@@ -102,6 +135,8 @@ def main(argv=None):
     setting, seeds, fid_num = (QUICK, 2, 100) if a.quick else (SETTING, a.seeds, a.fid_num)
     runs_dir = Path(a.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
+    for other in a.reuse:
+        print(f"linked {reuse(runs_dir, Path(other), setting, seeds)} finished runs of {other}", flush=True)
     t0 = time.time()
     arms = a.arms.split(",")
     if [x for x in arms if x not in ARMS]:
