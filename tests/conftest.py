@@ -1,10 +1,12 @@
 """Session-wide real runs for the app and analysis tests: short digits trainings made by the
 trainer itself (no fake run files), one of each state the pages must handle."""
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,105 @@ REPO = Path(__file__).resolve().parent.parent
 # the suite runs trainers side by side on 2 cores, where two threads per process thrash (10-100x slower).
 os.environ["MGR_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- parallel runs (pytest-xdist)
+# `pytest -n auto --dist loadgroup` runs the suite on several workers. Tests that share an expensive fixture
+# (module or session scope, e.g. the trained runs of app_runs or test_bench's quick results) go to one worker,
+# in their file order, so that each such fixture is built once; every other test is handed out on its own.
+# The groups are xdist_group marks; each worker also writes them to a folder that the scheduler below reads,
+# because xdist 3.8 passes them on in the node ids, which pytest 9.2 no longer lets it change
+# (pytest-dev/pytest-xdist#1386).
+GROUPS_DIR = "MGR_TEST_GROUPS_DIR"
+
+
+def _cpus() -> int:
+    """The CPUs this process may use: its affinity mask, bounded by a cgroup CPU quota (docker --cpus)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            n = min(n, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per usable core, at most 4 (each worker runs trainers, Streamlit and a browser)."""
+    return min(_cpus(), 4)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """xdist_group marks: tests linked through a shared module- or session-scoped fixture of this suite form one
+    group (union-find over the fixtures they use); tests using none stay ungrouped."""
+    parent = {}
+
+    def find(k):
+        while parent.setdefault(k, k) != k:
+            k = parent[k]
+        return k
+
+    keys = []
+    for item in items:
+        mine, info = [], getattr(item, "_fixtureinfo", None)
+        for name, defs in (info.name2fixturedefs.items() if info else ()):
+            fd = defs[-1]
+            code = getattr(fd.func, "__code__", None)
+            if fd.scope not in ("module", "package", "session") or not code or REPO / "tests" not in Path(
+                    code.co_filename).parents:
+                continue  # cheap or pytest's own (tmp_path_factory, …)
+            mine.append(f"{item.path.name}:{name}" if fd.scope == "module" else name)  # no '@': xdist splits on it
+        mine.sort(key=lambda k: ":" in k)  # a session fixture names the group it is in
+        for k in mine[1:]:
+            parent[find(k)] = find(mine[0])
+        keys.append(mine)
+    groups = {}
+    for item, mine in zip(items, keys):
+        if mine and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(find(mine[0])))
+        mark = item.get_closest_marker("xdist_group")
+        if mark:
+            groups[item.nodeid] = str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker and os.environ.get(GROUPS_DIR):
+        out = Path(os.environ[GROUPS_DIR]) / f"{worker}.json"
+        out.with_suffix(".tmp").write_text(json.dumps(groups))
+        out.with_suffix(".tmp").replace(out)  # whole before the worker reports its collection
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and config.getoption("dist", "no") == "loadgroup":
+        os.environ[GROUPS_DIR] = tempfile.mkdtemp(prefix="mgr-test-groups-")  # the workers inherit it
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and os.environ.get(GROUPS_DIR):
+        shutil.rmtree(os.environ.pop(GROUPS_DIR), ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup, with the groups the workers wrote (read once every worker has collected)."""
+    if config.getoption("dist") != "loadgroup" or not os.environ.get(GROUPS_DIR):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FixtureGroups(LoadGroupScheduling):
+        groups = None
+
+        def _split_scope(self, nodeid):
+            scope = super()._split_scope(nodeid)  # a group xdist passed on itself (nodeid@group)
+            if scope != nodeid:
+                return scope
+            if self.groups is None:
+                self.groups = {}
+                for f in Path(os.environ[GROUPS_DIR]).glob("*.json"):
+                    self.groups.update(json.loads(f.read_text()))
+            return self.groups.get(nodeid, nodeid)
+    return FixtureGroups(config, log)
 
 
 def tiny_config(method: str, **kw) -> TrainConfig:
