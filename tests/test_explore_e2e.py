@@ -43,9 +43,17 @@ def test_move_a_slider_in_the_browser_and_the_readouts_follow(server, browser, t
         images = d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
         return {**values, "image": images[0].get_attribute("src")} if values and images else {}
 
-    wait.until(lambda d: "‖z‖" in readout(d) and d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
+    def settled(d):
+        """The readouts once a rerun has drawn them all (None while it is still drawing)."""
+        try:
+            r = readout(d)
+        except StaleElementReferenceException:  # the rerun replaced an element as it was read
+            return None
+        return r if {"‖z‖", "PCR gap", "predicted", "image"} <= set(r) else None
+
+    wait.until(lambda d: settled(d) and d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
     time.sleep(1.5)  # the map's drawing
-    before = readout(driver)
+    before = wait.until(settled)
     assert "Here: y = 0" in driver.find_element(By.TAG_NAME, "body").text
     scroll_to_heading(driver, "Move")
     screenshot(driver, tmp_path, "explore-before.png")
@@ -54,9 +62,9 @@ def test_move_a_slider_in_the_browser_and_the_readouts_follow(server, browser, t
                  if e.get_attribute("aria-label") == "random 1")
     driver.execute_script("arguments[0].focus()", thumb)
     ActionChains(driver).send_keys(Keys.PAGE_UP).perform()  # one page of the slider along a fixed random direction
-    wait.until(lambda d: readout(d).get("‖z‖") not in (None, before["‖z‖"]))
-    time.sleep(1.5)
-    after = readout(driver)
+    # under load a rerun draws its readouts one by one: wait until ‖z‖ and the image are both new
+    after = wait.until(lambda d: (r := settled(d)) and r["‖z‖"] != before["‖z‖"] and r["image"] != before["image"]
+                       and r)
     assert after["image"] != before["image"]  # a new G(z, y)
     assert after["PCR gap"] != before["PCR gap"] and after["predicted"]
     moved = float(thumb.get_attribute("value"))
