@@ -164,26 +164,33 @@ if launches:
 # ----------------------------------------------------------------------------- runs
 
 st.subheader("Runs")
-summaries = overview()
-if not summaries:
-    st.info(f"No runs yet in `{runs_dir()}`. Launch a demo above, use the **Train** page, or run "
-            "`python -m mgr train --dataset digits --ratio 0.1 --method mgr --steps 300` in a shell.")
-else:
-    st.dataframe(
-        [{"state": state_text(s.state), "run": s.id, "configuration": s.name,
-          "data": f"{s.dataset} {s.ratio:g}" if s.ratio else s.dataset, "seed": s.seed,
-          "progress": s.step / s.total_steps if s.total_steps else 0.0, "best val acc": s.best_val_acc,
-          "test acc @ best val": s.test_at_best, "error": s.error or ""} for s in summaries],
-        hide_index=True, width="stretch",
-        column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
-                       "best val acc": st.column_config.NumberColumn(format="%.3f"),
-                       "test acc @ best val": st.column_config.NumberColumn(format="%.3f")})
-    for s in [s for s in summaries if s.state == "killed"][:10]:
-        a, b = st.columns([5, 1])
-        a.warning(f"⚠️ **{s.id}** was killed (resume?): {s.error}")
-        if b.button("Resume", key=f"resume-{s.id}"):
-            try:
-                launcher().resume(Run(s.path))
-                st.toast(f"resuming {s.id}")
-            except launch.LaunchError as e:
-                st.error(str(e))
+
+
+@st.fragment(run_every=5.0)  # demo and Train runs start and end while the page stays open: keep the list live
+def runs_table() -> None:
+    summaries = overview()
+    if not summaries:
+        st.info(f"No runs yet in `{runs_dir()}`. Launch a demo above, use the **Train** page, or run "
+                "`python -m mgr train --dataset digits --ratio 0.1 --method mgr --steps 300` in a shell.")
+    else:
+        st.dataframe(
+            [{"state": state_text(s.state), "run": s.id, "configuration": s.name,
+              "data": f"{s.dataset} {s.ratio:g}" if s.ratio else s.dataset, "seed": s.seed,
+              "progress": s.step / s.total_steps if s.total_steps else 0.0, "best val acc": s.best_val_acc,
+              "test acc @ best val": s.test_at_best, "error": s.error or ""} for s in summaries],
+            hide_index=True, width="stretch",
+            column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+                           "best val acc": st.column_config.NumberColumn(format="%.3f"),
+                           "test acc @ best val": st.column_config.NumberColumn(format="%.3f")})
+        for s in [s for s in summaries if s.state == "killed"][:10]:
+            a, b = st.columns([5, 1])
+            a.warning(f"⚠️ **{s.id}** was killed (resume?): {s.error}")
+            if b.button("Resume", key=f"resume-{s.id}"):
+                try:
+                    launcher().resume(Run(s.path))
+                    st.toast(f"resuming {s.id}")
+                except launch.LaunchError as e:
+                    st.error(str(e))
+
+
+runs_table()

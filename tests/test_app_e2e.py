@@ -166,6 +166,8 @@ def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, bro
                  if a.text.strip().endswith("Compare these runs")]
         (m,) = demo_queue.list_launches(runs_dir)
         assert links and all(r["run_id"] in links[0] for r in m["runs"])
+        # the runs list below refreshes on its own: the demo's runs appear without a reload
+        wait.until(lambda d: "No runs yet" not in page_text(d) and "finished" in page_text(d))
         time.sleep(2.5)  # the strip chart and curves of the last refresh
         scroll_to_heading(driver, "Does GDA hurt a small-data classifier?")
         screenshot(driver, tmp_path, "home-demo.png")
