@@ -66,7 +66,7 @@ def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv, runs_dir: 
 
 
 def arms_of(m: dict, runs_dir: Path) -> list[dict]:
-    """The configuration seed 0 of each arm ran with (its config.json, less demos.NOT_COMPARED): what
+    """The configuration seed 0 of each arm ran with (its config.json as demos.comparable keeps it): what
     the app compares with today's demo to tell a current measurement from an out-of-date one."""
     from mgr.runstore import Run
     return [demos.comparable(Run(runs_dir / r["run_id"]).config)

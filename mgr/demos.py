@@ -202,33 +202,17 @@ def measured(path: str | Path = MEASURED, data: str = DEFAULT_DATA) -> dict[str,
             and r.get("dataset") == want} if isinstance(records, list) else {}
 
 
-# config.json fields that do not change what a run measures: left out when a record is compared
-NOT_COMPARED = ("seed", "keep_weights", "device")
-
-
-# fields that a run reads only when it has the part they configure
-PART_FIELDS = {"finder": ("finder", "finder_lr", "lam_kl", "meta_every", "meta_val", "meta_precision", "order", "fd_eps"),
-               "co_learner": ("co_learner_arch", "co_learner_gamma", "co_learner_lr"),
-               "mltp": ("mltp_variant", "mltp_eta", "mltp_alpha")}
-
-
 def comparable(config: dict) -> dict:
-    """A config.json as far as it decides what the run measures: NOT_COMPARED and the fields of parts
-    the run does not have (a base run's finder_lr) left out, so a changed default of a part shows only
-    on the demos that use it."""
-    unused = set(NOT_COMPARED)
-    if config.get("method") not in ("gda-mps", "mgr"):
-        unused |= set(PART_FIELDS["finder"])
-    if not config.get("co_learner"):
-        unused |= set(PART_FIELDS["co_learner"])
-    if config.get("procedure") != "mltp":
-        unused |= set(PART_FIELDS["mltp"])
-    return {k: v for k, v in config.items() if k not in unused}
+    """A config.json as far as it decides what the run measures: the project's one definition of "the
+    same configuration" (mgr.analysis.runs.config_items, which Compare groups by: no seed, no logging
+    fields, no fields of parts the run lacks, so a base run's finder_lr never makes its record stale)."""
+    from .analysis.runs import config_items, resolved_config
+    return dict(config_items(resolved_config(config)))
 
 
 def arm_configs(demo: Demo, data: str = DEFAULT_DATA, overrides: dict | None = None) -> list[dict]:
-    """The two arms' full training configurations on `data` (defaults resolved, as config.json holds
-    them), less NOT_COMPARED: what a bench record must have run to be this demo's measurement
+    """The two arms' training configurations on `data` (defaults resolved, as config.json holds
+    them), as `comparable` keeps them: what a bench record must have run to be this demo's measurement
     (bench/demos.py stores its runs' configs in the record as `arms`), so a changed default shows."""
     from .launch import build_config
     extra = {**data_overrides(data), **(overrides or {})} or None
