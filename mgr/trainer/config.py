@@ -151,6 +151,11 @@ class TrainConfig:
         """Real training images one iteration consumes (MLTP draws two batches)."""
         return self.batch_size * (2 if self.procedure == "mltp" else 1)
 
+    def full_validation(self, n_val: int) -> bool:
+        """Whether the finder's validation term takes the whole split of n_val images: "full", or "auto"
+        when the split holds at most two batches (a drawn batch only adds noise there)."""
+        return self.meta_val == "full" or (self.meta_val == "auto" and n_val <= 2 * self.batch_size)
+
     @property
     def synthetic_kind(self) -> str:
         return "pcr" if self.method in ("pcr", "mgr") else "ce"

@@ -153,9 +153,7 @@ def split_batch(cfg: TrainConfig, n_val: int, world: int) -> TrainConfig:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} does not split across {world} processes: --batch-size is "
                          f"the global batch, each process takes batch_size / {world}; use a multiple of {world}")
-    meta_val = cfg.meta_val
-    if meta_val == "auto":
-        meta_val = "full" if n_val <= 2 * cfg.batch_size else "batch"
+    meta_val = ("full" if cfg.full_validation(n_val) else "batch") if cfg.meta_val == "auto" else cfg.meta_val
     return dataclasses.replace(cfg, batch_size=cfg.batch_size // world, meta_val=meta_val)
 
 

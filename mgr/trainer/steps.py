@@ -30,7 +30,7 @@ def validation_batch(s: State):
     so every setting sees the same training batches."""
     d = s.data
     j = torch.randint(len(d.y_val), (min(s.cfg.batch_size, len(d.y_val)),), device=s.device, generator=s.batch_gen)
-    if s.cfg.meta_val == "full" or (s.cfg.meta_val == "auto" and len(d.y_val) <= 2 * s.cfg.batch_size):
+    if s.cfg.full_validation(len(d.y_val)):
         return d.x_val, d.y_val
     return d.x_val[j], d.y_val[j]
 
