@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr import paired  # noqa: E402
+from mgr.analysis.runs import summarize  # noqa: E402
 from mgr.runstore import Run  # noqa: E402
 
 from records import stamp, write_json  # noqa: E402
@@ -100,13 +101,13 @@ def run_all(runs_dir: Path, setting: list[str], seeds: int, parallel: int, arms=
 
 
 def figures(run: Run) -> dict | None:
-    """A finished run's last-step and best-validation-step test accuracy (points) and its speed."""
-    m = run.metrics()
-    if run.status().get("state") != "finished" or not m:
+    """A finished run's last-step and best-validation-step test accuracy (points) and its speed, as the
+    app's run summary picks them (the earliest of the best validation steps, as the trainer keeps best.pt)."""
+    s = summarize(run)
+    if s.state != "finished" or s.test_last is None:
         return None
-    best = max(m, key=lambda r: r["val_acc"])  # the first of equal maxima, as the trainer keeps best.pt
-    return {"last": 100 * m[-1]["test_acc"], "best_val": 100 * best["test_acc"], "best_step": best["step"],
-            "img_per_s": m[-1].get("img_per_s")}
+    return {"last": 100 * s.test_last, "best_val": 100 * s.test_at_best, "best_step": s.best_step,
+            "img_per_s": s.status.get("img_per_s")}
 
 
 def summary(diffs: list[float]) -> dict:
