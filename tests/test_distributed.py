@@ -3,16 +3,16 @@ every rank applies equal to the single-process gradient of the whole batch, a ba
 split refused, and a run resumed with another number of processes (docs/scale.md)."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import torch
 
 from mgr.runstore import Run
+
+from killed import kill_after_first_evaluation
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -115,18 +115,9 @@ def test_every_rank_applies_the_single_process_gradient_of_the_whole_batch(tmp_p
 
 
 def test_a_killed_single_process_run_resumes_on_two_processes(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "mgr", "train", *SMALL, "--method", "mgr", "--steps", "30",
-                          "--eval-every", "3", "--batch-size", "16", "--runs-dir", str(tmp_path)],
-                         cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run_dir = p.stdout.readline().strip()
-    t = time.time()
-    while not Run(run_dir).metrics():
-        assert p.poll() is None, p.stderr.read()
-        assert time.time() - t < 60
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait(30)
-    run = Run(run_dir)
+    run = kill_after_first_evaluation([*SMALL, "--method", "mgr", "--steps", "30", "--eval-every", "3",
+                                       "--batch-size", "16", "--runs-dir", str(tmp_path)], 60, cwd=REPO, env=ENV)
+    run_dir = str(run.path)
     assert run.status()["state"] == "running" and run.status()["world_size"] == 1
     stopped = run.status()["step"]
     assert stopped < 30

@@ -2,10 +2,8 @@
 differentiates, BatchNorm, the co-learner's place in the outer objective and outside the
 classifier, resume, and every variant end to end on digits."""
 import copy
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -16,10 +14,12 @@ from mgr.__main__ import main
 from mgr.data import DataConfig, load
 from mgr.models import SmallCNN, build_classifier
 from mgr.models.classifier import accuracy
-from mgr.runstore import METRIC_FIELDS, Run
+from mgr.runstore import METRIC_FIELDS
 from mgr.trainer import TrainConfig, load_classifier, load_co_learner, train
 from mgr.trainer.state import build, layer_group
 from mgr.trainer.steps import mltp_batches, mltp_indices, mltp_step
+
+from killed import kill_after_first_evaluation
 
 DIGITS = DataConfig("digits", ratio=0.1)
 ETA = 0.7
@@ -295,20 +295,11 @@ def test_unknown_choices_are_named(capsys, argv):
 def test_killed_mltp_run_with_co_learner_resumes_to_the_same_numbers(tmp_path):
     """Resume restores w, α (and their optimizer), the co-learner and its Adam, and the RNG: the
     metrics after a kill and resume are those of a run that never stopped, bit for bit."""
-    p = subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device",
-                          "cpu", "--runs-dir", str(tmp_path / "killed"), "--quiet", "--batch-size", "16",
-                          "--probes-per-class", "2", "--probe-real", "40", "--method", "base", "--procedure", "mltp",
-                          "--co-learner", "--steps", "24", "--eval-every", "4", "--log-every", "4"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run_dir = p.stdout.readline().strip()
-    t = time.time()
-    while len(Run(run_dir).metrics()) < 1:
-        assert p.poll() is None, p.stderr.read()
-        assert time.time() - t < 120
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait(60)
-    run = Run(run_dir)
+    run = kill_after_first_evaluation(["--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--runs-dir",
+                                       str(tmp_path / "killed"), "--quiet", "--batch-size", "16", "--probes-per-class",
+                                       "2", "--probe-real", "40", "--method", "base", "--procedure", "mltp",
+                                       "--co-learner", "--steps", "24", "--eval-every", "4", "--log-every", "4"], 120)
+    run_dir = str(run.path)
     assert run.status()["state"] == "running" and run.status()["step"] < 24
     r = subprocess.run([sys.executable, "-m", "mgr", "train", "--resume", run_dir, "--quiet"], capture_output=True,
                        text=True, timeout=300)
