@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import paths
 from .checkpoint import WriteError
-from .data import DataConfig, DataError, dataset_info, known_datasets
+from .data import VAL_FRACTION, DataConfig, DataError, dataset_info, known_datasets
 from .runtime import set_threads, threads_default
 
 
@@ -38,6 +38,9 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str = "digits") -
     g.add_argument("--no-download", action="store_true", help="never try to download a dataset")
     g.add_argument("--test-subset", type=int, help="evaluate on a fixed stratified subset of this many test images "
                                                    "(default: the whole test set)")
+    g.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                   help="share of each kept class that becomes the validation split, in (0, 0.5]; the kept images "
+                        "stay the same, and a generator must be trained for the same value")
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:
@@ -50,7 +53,8 @@ def data_config(a) -> DataConfig:
     kw = {"root": a.data_root} if a.data_root else {}
     return DataConfig(a.dataset, ratio=a.ratio, per_class=a.per_class, data_seed=a.data_seed,
                       resolution=a.resolution, download=not a.no_download,
-                      test_subset=getattr(a, "test_subset", None), **kw)
+                      test_subset=getattr(a, "test_subset", None),
+                      val_fraction=getattr(a, "val_fraction", VAL_FRACTION), **kw)
 
 
 def train_config(a):
@@ -133,6 +137,7 @@ def cmd_generators(a) -> None:
             print(f"{path}: UNREADABLE: {meta}")
             continue
         size = f"per_class={meta['per_class']}" if "per_class" in meta else f"ratio={meta.get('ratio')}"
+        size += f" val_fraction={meta['val_fraction']}" if "val_fraction" in meta else ""
         fid = f"FID {meta['fid']} ({meta.get('fid_extractor', '?')})" if "fid" in meta else "FID not measured"
         print(f"{path}: {meta['dataset']} {size} data_seed={meta['data_seed']} {meta['resolution']}px "
               f"steps={meta['steps']} {fid}")
@@ -176,7 +181,7 @@ def cmd_fid(a) -> None:
         raise ValueError(f"--extractor {a.extractor!r} is not one of {', '.join(EXTRACTORS)}")
     dev = resolve_device(a.device)
     G, meta = load_generator(a.generator, device=dev)
-    subset = {k: meta[k] for k in ("ratio", "per_class") if k in meta}
+    subset = {k: meta[k] for k in ("ratio", "per_class", "val_fraction") if k in meta}
     cfg = DataConfig(meta["dataset"], data_seed=meta["data_seed"], **subset)
     print(json.dumps(evaluate_generator(G, load(cfg, dev), cfg, extractor=a.extractor, num=a.num), indent=1))
 
@@ -284,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("train-generator", help="train a class-conditional GAN on a reduced split")
     add_data_args(g)
     g.add_argument("--seed", type=int, default=0, help="training seed of the GAN")
-    g.add_argument("--out", help="checkpoint path (default checkpoints/generators/<dataset>_<size>_seed<data seed>.pt)")
+    g.add_argument("--out", help="checkpoint path (default checkpoints/generators/<dataset>_<size>_seed<data seed>.pt, "
+                                 "with _val<fraction> before .pt when --val-fraction is not the default)")
     g.add_argument("--work-dir", help="resumable state, sample grids and log (default <out>.work/)")
     g.add_argument("--resume", action="store_true", help="continue from the state in --work-dir")
     g.add_argument("--steps", type=int, default=2000)

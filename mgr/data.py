@@ -20,7 +20,8 @@ import torch
 from . import fashion_mnist
 
 DEBIAN_FASHION_MNIST = fashion_mnist.DEBIAN_DIR  # where Debian's package puts it (read through fashion_mnist)
-VAL_FRACTION = 0.1
+VAL_FRACTION = 0.1  # the default share of each kept class that becomes the validation split
+MAX_VAL_FRACTION = 0.5  # above it a class of 2 or 3 kept images would have no training image left
 HOLDOUT_FRACTION = 0.3  # test share for datasets without an official split (digits, imagefolder)
 
 
@@ -80,6 +81,9 @@ class DataConfig:
     # and seed (test_subset_indices); None: the whole test set. Demos use it: Fashion-MNIST's 10 000 test
     # images cost more per evaluation on a CPU than a demo-sized run's training
     test_subset: int | None = None
+    # share of each kept class that becomes the validation split (round(val_fraction * n), at least 1);
+    # the kept images stay the same, only where the train / val cut falls moves
+    val_fraction: float = VAL_FRACTION
 
     def __post_init__(self):
         info = dataset_info(self.dataset)  # raises for an unknown name
@@ -102,14 +106,24 @@ class DataConfig:
                                              or self.test_subset < 10):
             raise DataError(f"test_subset={self.test_subset!r} is not allowed; give a number of test images >= 10, "
                             "or leave it unset for the whole test set")
+        vf = self.val_fraction
+        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not (0 < vf <= MAX_VAL_FRACTION):
+            raise DataError(f"val_fraction={vf!r} is not allowed; give a number in (0, {MAX_VAL_FRACTION:g}], the share "
+                            f"of each kept class that becomes the validation split (default {VAL_FRACTION:g}): every "
+                            "class keeps at least 1 validation and 1 training image")
 
     @property
     def subset(self) -> dict:
-        """The part of the config that fixes which images are seen (checkpoint metadata)."""
+        """The part of the config that fixes which images are seen (checkpoint metadata). val_fraction
+        only where it is not the default, so that generators made before it existed still match."""
         if self.per_class is not None:
-            return {"dataset": self.dataset, "per_class": self.per_class, "data_seed": self.data_seed}
-        return {"dataset": self.dataset, "ratio": self.ratio if self.ratio is not None else 1.0,
-                "data_seed": self.data_seed}
+            out = {"dataset": self.dataset, "per_class": self.per_class, "data_seed": self.data_seed}
+        else:
+            out = {"dataset": self.dataset, "ratio": self.ratio if self.ratio is not None else 1.0,
+                   "data_seed": self.data_seed}
+        if self.val_fraction != VAL_FRACTION:
+            out["val_fraction"] = float(self.val_fraction)
+        return out
 
 
 @dataclass
@@ -169,13 +183,15 @@ def split_hash(train_idx: np.ndarray, val_idx: np.ndarray) -> str:
 # ----------------------------------------------------------------------------- splits
 
 def reduce_split(labels: np.ndarray, *, ratio: float | None = None, per_class: int | None = None,
-                 data_seed: int = 0, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 data_seed: int = 0, classes: list[str] | None = None,
+                 val_fraction: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """Stratified reduced training set, then a stratified validation part carved from it.
 
     Returns (train_idx, val_idx), disjoint, sorted, indexing `labels`. Each class is shuffled
     once by the data seed and its first n images are kept, so the subsets of one seed are nested
-    (the 1% subset lies inside the 10% one). Validation takes round(10%) of each kept class, at
-    least one image.
+    (the 1% subset lies inside the 10% one). Validation takes round(val_fraction · n) of each kept
+    class (default 10%), at least one image, and at least one must be left for training. The kept
+    images do not depend on val_fraction: it moves only where the train / val cut falls.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(data_seed)
@@ -195,7 +211,11 @@ def reduce_split(labels: np.ndarray, *, ratio: float | None = None, per_class: i
                                 "each class needs at least 2 (one for training, one for validation), "
                                 f"so use ratio >= {2 / len(idx):.4f}")
         kept = rng.permutation(idx)[:n]
-        n_val = max(1, int(round(VAL_FRACTION * n)))
+        n_val = max(1, int(round(val_fraction * n)))
+        if n_val >= n:
+            raise DataError(f"val_fraction={val_fraction} takes {n_val} of the {n} kept image(s) of class {name!r} "
+                            "for validation and leaves none for training; use a smaller val_fraction "
+                            f"(at most {MAX_VAL_FRACTION:g}) or keep more images per class")
         val.append(kept[:n_val])
         train.append(kept[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
@@ -249,7 +269,8 @@ def test_subset_indices(labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def _split(cfg: DataConfig, labels: np.ndarray, classes: list[str]):
-    return reduce_split(labels, ratio=cfg.ratio, per_class=cfg.per_class, data_seed=cfg.data_seed, classes=classes)
+    return reduce_split(labels, ratio=cfg.ratio, per_class=cfg.per_class, data_seed=cfg.data_seed, classes=classes,
+                        val_fraction=cfg.val_fraction)
 
 
 def _normalise(x_uint8: np.ndarray) -> torch.Tensor:

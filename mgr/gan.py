@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .augment import diff_augment, parse_policy
-from .data import Data, DataConfig, load
+from .data import VAL_FRACTION, Data, DataConfig, load
 from .models.generator import Discriminator, Generator, layout
 from .runtime import Progress, autocast, resolve_device, seed_everything
 
@@ -80,6 +81,7 @@ def load_generator(path: str | Path, expect: dict | None = None, device="cpu") -
     checkpoint.check_meta(path, meta, REQUIRED_META, expect,
                           why="a generator trained on other images than the run's would leak them into it; "
                               "train one for this split with `python -m mgr train-generator`")
+    generator_val_fraction(path, meta)  # optional field, typed when present
     try:
         G = Generator(meta["num_classes"], meta["resolution"], meta["channels"], meta["z_dim"], meta["g_width"])
     except (ValueError, RuntimeError) as e:
@@ -87,6 +89,36 @@ def load_generator(path: str | Path, expect: dict | None = None, device="cpu") -
     checkpoint.load_state(G, ckpt.get("state_dict", {}), path)
     G.eval().requires_grad_(False)
     return G.to(device), meta
+
+
+def train_command(data_cfg: DataConfig) -> str:
+    """The `python -m mgr train-generator` command that trains the generator of data_cfg's split."""
+    size = (f"--per-class {data_cfg.per_class}" if data_cfg.per_class is not None
+            else f"--ratio {data_cfg.subset['ratio']:g}")
+    val = f" --val-fraction {data_cfg.val_fraction}" if "val_fraction" in data_cfg.subset else ""
+    return (f"python -m mgr train-generator --dataset {shlex.quote(data_cfg.dataset)} {size} "
+            f"--data-seed {data_cfg.data_seed}{val}")
+
+
+def generator_val_fraction(path, meta: dict) -> float:
+    """The val_fraction a generator's split was carved with: the default where its metadata has none
+    (every generator made before the option existed, and every one made at the default since)."""
+    vf = meta.get("val_fraction", VAL_FRACTION)
+    if isinstance(vf, bool) or not isinstance(vf, (int, float)):
+        raise checkpoint.CheckpointError(f"{path}: metadata 'val_fraction' is {vf!r}, expected float")
+    return float(vf)
+
+
+def check_val_fraction(path, meta: dict, data_cfg: DataConfig) -> None:
+    """Refuse, from its metadata alone (before any data is loaded), a generator whose split took another
+    share of each class for validation than data_cfg's: it was trained on other training images."""
+    have = generator_val_fraction(path, meta)
+    if have != data_cfg.val_fraction:
+        raise checkpoint.CheckpointError(
+            f"{path} was trained on the split with val_fraction={have}, but this run has "
+            f"val_fraction={data_cfg.val_fraction}: the validation part of each class differs, so the generator "
+            f"saw other training images; train a matching generator with: {train_command(data_cfg)} "
+            "(it is then found by default), or pass --generator to one trained so")
 
 
 def list_generators() -> list[tuple[Path, dict | str]]:

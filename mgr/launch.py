@@ -89,6 +89,9 @@ def form_fields() -> list[Field]:
               "(or train/ and test/ each so)", "data", lambda v: v.get("data.dataset") == IMAGEFOLDER),
         Field("data.ratio", "ratio", "float", 0.1, (), "fraction of each class kept; a generator must exist for it", "data"),
         Field("data.data_seed", "data seed", "int", 0, (), "which subset (the generator is tied to it)", "data"),
+        Field("data.val_fraction", "validation fraction", "float", 0.1, (), "share of each kept class held out for "
+              "validation and model selection, in (0, 0.5]; the same images are kept, and a generator must exist "
+              "for it", "data"),
         Field("method", "method", "select", "mgr", METHODS, "base: real only; gda: CE on synthetic; pcr: consistency; "
               "mgr: pcr + finder (MPS); gda-mps: gda + finder"),
         Field("model", "model", "select", "smallcnn", MODELS, "smallcnn is the fast CPU model"),
@@ -192,6 +195,7 @@ def _field_of(message: str, names: list[str], fallback: str | None = None) -> st
 def check_available(cfg) -> None:
     """What `python -m mgr train` would find missing only after starting: the data and the generator."""
     from . import checkpoint
+    from .gan import check_val_fraction
     from .runtime import resolve_device
     from .trainer.state import find_generator
     name = cfg.data.dataset
@@ -213,8 +217,9 @@ def check_available(cfg) -> None:
         try:
             path = find_generator(cfg)
             meta = checkpoint.load(path, "mgr-generator", 1)["meta"]
+            check_val_fraction(path, meta, cfg.data)
         except (FileNotFoundError, checkpoint.CheckpointError) as e:
-            raise LaunchError(str(e), "data.ratio") from None
+            raise LaunchError(str(e), "data.val_fraction" if "val_fraction" in str(e) else "data.ratio") from None
         want = cfg.data.subset
         have = {k: meta.get(k) for k in want}
         if have != want:

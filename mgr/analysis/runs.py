@@ -12,12 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import VAL_FRACTION
 from ..runstore import Run, default_runs_dir, list_runs
 
 # Fields that do not change what is trained: runs differing only in these are seeds of one configuration.
 NOT_CONFIG = ("seed", "device", "compile", "eval_every", "log_every", "probes_per_class", "probe_real",
               "keep_weights")
 NOT_CONFIG_DATA = ("root", "download")
+# data fields that are part of the configuration only where they differ from these values (their default,
+# which runs made before the field existed also had): val_fraction, as a generator's split records it
+DATA_DEFAULT_OMITTED = {"val_fraction": VAL_FRACTION}
 
 
 def _defaults(cls) -> dict:
@@ -77,7 +81,8 @@ def config_items(cfg: dict) -> tuple:
     """Everything that defines what a run trains, except its seed: (name, value) pairs, hashable.
     Fields that do not apply to the run (λ_KL of a base run, α of a standard one) are left out."""
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
-    items = [(f"data.{k}", v) for k, v in sorted(data.items()) if k not in NOT_CONFIG_DATA]
+    items = [(f"data.{k}", v) for k, v in sorted(data.items())
+             if k not in NOT_CONFIG_DATA and not (k in DATA_DEFAULT_OMITTED and v == DATA_DEFAULT_OMITTED[k])]
     items += [(k, v) for k, v in sorted(cfg.items()) if k != "data" and k not in NOT_CONFIG and _applies(k, cfg)]
     return tuple((k, json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v) for k, v in items)
 

@@ -15,7 +15,7 @@ from .. import checkpoint, paths
 from ..augment import Augment
 from ..data import load
 from ..finder import Finder
-from ..gan import load_generator
+from ..gan import check_val_fraction, load_generator, train_command
 from ..models.classifier import build_classifier
 from ..models.co_learner import CoLearner
 from ..runtime import resolve_device, seed_everything
@@ -171,13 +171,19 @@ def lr_lambda(cfg: TrainConfig):
 
 
 def find_generator(cfg: TrainConfig) -> str:
+    """The generator file of a run: --generator, else the default one of its split (dataset, size, data seed
+    and, where it is not the default, val_fraction: generators/<dataset>_ratio<r>_seed<s>[_val<f>].pt)."""
     path = cfg.generator or str(paths.generator_path(cfg.data.subset))
     if not os.path.exists(path):
-        size = (f"--per-class {cfg.data.per_class}" if cfg.data.per_class is not None
-                else f"--ratio {cfg.data.subset['ratio']:g}")
+        other = ""
+        if not cfg.generator and "val_fraction" in cfg.data.subset:
+            default = paths.generator_path({k: v for k, v in cfg.data.subset.items() if k != "val_fraction"})
+            if default.exists():  # say why the default split's generator is not taken
+                other = (f" ({default} was trained on the split with the default val_fraction, not "
+                         f"val_fraction={cfg.data.val_fraction}: other training images)")
         raise FileNotFoundError(
-            f"method {cfg.method!r} needs a generator trained on this split, and {path} does not exist; train it with: "
-            f"python -m mgr train-generator --dataset {cfg.data.dataset} {size} --data-seed {cfg.data.data_seed}")
+            f"method {cfg.method!r} needs a generator trained on this split, and {path} does not exist{other}; "
+            f"train it with: {train_command(cfg.data)}")
     return path
 
 
@@ -211,7 +217,8 @@ def build(cfg: TrainConfig) -> State:
         device = torch.device("cuda", distributed.local_rank())
     if cfg.uses_generator:
         gen_path = find_generator(cfg)
-        checkpoint.load(gen_path, "mgr-generator", 1)  # readable at all? (fails before data loading)
+        # readable at all, and made for this val_fraction? (fails before data loading)
+        check_val_fraction(gen_path, checkpoint.load(gen_path, "mgr-generator", 1)["meta"], cfg.data)
     data = load(cfg.data, device=device)
     cfg = split_batch(cfg, len(data.y_val), world)
     if cfg.procedure == "mltp" and len(data.y_train) < 2:
