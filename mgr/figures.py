@@ -192,6 +192,9 @@ def signal_curve(reading, threshold: float) -> go.Figure:
                       fillcolor=_rgba(colour(1), 0.25))
         fig.add_trace(go.Scatter(x=[first, reading.steps[-1]], y=[reading.mean] * 2, mode="lines",
                                  name="mean over the last quarter (band: 95% interval)", line=dict(color=colour(1))))
+    if reading.kl_share is not None:
+        fig.add_trace(go.Scatter(x=reading.steps, y=reading.kl_share, mode="lines", name="KL term's share of it",
+                                 line=dict(color=colour(2), dash="dash")))
     for y, name, dash in ((0.0, "0: noise", "dot"), (threshold, f"{threshold}: signal threshold", "dash")):
         fig.add_trace(go.Scatter(x=[reading.steps[0], reading.steps[-1]], y=[y, y], mode="lines", name=name,
                                  line=dict(color="#7f7f7f", dash=dash, width=1), hoverinfo="skip"))

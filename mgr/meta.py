@@ -127,13 +127,25 @@ def finder_hypergradient(g_syn: list[torch.Tensor], v: list[torch.Tensor], lr: f
     that term alone: ∇_φ M = −η λ ∇_φ ⟨∇_θ ℓ_syn(θ; φ), v⟩ with v held fixed. `g_syn` = ∇_θ ℓ_syn
     must have been taken with create_graph=True; nothing of the real batch's CE, nor of the
     validation forward, is differentiated twice (docs/method.md#hypergradient-modes)."""
+    data, kl = finder_hypergradient_parts(g_syn, v, lr, lam, finder, z_f, lam_kl)
+    return [a + b for a, b in zip(data, kl)]
+
+
+def finder_hypergradient_parts(g_syn: list[torch.Tensor], v: list[torch.Tensor], lr: float, lam: float, finder,
+                               z_f: torch.Tensor, lam_kl: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """`finder_hypergradient` in its two parts: the lookahead's (what the validation data asks of φ,
+    −ηλ ∇_φ⟨∇_θ ℓ_syn, v⟩) and the KL term's (the pull toward the prior, λ_KL ∇_φ KL). They are told
+    apart because η decays with the learning rate: late in a cosine schedule the KL part is nearly all
+    of the hypergradient, and a steady pull back to uniform sampling must not read as a signal from the
+    data. The KL part costs one backward through the finder alone."""
     phi = list(finder.parameters())
+    fill = lambda gs: [torch.zeros_like(p) if g is None else g for p, g in zip(phi, gs)]  # noqa: E731
+    kl = fill(torch.autograd.grad(lam_kl * kl_batch(z_f), phi, retain_graph=True, allow_unused=True))
     # in float32 at least: bf16 would round the small products; float64 stays float64 (the tests)
     dot = sum((g * d.detach().to(g.dtype)).sum(dtype=torch.promote_types(g.dtype, torch.float32))
               for g, d in zip(g_syn, v))
-    objective = -lr * lam * dot + lam_kl * kl_batch(z_f)
-    gs = torch.autograd.grad(objective, phi, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(phi, gs)]
+    data = fill(torch.autograd.grad(-lr * lam * dot, phi, allow_unused=True))
+    return data, kl
 
 
 def finder_hypergradient_fd(model, params: dict, v: list[torch.Tensor], lr: float, finder, z_f, x_p, y_p, t, T, *,

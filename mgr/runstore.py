@@ -41,8 +41,9 @@ from .checkpoint import atomic_write, atomic_write_text
 
 STATES = ("running", "finished", "failed", "stopped")
 METRIC_FIELDS = ("step", "epoch", "lr", "loss", "ce", "pcr", "syn_ce", "kl", "latent_shift", "meta_val_ce",
-                 # the finder's hypergradient: cosine with the previous step's (≈ 0: it follows noise)
-                 "hg_cos",
+                 # the finder's hypergradient: its lookahead part's cosine with the previous step's (≈ 0: it
+                 # follows noise), and the KL term's share of its length (≈ 1: only pulled back to the prior)
+                 "hg_cos", "kl_share",
                  # MLTP: CE on B_j at w', cos(∇C(w; B_i), ∇C(w'; B_j)), the steps α per layer group
                  "mltp_ce_j", "mltp_grad_cos",
                  *(f"alpha_{g}_{s}" for g in ("conv", "bn", "fc", "other") for s in ("mean", "min", "max")),

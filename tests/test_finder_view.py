@@ -99,3 +99,16 @@ def test_sample_stats_match_the_probe_probabilities_and_features(app_runs):
     pcr = sample_stats(Run(app_runs / "t-pcr"), step)  # uniform sampling: both kinds are the same samples
     assert [r["confidence_mean"] for r in pcr["rows"] if r["kind"] == "uniform"] == \
         [r["confidence_mean"] for r in pcr["rows"] if r["kind"] == "finder"]
+
+
+def test_reading_says_when_the_kl_term_is_most_of_the_hypergradient():
+    """Late in a cosine schedule the lookahead's weight η is near 0 and the KL term is nearly the whole
+    hypergradient: the reading must say the finder is being pulled back to uniform sampling, and must not
+    say it when the KL share is small or not logged."""
+    steps = np.arange(10, 210, 10, dtype=float)
+    cos = 0.3 + 0.02 * np.sin(steps)
+    late = signal_reading({"step": steps, "hg_cos": cos, "kl_share": np.linspace(0.2, 0.95, len(steps))})
+    early = signal_reading({"step": steps, "hg_cos": cos, "kl_share": np.full(len(steps), 0.2)})
+    old = signal_reading({"step": steps, "hg_cos": cos})
+    assert "pulled back toward the prior" in late.text and late.kl_share_last > 0.5
+    assert "pulled back" not in early.text and "pulled back" not in old.text and old.kl_share is None

@@ -192,3 +192,21 @@ def test_co_learner_term_joins_the_finder_meta_loss_and_trains_only_the_co_learn
     without = hypergrad(s, "pcr", "second")  # the co-learner's term does move the finder
     assert (torch.cat([g.flatten() for g in phi]) - without).norm() > 1e-6 * without.norm()
     assert -1 <= out.co_cos <= 1 and out.co_cos != 0
+
+
+def test_hypergradient_parts_are_the_kl_pull_and_the_lookahead_which_vanishes_with_the_learning_rate(setup):
+    """The trainer logs hg_cos on the lookahead part alone and the KL share of the hypergradient (the Latents
+    page reads both): the parts must add up to the exact hypergradient, the KL part must be λ_KL ∇_φ KL
+    computed on its own, and at η = 0 (the end of a cosine schedule) only the KL part is left."""
+    z_f, _, params, g_ce, g_syn = split_inner(setup, "pcr")
+    ahead = meta.lookahead(params, [a + LAM * b.detach() for a, b in zip(g_ce, g_syn)], LR)
+    v = meta.outer_grads(meta.val_ce(setup["model"], ahead, setup["x_val"], setup["y_val"]), ahead).v
+    data, kl = meta.finder_hypergradient_parts(g_syn, v, LR, LAM, setup["finder"], z_f, LAM_KL)
+    total = torch.cat([(a + b).flatten() for a, b in zip(data, kl)])
+    assert torch.allclose(total, hypergrad(setup, "pcr", "second"), rtol=1e-10, atol=1e-12)
+    own_kl = torch.autograd.grad(LAM_KL * kl_batch(setup["finder"](setup["z"])), list(setup["finder"].parameters()))
+    assert torch.allclose(torch.cat([g.flatten() for g in kl]), torch.cat([g.flatten() for g in own_kl]))
+    assert float(torch.cat([g.flatten() for g in data]).norm()) > 1e-3 * float(total.norm())
+    z_f, _, params, g_ce, g_syn = split_inner(setup, "pcr")
+    data0, kl0 = meta.finder_hypergradient_parts(g_syn, v, 0.0, LAM, setup["finder"], z_f, LAM_KL)
+    assert all(float(g.abs().max()) == 0.0 for g in data0) and any(float(g.abs().max()) > 0 for g in kl0)

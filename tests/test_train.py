@@ -47,7 +47,7 @@ def test_each_method_writes_a_valid_run_directory(tmp_path, method, order):
             assert r["syn_ce"] > 0
         if method in ("gda-mps", "mgr"):
             # the finder has taken steps by each evaluation: it is no longer the identity
-            assert r["latent_shift"] > 0 and r["kl"] > 0 and -1 <= r["hg_cos"] <= 1
+            assert r["latent_shift"] > 0 and r["kl"] > 0 and -1 <= r["hg_cos"] <= 1 and 0 < r["kl_share"] < 1
     assert run.probe_steps() == [3, 6]
     scalars = run.scalars()  # log_every=2, eval_every=3: a line at steps 2, 3, 4, 6
     assert [r["step"] for r in scalars] == [2, 3, 4, 6] and all(r["ce"] > 0 and r["img_per_s"] > 0 for r in scalars)

@@ -2,7 +2,9 @@
 what it pushes toward (amplified shifts through G), how its shift grows and how consistent its
 direction is over training, and how its samples differ from uniform ones.
 
-The reading of hg_cos is the project's rule (docs/method.md#the-signal): a signal when the 95%
+hg_cos is the cosine of the hypergradient's lookahead part (the KL term's pull left out) with the
+previous step's; kl_share, the KL term's share of its length, says when the finder is only being pulled
+back to uniform sampling. The reading of hg_cos is the project's rule (docs/method.md#the-signal): a signal when the 95%
 interval of its mean over the run's last quarter lies above 0.1, noise when it contains 0 or lies
 below 0.1. At digits 10%, step 60, bench/meta_signal.py measured hg_cos 0.06 with a held-out test
 at chance: noise."""
@@ -29,6 +31,8 @@ class SignalReading:
     low: float = float("nan")  # its 95% interval (Student t over those lines)
     high: float = float("nan")
     n: int = 0  # log lines in the last quarter
+    kl_share: np.ndarray | None = None  # the KL term's share of the hypergradient per log line (None: not logged)
+    kl_share_last: float = float("nan")  # its mean over the last quarter
 
 
 def signal_reading(scalars: dict[str, np.ndarray]) -> SignalReading:
@@ -41,6 +45,7 @@ def signal_reading(scalars: dict[str, np.ndarray]) -> SignalReading:
                              "and runs older than the field did not log it.")
     ok = np.isfinite(scalars["hg_cos"])
     steps, cos = scalars["step"][ok], scalars["hg_cos"][ok]
+    share = scalars["kl_share"][ok] if "kl_share" in scalars and np.isfinite(scalars["kl_share"][ok]).any() else None
     # the last quarter of the steps logged so far (a running run is read as it stands), at least 2 lines
     last = steps >= steps[-1] - (steps[-1] - steps[0]) / 4 if len(steps) > 1 else np.ones(1, bool)
     if last.sum() < 2:
@@ -71,7 +76,13 @@ def signal_reading(scalars: dict[str, np.ndarray]) -> SignalReading:
                 "Its steps share a little direction; a longer run narrows the interval.")
     text += (f" (A signal: the interval's lower bound above {SIGNAL_THRESHOLD}; how it is measured and what "
              f"raises it: `{SIGNAL_DOC}`.)")
-    return SignalReading(steps, cos, verdict, text, mean, low, high, n)
+    share_last = float(np.nanmean(share[last])) if share is not None else float("nan")
+    if share_last > 0.5:
+        text += (f" Over the same steps the KL term makes {share_last:.0%} of the hypergradient's length: the finder "
+                 "is mostly pulled back toward the prior, i.e. toward uniform sampling. Its lookahead weighs the data "
+                 "by the classifier's learning rate, which the schedule takes toward 0, so late in a run there is "
+                 "little left for the data to say.")
+    return SignalReading(steps, cos, verdict, text, mean, low, high, n, share, share_last)
 
 
 def _static(run: Run) -> dict:

@@ -141,7 +141,7 @@ def mps_step(s: State, x, y, x_val, y_val) -> None:
     its CE (×γ) on the looked-ahead features of B_val joins the finder's meta-loss and trains it."""
     z, y_p = latents(s, len(x) * s.cfg.syn_per_real)
     g = mps_grads(s, x, y, x_val, y_val, z, y_p)
-    hg_cos = s.remember_hypergradient(g.phi)
+    hg_cos = s.remember_hypergradient(g.phi_data)  # the data's part: the KL pull is no signal (meta.py)
     step_with(s.finder_opt, s.finder.parameters(), g.phi)
     if s.co_learner is not None:
         step_with(s.co_opt, s.co_learner.parameters(), g.co)
@@ -156,6 +156,7 @@ def mps_step(s: State, x, y, x_val, y_val) -> None:
 @dataclass
 class MetaGrads:
     phi: list  # the finder's hypergradient
+    phi_data: list  # its lookahead part, without the KL term's pull toward the prior
     theta: list  # ∇_θ L(θ; φ): the classifier's own step
     co: list  # the co-learner's gradient (empty without one)
     buffers: dict  # BatchNorm statistics after the real batch
@@ -189,22 +190,36 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
         co_ce, co_acc = co_learner_loss(s, fmap, y_val)
         out = meta.outer_grads(ce_val, ahead, None if co_ce is None else cfg.co_learner_gamma * co_ce,
                                list(s.co_learner.parameters()) if s.co_learner else [])
-        phi = finder_grads(s, params, g_syn, out.v, lr, z_f, x_p, y_p, t)
+        phi, phi_data = finder_grads(s, params, g_syn, out.v, lr, z_f, x_p, y_p, t)
     logged = {"ce": ce, "kl": kl_batch(z_f), "latent_shift": (z_f - z).detach().norm(dim=1).mean(),
-              "meta_val_ce": ce_val, "pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn}
+              "meta_val_ce": ce_val, "pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn,
+              "kl_share": kl_share(phi, phi_data)}
     if co_ce is not None:
         logged.update(co_ce=co_ce, co_acc=co_acc, co_grad_cos=out.co_cos)
-    return MetaGrads(phi, grads, out.co_grads, buffers, ce + cfg.lam * syn, logged)
+    return MetaGrads(phi, phi_data, grads, out.co_grads, buffers, ce + cfg.lam * syn, logged)
 
 
-def finder_grads(s: State, params: dict, g_syn, v, lr: float, z_f, x_p, y_p, t) -> list[torch.Tensor]:
-    """The finder's hypergradient given v = ∇_θ' of its meta-loss: exact (order "second", the
-    default) or the retired finite-difference form (order "first", kept for old runs)."""
+def finder_grads(s: State, params: dict, g_syn, v, lr: float, z_f, x_p, y_p, t):
+    """The finder's hypergradient given v = ∇_θ' of its meta-loss, and its lookahead part alone (the
+    KL term's pull left out): exact (order "second", the default) or the retired finite-difference
+    form (order "first", kept for old runs; its lookahead part is the total less λ_KL ∇KL)."""
     cfg = s.cfg
     if cfg.order == "second":
-        return meta.finder_hypergradient(g_syn, v, lr, cfg.lam, s.finder, z_f, cfg.lam_kl)
-    return meta.finder_hypergradient_fd(s.model, params, v, lr, s.finder, z_f, x_p, y_p, t, s.T,
-                                        kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl, fd_eps=cfg.fd_eps)
+        data, kl = meta.finder_hypergradient_parts(g_syn, v, lr, cfg.lam, s.finder, z_f, cfg.lam_kl)
+        return [a + b for a, b in zip(data, kl)], data
+    kl = torch.autograd.grad(cfg.lam_kl * kl_batch(z_f), list(s.finder.parameters()), retain_graph=True)
+    total = meta.finder_hypergradient_fd(s.model, params, v, lr, s.finder, z_f, x_p, y_p, t, s.T,
+                                         kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl, fd_eps=cfg.fd_eps)
+    return total, [a - b for a, b in zip(total, kl)]
+
+
+@torch.no_grad()
+def kl_share(total: list[torch.Tensor], data: list[torch.Tensor]) -> torch.Tensor:
+    """‖KL part‖ / (‖KL part‖ + ‖lookahead part‖) of the finder's hypergradient: near 1 when the finder is
+    only pulled back toward the prior (late in a cosine schedule, where η → 0). No host sync."""
+    kl = torch.sqrt(sum((a - b).float().pow(2).sum() for a, b in zip(total, data)))
+    d = torch.sqrt(sum(b.float().pow(2).sum() for b in data))
+    return kl / (kl + d).clamp_min(1e-30)
 
 
 def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
@@ -245,10 +260,10 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
         if s.finder is not None:  # MPS: the finder's meta step, through the lookahead at the learning rate
             mps_ahead = meta.lookahead(params, [g.detach() for g in g_i], lr)
             ce_val = F.cross_entropy(meta.call(s.model, mps_ahead, meta.clone_buffers(s.model), x_val), y_val)
-            phi_grads = finder_grads(s, params, g_syn_i, meta.outer_grads(ce_val, mps_ahead).v, lr, syn_i.z_f,
-                                     syn_i.x, syn_i.y, syn_i.t)
+            phi_grads, phi_data = finder_grads(s, params, g_syn_i, meta.outer_grads(ce_val, mps_ahead).v, lr,
+                                               syn_i.z_f, syn_i.x, syn_i.y, syn_i.t)
     if s.finder is not None:
-        hg_cos = s.remember_hypergradient(phi_grads)
+        hg_cos = s.remember_hypergradient(phi_data)
         step_with(s.finder_opt, s.finder.parameters(), phi_grads)
     if s.co_learner is not None:
         step_with(s.co_opt, s.co_learner.parameters(), out.co_grads)
@@ -264,7 +279,7 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
         logged["pcr" if cfg.synthetic_kind == "pcr" else "syn_ce"] = syn_term
     if s.finder is not None:
         logged.update(kl=kl_batch(syn_i.z_f), latent_shift=(syn_i.z_f - syn_i.z).norm(dim=1).mean(), meta_val_ce=ce_val,
-                      hg_cos=hg_cos)
+                      hg_cos=hg_cos, kl_share=kl_share(phi_grads, phi_data))
     if co_ce is not None:
         logged.update(co_ce=co_ce, co_acc=co_acc, co_grad_cos=out.co_cos)
     s.accumulate(J, **logged)
