@@ -160,6 +160,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits")
     p.add_argument("--ratio", type=float, default=0.1)
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of each kept class in the validation split (needs its own generator: --set generator=PATH)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=200, help="length of the run (its schedule)")
     p.add_argument("--at", default="60,200", help="checkpoints (steps) at which to measure")
@@ -184,7 +186,7 @@ def main(argv=None):
     if unknown or not at or at[-1] > a.steps:
         raise SystemExit(f"unknown levers {unknown} (choose from {', '.join(LEVERS)}) or checkpoints {at} beyond "
                          f"--steps {a.steps}")
-    cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), method="mgr", steps=a.steps,
+    cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio, val_fraction=a.val_fraction), method="mgr", steps=a.steps,
                       batch_size=a.batch_size, seed=a.seed, device="cpu", **parse_overrides(p, a.set))
     s = build(cfg)
     phi0 = flat(s.finder)
@@ -198,7 +200,8 @@ def main(argv=None):
                 online.append(s.flush().get("hg_cos"))
         recent = [c for c in online[-5:] if c is not None]
         for lever in levers:
-            rec = {**stamp("meta_signal.py", argv), "dataset": a.dataset, "ratio": a.ratio, "batch_size": a.batch_size,
+            rec = {**stamp("meta_signal.py", argv), "dataset": a.dataset, "ratio": a.ratio,
+                   "val_fraction": a.val_fraction, "n_val": len(s.data.y_val), "batch_size": a.batch_size,
                    "seed": a.seed, "train_set": a.set, "train_meta_val": cfg.meta_val, "lever": lever, "lever_fields": LEVERS[lever], "step": s.step,
                    "steps": a.steps, "draws": a.draws, "online_hg_cos_last_50_steps": (
                        round(statistics.mean(recent), 4) if recent else None),
