@@ -3,7 +3,7 @@ arms interleaved (each round runs a few steps of every arm in turn), so that a b
 all arms alike and the per-round ratios stay comparable.
 
     python bench/meta_cost.py --dataset digits --ratio 0.1 --threads 1
-    python bench/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-every2,mgr-syn4
+    python bench/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-every1,mgr-syn4
     python bench/meta_cost.py --quick            # smoke test (seconds)
 
 Appends one record per (setting, arm) to bench/results/meta_cost.json: the median step time, the
@@ -28,9 +28,10 @@ from mgr.trainer.steps import train_step  # noqa: E402
 
 from records import append_record, stamp, write_json  # noqa: E402
 
-ARMS = {"base": {"method": "base"}, "pcr": {"method": "pcr"}, "mgr": {"method": "mgr"},
-        "mgr-every2": {"method": "mgr", "meta_every": 2}, "mgr-every4": {"method": "mgr", "meta_every": 4},
-        "mgr-syn4": {"method": "mgr", "syn_per_real": 4}, "mgr-batch-val": {"method": "mgr", "meta_val": "batch"}}
+ARMS = {"base": {"method": "base"}, "pcr": {"method": "pcr"}, "mgr": {"method": "mgr"},  # the default: meta_every 2
+        "mgr-every1": {"method": "mgr", "meta_every": 1}, "mgr-every2": {"method": "mgr", "meta_every": 2}, "mgr-every4": {"method": "mgr", "meta_every": 4},
+        "mgr-syn4": {"method": "mgr", "syn_per_real": 4, "meta_every": 1},
+        "mgr-batch-val": {"method": "mgr", "meta_val": "batch", "meta_every": 1}}
 
 
 def steps(s, n: int) -> float:
@@ -49,7 +50,7 @@ def main(argv=None):
     p.add_argument("--ratio", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--width", type=int, help="SmallCNN width (default 32)")
-    p.add_argument("--arms", default="pcr,mgr,mgr-every2", help=f"first is the reference; from {', '.join(ARMS)}")
+    p.add_argument("--arms", default="pcr,mgr,mgr-every1", help=f"first is the reference; from {', '.join(ARMS)}")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=4, help="steps of each arm per round")
     p.add_argument("--threads", type=int)

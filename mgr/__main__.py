@@ -224,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--finder-lr", type=float, default=1e-2)
     t.add_argument("--syn-per-real", type=int, default=1,
                    help="synthetic samples per real sample in the synthetic term and the finder's meta step")
-    t.add_argument("--meta-every", type=int, default=1,
-                   help="the finder's meta step every k-th iteration (between them: PCR steps on its latents)")
+    t.add_argument("--meta-every", type=int, default=None,
+                   help="the finder's meta step every k-th iteration (between them: PCR steps on its latents); "
+                        "default 2, and 1 under --procedure mltp")
     t.add_argument("--meta-val", default="auto", choices=META_VALS,
                    help="the finder's validation term: a batch drawn from the validation split, the full split, "
                         "or auto: the full split when it holds at most two batches")

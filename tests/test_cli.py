@@ -95,3 +95,15 @@ def test_every_train_config_field_round_trips_through_the_command_line():
     assert back == cfg
     import json
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # and through config.json
+
+
+def test_meta_every_defaults_to_two_and_old_configs_keep_their_every_step_finder():
+    """The default meta step every 2nd iteration (docs/method.md#the-signal), 1 under MLTP (its finder steps
+    inside each MLTP iteration); a config.json written before the field existed ran every step, and a resume
+    of it must not silently halve its finder's updates."""
+    from mgr.trainer import TrainConfig
+    assert TrainConfig().meta_every == 2 and TrainConfig(procedure="mltp").meta_every == 1
+    old = TrainConfig().to_dict()
+    del old["meta_every"]
+    assert TrainConfig.from_dict(old).meta_every == 1
+    assert TrainConfig.from_dict(TrainConfig(meta_every=3).to_dict()).meta_every == 3
