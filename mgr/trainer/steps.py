@@ -118,12 +118,15 @@ def plain_step(s: State, x, y) -> None:
         if cfg.uses_generator:
             with torch.no_grad():
                 z, y_p = latents(s, len(x) * cfg.syn_per_real)
-                x_p = s.G(z if s.finder is None else s.finder(z), y_p)  # syn_per_real per real sample
+                z_f = z if s.finder is None else s.finder(z)
+                x_p = s.G(z_f, y_p)  # syn_per_real per real sample
             params = dict(s.model.named_parameters())
             t = s.T.draw(x_p) if cfg.synthetic_kind == "pcr" else None
             syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
             loss = ce + cfg.lam * syn
-            s.accumulate(loss, ce=ce, **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
+            # between meta steps the finder's latents are still watched (the guard) and logged
+            finder = {} if s.finder is None else {"latent_shift": (z_f - z).norm(dim=1).mean(), "kl": kl_batch(z_f)}
+            s.accumulate(loss, ce=ce, **finder, **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
         else:
             s.accumulate(loss, ce=ce)
     s.opt.zero_grad(set_to_none=True)
