@@ -134,6 +134,7 @@ def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, browse
 def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, browser, tmp_path):
     """A tiny demo (2 seeds × 2 arms of 4 steps): the panel shows the runs' progress, then every seed's
     difference, the interval and a verdict, and links Compare to the demo's four runs."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -151,7 +152,15 @@ def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, bro
         type_into(driver, "steps per run (empty: the demo's)", "4")
         wait.until(lambda d: any(b.text.strip() == "Launch 2 seeds × 2 arms" for b in d.find_elements(By.TAG_NAME, "button")))
         time.sleep(1.0)  # the script run that took the typed values
-        next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Launch 2 seeds × 2 arms").click()
+
+        def click_launch(d):  # Home's runs list reruns every few seconds: a button found may be replaced before its click
+            try:
+                next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Launch 2 seeds × 2 arms").click()
+                return True
+            except (StaleElementReferenceException, StopIteration):
+                return False
+
+        wait.until(click_launch)
 
         def page_text(d):
             return d.find_element(By.TAG_NAME, "body").text
