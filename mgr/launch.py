@@ -195,9 +195,8 @@ def _field_of(message: str, names: list[str], fallback: str | None = None) -> st
 def check_available(cfg) -> None:
     """What `python -m mgr train` would find missing only after starting: the data and the generator."""
     from . import checkpoint
-    from .gan import check_val_fraction
     from .runtime import resolve_device
-    from .trainer.state import find_generator
+    from .trainer.state import checked_generator
     name = cfg.data.dataset
     if name == "fashion-mnist":
         try:
@@ -215,9 +214,7 @@ def check_available(cfg) -> None:
         raise LaunchError(str(e), "device") from None
     if cfg.uses_generator:
         try:
-            path = find_generator(cfg)
-            meta = checkpoint.load(path, "mgr-generator", 1)["meta"]
-            check_val_fraction(path, meta, cfg.data)
+            path, meta = checked_generator(cfg)
         except (FileNotFoundError, checkpoint.CheckpointError) as e:
             raise LaunchError(str(e), "data.val_fraction" if "val_fraction" in str(e) else "data.ratio") from None
         want = cfg.data.subset

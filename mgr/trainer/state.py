@@ -187,6 +187,16 @@ def find_generator(cfg: TrainConfig) -> str:
     return path
 
 
+def checked_generator(cfg: TrainConfig) -> tuple[str, dict]:
+    """The run's generator file (`find_generator`) and its metadata, refused from the metadata alone, before
+    any data is loaded, when it is unreadable or was made for another val_fraction. The trainer and the
+    app's pre-launch check both ask this."""
+    path = find_generator(cfg)
+    meta = checkpoint.load(path, "mgr-generator", 1)["meta"]
+    check_val_fraction(path, meta, cfg.data)
+    return path, meta
+
+
 def layer_group(model: torch.nn.Module) -> dict[str, str]:
     """{parameter name: "conv" | "bn" | "fc" | "other"}, by the kind of module that owns it."""
     kinds = {}
@@ -216,9 +226,7 @@ def build(cfg: TrainConfig) -> State:
     if world > 1 and device.type == "cuda":  # one GPU per process (torchrun's LOCAL_RANK)
         device = torch.device("cuda", distributed.local_rank())
     if cfg.uses_generator:
-        gen_path = find_generator(cfg)
-        # readable at all, and made for this val_fraction? (fails before data loading)
-        check_val_fraction(gen_path, checkpoint.load(gen_path, "mgr-generator", 1)["meta"], cfg.data)
+        gen_path, _ = checked_generator(cfg)  # fails before data loading
     data = load(cfg.data, device=device)
     cfg = split_batch(cfg, len(data.y_val), world)
     if cfg.procedure == "mltp" and len(data.y_train) < 2:
