@@ -50,7 +50,7 @@ from mgr.data import DataConfig  # noqa: E402
 from mgr.finder import kl_batch  # noqa: E402
 from mgr.trainer import TrainConfig  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
-from mgr.trainer.steps import batches, latents, mps_grads, train_step  # noqa: E402
+from mgr.trainer.steps import batches, lam_kl_now, latents, mps_grads, train_step  # noqa: E402
 
 from records import append_record, stamp, write_json  # noqa: E402
 from variants import parse_overrides  # noqa: E402
@@ -96,7 +96,7 @@ def lookahead_objective(s, d, finder) -> tuple[float, float]:
     ahead = {n: (p - lr * g).detach() for (n, p), g in zip(params.items(), meta.grads_of(loss, params))}
     with torch.no_grad():
         ce = float(meta.val_ce(s.model, ahead, x_held, y_held))
-        return ce + cfg.lam_kl * float(kl_batch(z_f)), ce
+        return ce + lam_kl_now(s, lr) * float(kl_batch(z_f)), ce
 
 
 def shifted(finder, direction: torch.Tensor, step: float):

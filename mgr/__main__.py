@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .finder import FINDERS
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
-    from .trainer import META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
+    from .trainer import LAM_KL_SCHEDULES, META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
     t = sub.add_parser("train", help="train a classifier (prints the run directory first)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(t)
@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-steps", type=int, help="linear warm-up (default 5%% of steps)")
     t.add_argument("--lam", type=float, default=1.0, help="λ, weight of the synthetic term")
     t.add_argument("--lam-kl", type=float, default=0.1, help="λ_KL, weight of the finder's batch KL")
+    t.add_argument("--lam-kl-schedule", default="constant", choices=LAM_KL_SCHEDULES,
+                   help="constant, or lr: λ_KL scaled like the classifier's learning rate, so the KL's pull does "
+                        "not outweigh the lookahead part (∝ η) as η decays")
     t.add_argument("--finder", default="residual", choices=FINDERS)
     t.add_argument("--finder-lr", type=float, default=1e-2)
     t.add_argument("--syn-per-real", type=int, default=1,

@@ -79,7 +79,7 @@ def form_fields() -> list[Field]:
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
     from .runtime import DEVICES
-    from .trainer import META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES
+    from .trainer import LAM_KL_SCHEDULES, META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES
     return [
         Field("data.dataset", "dataset", "select", "digits",
               ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn", IMAGEFOLDER),
@@ -97,6 +97,9 @@ def form_fields() -> list[Field]:
         Field("model", "model", "select", "smallcnn", MODELS, "smallcnn is the fast CPU model"),
         Field("lam", "λ", "float", 1.0, (), "weight of the synthetic term", when=lambda v: v.get("method") != "base"),
         Field("lam_kl", "λ_KL", "float", 0.1, (), "weight of the finder's batch KL", when=_finder),
+        Field("lam_kl_schedule", "λ_KL schedule", "select", "constant", LAM_KL_SCHEDULES, "lr: λ_KL scaled like the "
+              "classifier's learning rate, so the KL's pull does not outweigh the finder's signal as η decays",
+              when=_finder),
         Field("finder", "finder", "select", "residual", FINDERS, "F(z) = z + MLP(z) is the paper's best", when=_finder),
         Field("finder_lr", "finder learning rate", "float", 1e-2, (), "the finder's Adam; too high and its latents "
               "leave the prior (the run then stops as failed)", when=_finder),

@@ -165,3 +165,21 @@ def test_retired_finite_difference_mode_is_far_from_the_exact_one_on_the_real_sm
         s.cfg = cfg
     cos = F.cosine_similarity(fd, exact, dim=0)
     assert cos < 0.9, cos
+
+
+def test_lam_kl_schedule_lr_scales_the_kl_pull_like_the_learning_rate_and_leaves_the_lookahead_part():
+    """Under lam_kl_schedule "lr" the KL part of the hypergradient is λ_KL η/η_peak ∇KL: at a step where
+    the cosine schedule has decayed η, it is that fraction of the constant schedule's, and the
+    lookahead part is the same, so the two keep the ratio they have at η_peak."""
+    s = trained_state(steps=60)  # past the 5-step warm-up, well into the decay
+    d = draw(s)
+    ratio = s.sched.get_last_lr()[0] / s.sched.base_lrs[0]
+    assert 0.2 < ratio < 0.8
+    constant = mps_grads(s, *d)
+    s.cfg = dataclasses.replace(s.cfg, lam_kl_schedule="lr")
+    scaled = mps_grads(s, *d)
+    flat = lambda g: torch.cat([p.flatten() for p in g])  # noqa: E731
+    kl_part = lambda g: flat(g.phi) - flat(g.phi_data)  # noqa: E731
+    assert torch.allclose(flat(scaled.phi_data), flat(constant.phi_data), rtol=1e-5, atol=1e-9)
+    assert kl_part(constant).norm() > 0
+    assert torch.allclose(kl_part(scaled), ratio * kl_part(constant), rtol=1e-4, atol=1e-9)

@@ -22,6 +22,7 @@ ORDERS = ("second", "first")  # exact; "first" is the retired finite-difference 
 META_VALS = ("auto", "batch", "full")  # auto: the full split when it holds at most two batches
 META_PRECISIONS = ("float32", "bf16")  # the meta step's arithmetic on CUDA (the CPU always runs float32)
 SCHEDULES = ("cosine", "step", "constant")
+LAM_KL_SCHEDULES = ("constant", "lr")  # lr: λ_KL scaled like the classifier's learning rate
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
 KEEP_WEIGHTS = ("auto", "all", "last")  # weights per evaluation: auto = all while the classifier's state is small
 KEEP_WEIGHTS_AUTO_MIB = 8  # auto: SmallCNN (1.1 MiB at width 32) keeps every evaluation, ResNet-18 (42.7 MiB) does not
@@ -43,6 +44,10 @@ class TrainConfig:
     warmup_steps: int | None = None  # None: 5% of steps
     lam: float = 1.0  # λ, weight of the synthetic term
     lam_kl: float = 0.1  # λ_KL
+    # "lr": λ_KL × η/η_peak. The lookahead part of the hypergradient is proportional to η, the KL's pull is
+    # not, so under a decaying schedule the KL alone is left at the end and returns the finder to uniform
+    # sampling; scaled like η, the two keep their ratio (docs/method.md#the-signal)
+    lam_kl_schedule: str = "constant"
     finder: str = "residual"
     finder_lr: float = 1e-2  # measured: at 1e-4 the finder barely moves (docs/method.md#the-signal)
     syn_per_real: int = 1  # synthetic samples per real sample in the synthetic term (and the finder's meta step)
@@ -77,7 +82,7 @@ class TrainConfig:
             return ValueError(f"{name}={getattr(self, name)!r} is not allowed; {allowed}")
         for name, options in (("method", METHODS), ("model", MODELS), ("finder", FINDERS), ("order", ORDERS),
                               ("schedule", SCHEDULES), ("procedure", PROCEDURES), ("mltp_variant", MLTP_VARIANTS),
-                              ("co_learner_arch", CO_LEARNER_ARCHS)):
+                              ("co_learner_arch", CO_LEARNER_ARCHS), ("lam_kl_schedule", LAM_KL_SCHEDULES)):
             if getattr(self, name) not in options:
                 raise bad(name, f"choose one of {', '.join(options)}")
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d{1,3}", str(self.device)):

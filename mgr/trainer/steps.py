@@ -207,13 +207,22 @@ def finder_grads(s: State, params: dict, g_syn, v, lr: float, z_f, x_p, y_p, t):
     KL term's pull left out): exact (order "second", the default) or the retired finite-difference
     form (order "first", kept for old runs; its lookahead part is the total less λ_KL ∇KL)."""
     cfg = s.cfg
+    lam_kl = lam_kl_now(s, lr)
     if cfg.order == "second":
-        data, kl = meta.finder_hypergradient_parts(g_syn, v, lr, cfg.lam, s.finder, z_f, cfg.lam_kl)
+        data, kl = meta.finder_hypergradient_parts(g_syn, v, lr, cfg.lam, s.finder, z_f, lam_kl)
         return [a + b for a, b in zip(data, kl)], data
-    kl = torch.autograd.grad(cfg.lam_kl * kl_batch(z_f), list(s.finder.parameters()), retain_graph=True)
+    kl = torch.autograd.grad(lam_kl * kl_batch(z_f), list(s.finder.parameters()), retain_graph=True)
     total = meta.finder_hypergradient_fd(s.model, params, v, lr, s.finder, z_f, x_p, y_p, t, s.T,
-                                         kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=cfg.lam_kl, fd_eps=cfg.fd_eps)
+                                         kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=lam_kl, fd_eps=cfg.fd_eps)
     return total, [a - b for a, b in zip(total, kl)]
+
+
+def lam_kl_now(s: State, lr: float) -> float:
+    """λ_KL at this step: the configured value, or under lam_kl_schedule "lr" that value × η/η_peak, so
+    that the KL's pull keeps its ratio to the lookahead part (∝ η) as the learning rate decays."""
+    if s.cfg.lam_kl_schedule == "lr":
+        return s.cfg.lam_kl * lr / s.sched.base_lrs[0]
+    return s.cfg.lam_kl
 
 
 @torch.no_grad()
