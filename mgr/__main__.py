@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="training seed (the subset has --data-seed)")
     t.add_argument("--device", default="auto")
     t.add_argument("--compile", action="store_true", help="torch.compile the plain forwards")
-    t.add_argument("--generator", help="generator checkpoint (default: the shipped one for this split)")
+    t.add_argument("--generator", help="generator checkpoint: a path, or the name of a file in checkpoints/generators/ "
+                                       "(default: the shipped one for this split)")
     t.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
     t.add_argument("--run-id", help="name of the run directory (default: generated)")
     t.add_argument("--quiet", action="store_true")

@@ -27,3 +27,9 @@ generator digits 0.25
 generator fashion-mnist 0.01
 generator fashion-mnist 0.1
 generator fashion-mnist 0.05
+# the teaching demos' generator: the 1% split at base width 16 (mgr/demos.py DEMO_GENERATOR)
+out=checkpoints/generators/fashion-mnist_ratio0.01_seed0_w16.pt
+if [ -z "$only_missing" ] || [ ! -f "$out" ]; then
+  $PY -m mgr train-generator --dataset fashion-mnist --ratio 0.01 --data-seed 0 --width 16 --out "$out" --quiet
+  cp "${out%.pt}.png" docs/generators/fashion-mnist_ratio0.01_seed0_w16.png
+fi

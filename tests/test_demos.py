@@ -106,8 +106,12 @@ def test_demos_run_on_fashion_mnist_by_default_and_on_digits_when_chosen(tmp_pat
     for arm in demo.arms:
         cfg = build_config(demos.arm_values(demo, arm, seed=0))
         assert (cfg.data.dataset, cfg.data.ratio, cfg.data.test_subset) == ("fashion-mnist", 0.01, 2000)
+        assert cfg.generator == demos.DEMO_GENERATOR  # the demo-sized generator of that split
         cfg = build_config(demos.arm_values(demo, arm, seed=0, overrides=demos.data_overrides("digits")))
         assert (cfg.data.dataset, cfg.data.ratio, cfg.data.test_subset, cfg.batch_size) == ("digits", 0.1, None, 64)
+        assert cfg.generator is None  # digits' own shipped generator
+        # any other split (here TINY: digits without naming a generator) takes that split's generator
+        assert demos.arm_values(demo, arm, seed=0, overrides=TINY)["generator"] is None
         assert cfg.method == arm.values["method"]  # the arm's own fields stay
     launch_id = demo_queue.launch("gda-hurts", 2, tmp_path, demos.data_overrides("digits"), start=False)
     runs = demo_queue.read_manifest(tmp_path, launch_id)["runs"]

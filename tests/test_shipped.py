@@ -54,3 +54,24 @@ def test_a_fresh_clone_offline_builds_an_mgr_run_on_the_shipped_fashion_mnist_ge
     s = build(TrainConfig(data=data, method="mgr", steps=1, device="cpu"))
     assert s.G is not None and "bundled subset" in s.data.source
     assert (len(s.data.y_train), len(s.data.y_val), len(s.data.y_test)) == (540, 60, 10000)
+
+
+def test_a_generator_named_by_its_file_name_is_the_shipped_one_for_trainer_and_app(tmp_path, monkeypatch):
+    """The demos name their generator by file name (mgr.demos.DEMO_GENERATOR), so their configs are the
+    same on every clone: the trainer and the app's views both find it in checkpoints/generators/, from
+    any working directory; a name that is not there is refused naming it."""
+    import dataclasses
+
+    from mgr import demos
+    from mgr.analysis.models import generator_file
+    from mgr.runstore import Run
+    from mgr.trainer import TrainConfig
+    from mgr.trainer.state import checked_generator
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(data=DataConfig("fashion-mnist", ratio=0.01), method="pcr", generator=demos.DEMO_GENERATOR)
+    shipped = checkpoints_dir() / "generators" / demos.DEMO_GENERATOR
+    path, meta = checked_generator(cfg)
+    assert path == str(shipped) and meta["g_width"] == 16
+    assert generator_file(Run(tmp_path / "run"), cfg) == shipped
+    with pytest.raises(FileNotFoundError, match="nope.pt does not exist"):
+        checked_generator(dataclasses.replace(cfg, generator="nope.pt"))
