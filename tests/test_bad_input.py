@@ -53,6 +53,7 @@ TRAIN = [  # (options, what the message must say)
     (["--finder", "oracle"], "argument --finder: invalid choice: 'oracle' (choose from"),
     (["--order", "third"], "argument --order: invalid choice: 'third' (choose from"),
     (["--schedule", "linear"], "argument --schedule: invalid choice: 'linear' (choose from"),
+    (["--lam-kl-schedule", "cosine"], "argument --lam-kl-schedule: invalid choice: 'cosine' (choose from"),
     (["--device", "tpu"], "device='tpu' is not allowed; choose one of auto, cpu, cuda or cuda:N"),
     (["--device", "cuda:x"], "device='cuda:x' is not allowed; choose one of auto, cpu, cuda or cuda:N"),
     (["--device", "cuda:99"], "device 'cuda:99'"),

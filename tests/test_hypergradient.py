@@ -91,8 +91,20 @@ def test_exact_hypergradient_matches_autograd_through_the_lookahead_on_the_real_
         ref, _ = independent_hypergradient(s, d)
     ours = trainer_hypergradient(s, d)  # float32, as the trainer runs on the CPU
     cos = F.cosine_similarity(ours, ref, dim=0)
-    assert ref.norm() > 0 and cos > 0.9999, cos
-    assert (ours.norm() / ref.norm() - 1).abs() < 1e-3
+    if model == "smallcnn":
+        assert ref.norm() > 0 and cos > 0.9999, cos
+        assert (ours.norm() / ref.norm() - 1).abs() < 1e-3
+        return
+    # ResNet-18 at batch 16: float32 rounding alone leaves 0.987-0.991 on an AMD EPYC CPU (above 0.9999
+    # on an Intel Xeon), so exactness is checked in float64, where the trainer's own code must give the
+    # independent value; float32 must still point the same way
+    assert ref.norm() > 0 and cos > 0.98, cos
+    s.model.double(), s.finder.double(), s.G.double()
+    f64 = lambda t: t.double() if torch.is_tensor(t) and t.is_floating_point() else t  # noqa: E731
+    d64 = tuple([f64(u) for u in t] if isinstance(t, list) else f64(t) for t in d)
+    ours64 = trainer_hypergradient(s, d64).double()
+    cos64 = F.cosine_similarity(ours64, ref.double(), dim=0)
+    assert cos64 > 1 - 1e-9 and (ours64.norm() / ref.norm() - 1).abs() < 1e-6, cos64
 
 
 def test_exact_hypergradient_agrees_with_a_finite_difference_of_the_objective_in_float64(smallcnn):
