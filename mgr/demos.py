@@ -228,6 +228,21 @@ def arm_configs(demo: Demo, data: str = DEFAULT_DATA, overrides: dict | None = N
     return [comparable(build_config(arm_values(demo, arm, 0, extra)).to_dict()) for arm in demo.arms]
 
 
+def same_arms(recorded, current: list[dict]) -> bool:
+    """Whether a record's arms are today's: equal, where a field the record lacks (added to the trainer
+    after it was made) counts as equal when today's value is that field's default, which by the rule
+    for new fields keeps the old behaviour (e.g. lam_kl_schedule "constant")."""
+    from dataclasses import MISSING, fields
+
+    from .trainer import TrainConfig
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    if not isinstance(recorded, list) or len(recorded) != len(current):
+        return False
+    return all(isinstance(r, dict) and set(r) <= set(c) and all(
+        r[k] == v if k in r else (k in defaults and defaults[k] == v) for k, v in c.items())
+        for r, c in zip(recorded, current))
+
+
 def measured_text(demo: Demo, record: dict | None, data: str = DEFAULT_DATA) -> str:
     """What this project measured for a demo (from its bench record), or that it has not measured it.
     A record made with other arms than today's (a changed default, an older record without them) is
@@ -239,7 +254,7 @@ def measured_text(demo: Demo, record: dict | None, data: str = DEFAULT_DATA) -> 
                             record["verdict"])
     text = (f"Measured {record['date']} on {record['dataset']} {record['ratio']:g}, {record['seeds']} seeds, "
             f"{record['steps']} steps ({demo.statistic.label}): {describe(demo, summary)}.")
-    if record.get("arms") != arm_configs(demo, data):
+    if not same_arms(record.get("arms"), arm_configs(demo, data)):
         return (f"Out of date: this demo's configuration has changed since it was measured (re-run "
                 f"`python bench/demos.py --data {data} --demos {demo.id}`). Earlier: {text}")
     return text

@@ -163,6 +163,12 @@ def test_a_measured_record_is_shown_only_for_the_configuration_it_ran():
     old_lr = {**record, "arms": [{**a, "finder_lr": 1e-4} if a["method"] == "mgr" else a for a in current["arms"]]}
     assert demos.measured_text(finder, old_lr).startswith("Out of date")
     assert demos.measured_text(finder, record).startswith("Out of date")  # an older record without arms
+    # a record made before a field existed (here lam_kl_schedule) is today's when today's value is its default
+    before = {**record, "arms": [{k: v for k, v in a.items() if k != "lam_kl_schedule"} for a in current["arms"]]}
+    assert "lam_kl_schedule" in current["arms"][0]  # the mgr arm (a pcr arm has no finder, so no such field)
+    assert demos.measured_text(finder, before).startswith("Measured")
+    scheduled = [{**current["arms"][0], "lam_kl_schedule": "lr"}, current["arms"][1]]
+    assert not demos.same_arms(before["arms"], scheduled)  # ... and not when today's value is another
     gda = demos.DEMOS["gda-hurts"]
     arms = demos.arm_configs(gda)
     assert all("finder_lr" not in a for a in arms)
