@@ -174,11 +174,12 @@ def arm_values(demo: Demo, arm: Arm, seed: int, overrides: dict | None = None) -
     """One run's form values: the arm's, then `overrides` (e.g. fewer steps), then the seed. Overriding
     `steps` alone keeps the demo's number of evaluations; overriding the data (another split) drops the
     setting's generator for that split's default one, unless `overrides` names a generator too."""
-    values = {**arm.values, **(overrides or {}), "seed": seed}
-    moved = [k for k in overrides or {} if k.startswith("data.") and values[k] != arm.values.get(k)]
-    if moved and "generator" not in (overrides or {}):
+    overrides = overrides or {}
+    values = {**arm.values, **overrides, "seed": seed}
+    moved = [k for k in overrides if k.startswith("data.") and values[k] != arm.values.get(k)]
+    if moved and "generator" not in overrides:
         values["generator"] = None  # the setting's generator fits its own split only; another split takes its own
-    if overrides and "steps" in overrides and "eval_every" not in overrides:
+    if "steps" in overrides and "eval_every" not in overrides:
         values["eval_every"] = max(1, round(arm.values["eval_every"] * values["steps"] / arm.values["steps"]))
     return values
 

@@ -24,11 +24,11 @@ def generator_file(run: Run, cfg=None) -> Path:
     app read other paths."""
     from .. import paths
     from ..trainer import TrainConfig
-    from ..trainer.state import shipped_or_given
+    from ..trainer.state import generator_path_of
     cfg = cfg or TrainConfig.from_dict(run.config)
     if not cfg.uses_generator:
         raise ValueError(f"run {run.id} uses no generator (method base)")
-    gen = Path(shipped_or_given(cfg.generator)) if cfg.generator else paths.generator_path(cfg.data.subset)
+    gen = Path(generator_path_of(cfg))
     if not _inside(gen, [paths.checkpoints_dir(), run.path.parent]):
         raise ValueError(f"generator {gen} is outside the checkpoints and runs folders; the app does not read it")
     return gen

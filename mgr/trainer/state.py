@@ -170,21 +170,24 @@ def lr_lambda(cfg: TrainConfig):
     return f
 
 
-def shipped_or_given(generator: str) -> str:
-    """--generator as given, or, when it is a bare file name that does not exist here, the file of that name
-    in checkpoints/generators/: the teaching demos name their shipped generator so, and their configs then
-    say the same on every clone and machine."""
-    shipped = paths.checkpoints_dir() / "generators" / generator
-    if os.path.exists(generator) or os.path.dirname(generator) or not shipped.exists():
-        return generator
+def generator_path_of(cfg: TrainConfig) -> str:
+    """Which generator file a run names, whether or not it exists: --generator as given, or, when that is
+    a bare file name that does not exist here, the file of that name in checkpoints/generators/ (the
+    teaching demos name their shipped generator so, and their configs then say the same on every clone);
+    without --generator the default one of its split (dataset, size, data seed and, where it is not the
+    default, val_fraction: generators/<dataset>_ratio<r>_seed<s>[_val<f>].pt). The trainer and the app's
+    views both ask this."""
+    if not cfg.generator:
+        return str(paths.generator_path(cfg.data.subset))
+    shipped = paths.checkpoints_dir() / "generators" / cfg.generator
+    if os.path.exists(cfg.generator) or os.path.dirname(cfg.generator) or not shipped.exists():
+        return cfg.generator
     return str(shipped)
 
 
 def find_generator(cfg: TrainConfig) -> str:
-    """The generator file of a run: --generator (a path, or the name of a file in checkpoints/generators/),
-    else the default one of its split (dataset, size, data seed and, where it is not the default,
-    val_fraction: generators/<dataset>_ratio<r>_seed<s>[_val<f>].pt)."""
-    path = shipped_or_given(cfg.generator) if cfg.generator else str(paths.generator_path(cfg.data.subset))
+    """The generator file of a run (`generator_path_of`), or a FileNotFoundError that says how to train it."""
+    path = generator_path_of(cfg)
     if not os.path.exists(path):
         other = ""
         if not cfg.generator and "val_fraction" in cfg.data.subset:
