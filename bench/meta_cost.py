@@ -29,7 +29,8 @@ from mgr.trainer.steps import train_step  # noqa: E402
 from records import append_record, stamp, write_json  # noqa: E402
 
 ARMS = {"base": {"method": "base"}, "pcr": {"method": "pcr"}, "mgr": {"method": "mgr"},  # the default: meta_every 2
-        "mgr-every1": {"method": "mgr", "meta_every": 1}, "mgr-every2": {"method": "mgr", "meta_every": 2}, "mgr-every4": {"method": "mgr", "meta_every": 4},
+        "mgr-every1": {"method": "mgr", "meta_every": 1}, "mgr-every2": {"method": "mgr", "meta_every": 2},
+        "mgr-every3": {"method": "mgr", "meta_every": 3}, "mgr-every4": {"method": "mgr", "meta_every": 4},
         "mgr-syn4": {"method": "mgr", "syn_per_real": 4, "meta_every": 1},
         "mgr-batch-val": {"method": "mgr", "meta_val": "batch", "meta_every": 1}}
 

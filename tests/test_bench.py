@@ -212,3 +212,15 @@ def test_vmap_seeds_quick_times_both_arms_and_checks_vmap_against_sequential(tmp
     assert (rec["kind"], rec["K"], rec["steps_timed_per_arm"]) == ("plain", 2, 2)
     assert rec["sequential_ms"] > 0 and rec["vmap_ms"] > 0 and rec["round_ratio_min"] <= rec["round_ratio_max"]
     assert result["command"].startswith("python bench/vmap_seeds.py --quick") and result["threads"] == 1
+
+
+def test_hypergradient_forms_quick_finds_both_exact_forms_equal_and_profiles_the_trainers(tmp_path):
+    """Two independent exact computations of the finder's mixed derivative (the trainer's reverse-over-
+    reverse, and torch.func's jvp of ∇_x ℓ_PCR through a stateless copy of the classifier) agree."""
+    out = tmp_path / "forms.json"
+    record = load("hypergradient_forms").main(["--quick", "--out", str(out)])
+    assert all(c > 0.9999 for c in record["cosine_between_forms"])
+    assert set(record["ms_per_call"]) == {"reverse-over-reverse", "forward-over-reverse"}
+    assert 0 < record["trainer_profile"]["batchnorm_double_backward_share"] < 1
+    assert json.loads(out.read_text()) == [record]
+    assert record["command"].startswith("python bench/hypergradient_forms.py --quick")
