@@ -110,10 +110,11 @@ DATA_LABELS = {"fashion-mnist": "Fashion-MNIST 1% (28×28 clothing)", "digits": 
 
 
 def data_overrides(data: str) -> dict:
-    """The overrides that move a demo from its default data to `data` (a key of SETTINGS)."""
+    """The overrides that move a demo from its default data to `data` (a key of SETTINGS): only the fields
+    whose value differs, so that a demo's own schedule (a failure-mode demo's shorter run) moves with it."""
     if data not in SETTINGS:
         raise LaunchError(f"unknown demo data {data!r}; choose one of {', '.join(SETTINGS)}", "data")
-    return {} if data == DEFAULT_DATA else dict(SETTINGS[data])
+    return {k: v for k, v in SETTINGS[data].items() if k not in SETTING or SETTING[k] != v}
 
 
 MGR = {"method": "mgr"}  # the exact hypergradient (the finite-difference order is retired: docs/method.md)

@@ -9,7 +9,9 @@ import pytest
 pytest.importorskip("selenium", reason="selenium is not installed (make setup installs requirements.txt)")
 from test_app_e2e import CHROMIUM, DRIVER, browser, screenshot, scroll_to_heading, server  # noqa: E402, F401 (fixtures)
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
+# One xdist group with tests/test_app_e2e.py: the browser tests run one after another (see there).
+pytestmark = [pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver"),
+              pytest.mark.xdist_group("browser")]
 
 
 def test_move_a_slider_in_the_browser_and_the_readouts_follow(server, browser, tmp_path):  # noqa: F811
@@ -27,7 +29,7 @@ def test_move_a_slider_in_the_browser_and_the_readouts_follow(server, browser, t
                       probes_per_class=3, probe_real=60, device="cpu", width=8), runs_dir, "e2e-mgr", quiet=True)
     driver = browser
     # the page re-renders while it settles, so elements found a moment ago may be gone: look again
-    wait = WebDriverWait(driver, 120, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,))
+    wait = WebDriverWait(driver, 300, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,))
     driver.get(url)  # the entry page first: a deep link to a fresh server shows Streamlit's legacy page list
     link = '//a[@data-testid="stSidebarNavLink"][contains(., "Explore")]'
     wait.until(lambda d: d.find_elements(By.XPATH, link))
