@@ -114,6 +114,28 @@ def heldout_pairs(draws: int, others: int) -> list[tuple[int, int]]:
     return [(i, (i + k) % draws) for i in range(draws) for k in range(1, min(others, draws - 1) + 1)]
 
 
+def half_mean_agreement(gs: list[torch.Tensor]) -> float:
+    """The agreement an estimate from k = len(gs)/2 times the samples would have: the cosine between the
+    means of two disjoint halves of the draws, averaged over every way to split them. It measures what
+    averaging more latents per finder update (more synthetic samples, or hypergradients accumulated over
+    meta steps at a nearly fixed θ) would buy, from the same draws, without assuming the noise model."""
+    n, k = len(gs), len(gs) // 2
+    out = []
+    for half in itertools.combinations(range(n), k):
+        if 0 not in half:  # each split once
+            continue
+        rest = [i for i in range(n) if i not in half][:k]
+        a, b = torch.stack([gs[i] for i in half]).mean(0), torch.stack([gs[i] for i in rest]).mean(0)
+        out.append(float(a @ b / (a.norm() * b.norm()).clamp_min(1e-30)))
+    return statistics.mean(out)
+
+
+def pooled_agreement(c: float, k: int) -> float:
+    """The agreement of means of k draws predicted from the single-draw agreement c when every draw is a
+    common direction plus independent noise of the same size: k·c / (1 + (k − 1)·c)."""
+    return k * c / (1 + (k - 1) * c)
+
+
 def measure(s, lever: dict, draws: int, step_scale: float, others: int, heldout: int,
             phi0: torch.Tensor | None = None) -> dict:
     base_cfg = s.cfg
@@ -130,6 +152,7 @@ def measure(s, lever: dict, draws: int, step_scale: float, others: int, heldout:
         units = [g / g.norm().clamp_min(1e-30) for g in gs]
         cosines = [float(a @ b) for a, b in itertools.combinations(units, 2)]
         resultant = float(torch.stack(units).mean(0).norm())
+        halves = half_mean_agreement(gs)
         n_phi = sum(p.numel() for p in s.finder.parameters())
         size = step_scale * s.cfg.finder_lr * math.sqrt(n_phi)
         lowered, lowered_ce, changes = 0, 0, []
@@ -154,6 +177,8 @@ def measure(s, lever: dict, draws: int, step_scale: float, others: int, heldout:
                       "learnt_heldout_ce_lowered": sum(a[1] < b[1] for a, b in judged), "learnt_heldout_draws": draws}
         return {**learnt,"agreement": round(statistics.mean(cosines), 4), "agreement_min": round(min(cosines), 4),
                 "agreement_max": round(max(cosines), 4), "resultant": round(resultant, 4),
+                "agreement_of_half_means": round(halves, 4), "half_means_of": draws // 2,
+                "agreement_of_half_means_predicted": round(pooled_agreement(statistics.mean(cosines), draws // 2), 4),
                 "resultant_noise": round(1 / math.sqrt(draws), 4),
                 "heldout_lowered": lowered, "heldout_ce_lowered": lowered_ce, "heldout_pairs": pairs, "heldout_fraction": round(lowered / pairs, 4),
                 "heldout_mean_change": statistics.mean(changes), "step_norm": size,
@@ -218,7 +243,8 @@ def main(argv=None):
                 z = torch.randn(512, s.G.z_dim)
                 rec["latent_shift"] = round(float((s.finder(z) - z).norm(dim=1).mean()), 4)
             records.append(rec)
-            print(json.dumps({k: rec.get(k) for k in ("dataset", "lever", "step", "agreement", "resultant",
+            print(json.dumps({k: rec.get(k) for k in ("dataset", "lever", "step", "agreement", "agreement_of_half_means",
+                                                  "agreement_of_half_means_predicted", "resultant",
                                                   "heldout_fraction", "heldout_ce_lowered", "learnt_cos_with_draws",
                                                   "learnt_heldout_lowered", "learnt_heldout_ce_lowered",
                                                   "online_hg_cos_last_50_steps", "latent_shift",

@@ -224,3 +224,39 @@ def test_hypergradient_forms_quick_finds_both_exact_forms_equal_and_profiles_the
     assert 0 < record["trainer_profile"]["batchnorm_double_backward_share"] < 1
     assert json.loads(out.read_text()) == [record]
     assert record["command"].startswith("python bench/hypergradient_forms.py --quick")
+
+
+def test_meta_signal_half_means_agree_with_the_noise_model_on_draws_with_a_known_signal():
+    """The agreement of means of k draws (split halves of the same draws) against k·c / (1 + (k − 1)·c):
+    on draws made of one common direction plus independent noise the two agree, and pure noise gives ≈ 0.
+    The bench reads this to say what averaging more latents per finder update would buy."""
+    import torch
+    ms = load("meta_signal")
+    gen = torch.Generator().manual_seed(0)
+    d, n = 200_000, 8
+    common = torch.randn(d, generator=gen)
+    for noise in (2.0, 4.0):  # single-draw agreement ≈ 1 / (1 + noise²): 0.2, 0.06
+        gs = [common + noise * torch.randn(d, generator=gen) for _ in range(n)]
+        units = [g / g.norm() for g in gs]
+        c = sum(float(a @ b) for i, a in enumerate(units) for b in units[i + 1:]) / (n * (n - 1) / 2)
+        assert abs(c - 1 / (1 + noise ** 2)) < 0.01
+        assert abs(ms.half_mean_agreement(gs) - ms.pooled_agreement(c, n // 2)) < 0.02
+        assert ms.half_mean_agreement(gs) > c + 0.1  # averaging four draws raises it
+    noise_only = [torch.randn(d, generator=gen) for _ in range(n)]
+    assert abs(ms.half_mean_agreement(noise_only)) < 0.01
+    assert ms.pooled_agreement(0.12, 8) == pytest.approx(8 * 0.12 / (1 + 7 * 0.12))
+
+
+def test_meta_signal_quick_records_agreement_held_out_and_half_means(tmp_path):
+    """bench/meta_signal.py --quick: a tiny digits run, both quick levers at both checkpoints, every record
+    with its command and the measures the docs quote."""
+    out = tmp_path / "meta_signal.json"
+    load("meta_signal").main(["--quick", "--out", str(out)])
+    records = json.loads(out.read_text())
+    assert [(r["lever"], r["step"]) for r in records] == [("batch-val", 2), ("full-val", 2), ("batch-val", 4),
+                                                           ("full-val", 4)]
+    for r in records:
+        assert -1 <= r["agreement_min"] <= r["agreement"] <= r["agreement_max"] <= 1
+        assert -1 <= r["agreement_of_half_means"] <= 1 and r["half_means_of"] == 1
+        assert 0 <= r["heldout_lowered"] <= r["heldout_pairs"] and r["seconds_per_hypergradient"] > 0
+        assert r["command"].startswith("python bench/meta_signal.py --quick")

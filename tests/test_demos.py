@@ -120,6 +120,17 @@ def test_demos_run_on_fashion_mnist_by_default_and_on_digits_when_chosen(tmp_pat
         demos.data_overrides("mnist")
 
 
+def test_the_failure_mode_demos_keep_their_short_schedule_on_either_data():
+    """The two failure-mode demos run 100 steps (their statistic, the latent shift, shows early); moving
+    them to digits changes the data fields only, never their schedule; the accuracy demos keep 200."""
+    for demo in demos.DEMOS.values():
+        for data in demos.SETTINGS:
+            cfgs = [build_config(demos.arm_values(demo, arm, seed=0, overrides=demos.data_overrides(data)))
+                    for arm in demo.arms]
+            assert {(c.steps, c.eval_every) for c in cfgs} == ({(100, 25)} if demo.failure_mode else {(200, 50)})
+            assert {c.data.dataset for c in cfgs} == {demos.SETTINGS[data]["data.dataset"]}
+
+
 # ----------------------------------------------------------------------------- real launches
 
 def test_a_tiny_demo_runs_every_seed_of_both_arms_through_the_supervisor_to_a_verdict(tmp_path):
