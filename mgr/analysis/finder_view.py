@@ -8,7 +8,7 @@ back to uniform sampling. The reading of hg_cos is the project's rule (docs/meth
 interval of its mean over the run's last quarter lies above 0.1, noise when it contains 0 or lies
 below 0.1. At digits 10%, step 60, bench/meta_signal.py measured hg_cos 0.06 with a held-out test
 at chance: noise. "Noise" is said of single steps only: on Fashion-MNIST 10% the steps agreed as little
-(0.01-0.05) while the direction the finder accumulated lowered held-out CE for 15 of 16 draws, so the
+(0.01-0.05) while the direction the finder accumulated lowered held-out CE for 16 of 16 draws, so the
 reading points to that measurement instead of calling the finder's samples meaningless."""
 from __future__ import annotations
 
