@@ -74,7 +74,7 @@ def signal_reading(scalars: dict[str, np.ndarray]) -> SignalReading:
                 "and most of what it moves cancels over the run. A faint common direction can still add up over "
                 "hundreds of steps: whether what the finder has learnt helps on held-out data is measured apart "
                 "(bench/meta_signal.py: on Fashion-MNIST 10% it did, with steps as noisy as these; on "
-                "Fashion-MNIST 1% and digits it did not). Read differences between uniform and finder samples "
+                "Fashion-MNIST 1% it did not). Read differences between uniform and finder samples "
                 "below with that in mind.")
     else:
         verdict = "weak"
