@@ -151,6 +151,7 @@ def measure(s, lever: dict, draws: int, step_scale: float, others: int, heldout:
             gs.append(torch.cat([p.detach().flatten() for p in g]))
         units = [g / g.norm().clamp_min(1e-30) for g in gs]
         cosines = [float(a @ b) for a, b in itertools.combinations(units, 2)]
+        agreement = statistics.mean(cosines)
         resultant = float(torch.stack(units).mean(0).norm())
         halves = half_mean_agreement(gs)
         n_phi = sum(p.numel() for p in s.finder.parameters())
@@ -175,10 +176,10 @@ def measure(s, lever: dict, draws: int, step_scale: float, others: int, heldout:
             learnt = {"learnt_cos_with_draws": round(statistics.mean(float(g @ u) for g in units), 4),
                       "learnt_heldout_lowered": sum(a[0] < b[0] for a, b in judged),
                       "learnt_heldout_ce_lowered": sum(a[1] < b[1] for a, b in judged), "learnt_heldout_draws": draws}
-        return {**learnt,"agreement": round(statistics.mean(cosines), 4), "agreement_min": round(min(cosines), 4),
+        return {**learnt,"agreement": round(agreement, 4), "agreement_min": round(min(cosines), 4),
                 "agreement_max": round(max(cosines), 4), "resultant": round(resultant, 4),
                 "agreement_of_half_means": round(halves, 4), "half_means_of": draws // 2,
-                "agreement_of_half_means_predicted": round(pooled_agreement(statistics.mean(cosines), draws // 2), 4),
+                "agreement_of_half_means_predicted": round(pooled_agreement(agreement, draws // 2), 4),
                 "resultant_noise": round(1 / math.sqrt(draws), 4),
                 "heldout_lowered": lowered, "heldout_ce_lowered": lowered_ce, "heldout_pairs": pairs, "heldout_fraction": round(lowered / pairs, 4),
                 "heldout_mean_change": statistics.mean(changes), "step_norm": size,
