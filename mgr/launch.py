@@ -79,7 +79,7 @@ def form_fields() -> list[Field]:
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
     from .runtime import DEVICES
-    from .trainer import LAM_KL_SCHEDULES, META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES
+    from .trainer import FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES
     return [
         Field("data.dataset", "dataset", "select", "digits",
               ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn", IMAGEFOLDER),
@@ -103,6 +103,8 @@ def form_fields() -> list[Field]:
         Field("finder", "finder", "select", "residual", FINDERS, "F(z) = z + MLP(z) is the paper's best", when=_finder),
         Field("finder_lr", "finder learning rate", "float", 1e-2, (), "the finder's Adam; too high and its latents "
               "leave the prior (the run then stops as failed)", when=_finder),
+        Field("finder_lr_schedule", "finder lr schedule", "select", "constant", FINDER_LR_SCHEDULES, "lr: the finder's "
+              "learning rate scaled like the classifier's, so it keeps what it learnt as η decays", when=_finder),
         Field("meta_val", "finder's validation term", "select", "auto", META_VALS,
               "full: the whole validation split each meta step (less noise on small splits); auto: full when the "
               "split holds at most two batches", when=_finder),

@@ -20,7 +20,7 @@ from mgr.data import DataConfig
 from mgr.finder import kl_batch
 from mgr.trainer import TrainConfig
 from mgr.trainer.state import build
-from mgr.trainer.steps import batches, latents, mps_grads, train_step
+from mgr.trainer.steps import batches, latents, mps_grads, step_finder, train_step
 
 DIGITS = DataConfig("digits", ratio=0.1)
 
@@ -195,3 +195,40 @@ def test_lam_kl_schedule_lr_scales_the_kl_pull_like_the_learning_rate_and_leaves
     assert torch.allclose(flat(scaled.phi_data), flat(constant.phi_data), rtol=1e-5, atol=1e-9)
     assert kl_part(constant).norm() > 0
     assert torch.allclose(kl_part(scaled), ratio * kl_part(constant), rtol=1e-4, atol=1e-9)
+
+
+def test_finder_lr_schedule_lr_scales_the_finders_step_like_the_learning_rate():
+    """Under finder_lr_schedule "lr" the finder's Adam step is finder_lr η/η_peak: from the same state and
+    hypergradient its update is that fraction of the constant schedule's (Adam's step is linear in its lr)."""
+    s = trained_state(steps=60)  # well into the cosine decay
+    ratio = s.sched.get_last_lr()[0] / s.sched.base_lrs[0]
+    assert 0.2 < ratio < 0.8
+    g = mps_grads(s, *draw(s))
+    phi0 = [p.detach().clone() for p in s.finder.parameters()]
+    opt0 = copy.deepcopy(s.finder_opt.state_dict())
+
+    def update(schedule):
+        with torch.no_grad():
+            for p, p0 in zip(s.finder.parameters(), phi0):
+                p.copy_(p0)
+        s.finder_opt.load_state_dict(copy.deepcopy(opt0))
+        s.cfg = dataclasses.replace(s.cfg, finder_lr_schedule=schedule)
+        step_finder(s, g.phi)
+        return torch.cat([(p.detach() - p0).flatten() for p, p0 in zip(s.finder.parameters(), phi0)])
+
+    constant, scaled = update("constant"), update("lr")
+    assert s.finder_opt.param_groups[0]["lr"] == pytest.approx(s.cfg.finder_lr * ratio)
+    # the updates are differences of float32 parameters (≈ 0.1) moved by ≈ 1e-3: good to about 1e-7 absolute
+    assert constant.norm() > 0 and torch.allclose(scaled, ratio * constant, rtol=1e-3, atol=1e-6)
+    assert not torch.allclose(scaled, constant, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("classifier_schedule, same", [("constant", True), ("cosine", False)])
+def test_finder_lr_schedule_changes_a_run_exactly_when_the_learning_rate_moves(classifier_schedule, same):
+    """A whole run through mps_step: under a constant classifier lr (after warm-up) the "lr" finder schedule is
+    the constant one, bit for bit; under a cosine one the finder ends elsewhere."""
+    finders = []
+    for schedule in ("constant", "lr"):
+        s = trained_state(steps=12, schedule=classifier_schedule, warmup_steps=0, finder_lr_schedule=schedule)
+        finders.append(torch.cat([p.detach().flatten() for p in s.finder.parameters()]))
+    assert torch.equal(finders[0], finders[1]) == same

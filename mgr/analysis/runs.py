@@ -64,7 +64,7 @@ def config_name(cfg: dict) -> str:
 def _applies(name: str, cfg: dict) -> bool:
     """Whether a field changes what this run trains (λ_KL does nothing without a finder, α without MLTP)."""
     method = cfg.get("method")
-    if name in ("lam_kl", "lam_kl_schedule", "finder", "finder_lr", "order", "meta_every", "meta_val", "meta_precision"):
+    if name in ("lam_kl", "lam_kl_schedule", "finder", "finder_lr", "finder_lr_schedule", "order", "meta_every", "meta_val", "meta_precision"):
         return method in ("gda-mps", "mgr")
     if name == "fd_eps":
         return method in ("gda-mps", "mgr") and cfg.get("order") == "first"

@@ -23,6 +23,7 @@ META_VALS = ("auto", "batch", "full")  # auto: the full split when it holds at m
 META_PRECISIONS = ("float32", "bf16")  # the meta step's arithmetic on CUDA (the CPU always runs float32)
 SCHEDULES = ("cosine", "step", "constant")
 LAM_KL_SCHEDULES = ("constant", "lr")  # lr: λ_KL scaled like the classifier's learning rate
+FINDER_LR_SCHEDULES = ("constant", "lr")  # lr: the finder's Adam lr scaled like the classifier's learning rate
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
 KEEP_WEIGHTS = ("auto", "all", "last")  # weights per evaluation: auto = all while the classifier's state is small
 KEEP_WEIGHTS_AUTO_MIB = 8  # auto: SmallCNN (1.1 MiB at width 32) keeps every evaluation, ResNet-18 (42.7 MiB) does not
@@ -50,6 +51,9 @@ class TrainConfig:
     lam_kl_schedule: str = "constant"
     finder: str = "residual"
     finder_lr: float = 1e-2  # measured: at 1e-4 the finder barely moves (docs/method.md#the-signal)
+    # "lr": the finder's Adam lr × η/η_peak, so the finder slows down with the classifier and keeps, at the end
+    # of a decaying schedule, what it learnt mid-run (constant: the KL alone pulls it back to the prior)
+    finder_lr_schedule: str = "constant"
     syn_per_real: int = 1  # synthetic samples per real sample in the synthetic term (and the finder's meta step)
     # the finder's meta step every k-th iteration; None: 2 (measured: held-out quality within noise of every
     # step's at two thirds of the cost, 2.29× instead of 3.43× a pcr step, docs/method.md#the-signal), 1 under MLTP, whose finder steps within each MLTP iteration
@@ -82,7 +86,8 @@ class TrainConfig:
             return ValueError(f"{name}={getattr(self, name)!r} is not allowed; {allowed}")
         for name, options in (("method", METHODS), ("model", MODELS), ("finder", FINDERS), ("order", ORDERS),
                               ("schedule", SCHEDULES), ("procedure", PROCEDURES), ("mltp_variant", MLTP_VARIANTS),
-                              ("co_learner_arch", CO_LEARNER_ARCHS), ("lam_kl_schedule", LAM_KL_SCHEDULES)):
+                              ("co_learner_arch", CO_LEARNER_ARCHS), ("lam_kl_schedule", LAM_KL_SCHEDULES),
+                              ("finder_lr_schedule", FINDER_LR_SCHEDULES)):
             if getattr(self, name) not in options:
                 raise bad(name, f"choose one of {', '.join(options)}")
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d{1,3}", str(self.device)):

@@ -108,6 +108,13 @@ def step_with(opt: torch.optim.Optimizer, params, grads) -> None:
     opt.step()
 
 
+def step_finder(s: State, grads) -> None:
+    """The finder's Adam step, at its learning rate for this step (`finder_lr_now`)."""
+    for group in s.finder_opt.param_groups:
+        group["lr"] = finder_lr_now(s)
+    step_with(s.finder_opt, s.finder.parameters(), grads)
+
+
 def plain_step(s: State, x, y) -> None:
     """base: CE. gda: CE + λ CE(synthetic). pcr: CE + λ ℓ_PCR(synthetic). Uniform latents; the
     finder's (fixed this step) for gda-mps and mgr between meta steps (meta_every > 1)."""
@@ -145,7 +152,7 @@ def mps_step(s: State, x, y, x_val, y_val) -> None:
     z, y_p = latents(s, len(x) * s.cfg.syn_per_real)
     g = mps_grads(s, x, y, x_val, y_val, z, y_p)
     hg_cos = s.remember_hypergradient(g.phi_data)  # the data's part: the KL pull is no signal (meta.py)
-    step_with(s.finder_opt, s.finder.parameters(), g.phi)
+    step_finder(s, g.phi)
     if s.co_learner is not None:
         step_with(s.co_opt, s.co_learner.parameters(), g.co)
     step_with(s.opt, s.model.parameters(), g.theta)  # the classifier's step
@@ -225,6 +232,15 @@ def lam_kl_now(s: State, lr: float) -> float:
     return s.cfg.lam_kl
 
 
+def finder_lr_now(s: State) -> float:
+    """The finder's learning rate at this step: the configured one, or under finder_lr_schedule "lr" that
+    value × η/η_peak, so that the finder slows down with the classifier and a decaying schedule ends with
+    the finder where it was mid-run, instead of pulled back to the prior by the KL term alone."""
+    if s.cfg.finder_lr_schedule == "lr":
+        return s.cfg.finder_lr * s.sched.get_last_lr()[0] / s.sched.base_lrs[0]
+    return s.cfg.finder_lr
+
+
 @torch.no_grad()
 def kl_share(total: list[torch.Tensor], data: list[torch.Tensor]) -> torch.Tensor:
     """‖KL part‖ / (‖KL part‖ + ‖lookahead part‖) of the finder's hypergradient: near 1 when the finder is
@@ -276,7 +292,7 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
                                                syn_i.z_f, syn_i.x, syn_i.y, syn_i.t)
     if s.finder is not None:
         hg_cos = s.remember_hypergradient(phi_data)
-        step_with(s.finder_opt, s.finder.parameters(), phi_grads)
+        step_finder(s, phi_grads)
     if s.co_learner is not None:
         step_with(s.co_opt, s.co_learner.parameters(), out.co_grads)
     step_with(s.opt, [*params.values(), *s.alpha.values()], w_grads + alpha_grads)  # w and α, at one rate r
