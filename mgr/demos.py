@@ -21,6 +21,9 @@ from .paths import REPO
 from .runstore import Run
 
 MEASURED = REPO / "bench" / "results" / "demos.json"  # bench/demos.py writes it; the app shows it
+# the same demos re-run with 10 seeds where 5 left a verdict that moved between CPUs (docs/demos.md); Home shows
+# them under the 5-seed record, which is what a launch with the default seeds reproduces
+MEASURED_10_SEEDS = REPO / "bench" / "results" / "demos_10seeds.json"
 
 
 # ----------------------------------------------------------------------------- what a demo is

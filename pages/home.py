@@ -45,6 +45,7 @@ with st.expander("Demo settings"):
                             help="fewer steps are faster, but the measured verdicts on the cards are for the "
                                  "demo's own step count")
 records = demos.measured(data=data)
+more_seeds = demos.measured(demos.MEASURED_10_SEEDS, data=data)
 items = list(demos.DEMOS.values())
 cols = [c for i in range(0, len(items), 3) for c in st.columns(3)]  # rows of three cards
 for col, demo in zip(cols, items):
@@ -52,6 +53,8 @@ for col, demo in zip(cols, items):
         st.markdown(f"{'⚠️ ' if demo.failure_mode else ''}**{demo.question}**")
         st.caption(demo.about)
         st.caption(demos.measured_text(demo, records.get(demo.id), data))
+        if demo.id in more_seeds:
+            st.caption(demos.measured_text(demo, more_seeds[demo.id], data))
         if st.button(f"Launch {seeds} seeds × 2 arms", key=f"demo-{demo.id}", type="primary"):
             try:
                 overrides = {**demos.data_overrides(data), **({"steps": int(steps)} if steps else {})} or None

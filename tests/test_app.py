@@ -55,6 +55,11 @@ def test_home_lists_runs_with_state_and_offers_presets(app_runs, monkeypatch):
     from mgr.demos import DEMOS
     assert sum(label.startswith("Launch 5 seeds × 2 arms") for label in labels) == len(DEMOS) == 7
     assert all(d.question in text(at) for d in DEMOS.values())  # each card asks its question
+    # where a demo was re-run with 10 seeds, its card shows that measurement under the 5-seed one
+    from mgr.demos import MEASURED_10_SEEDS, measured
+    ten = measured(MEASURED_10_SEEDS)
+    assert ten and all(f"{r['seeds']} seeds" in text(at) and f"positive in {r['holds_in']} of 10 seeds" in text(at)
+                       for r in ten.values())
 
 
 def test_home_without_runs_says_how_to_start_one(tmp_path, monkeypatch):

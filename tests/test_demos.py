@@ -199,6 +199,8 @@ def test_every_shipped_demo_record_is_a_measurement_of_todays_demo():
         for demo in demos.DEMOS.values():
             text = demos.measured_text(demo, records.get(demo.id), data)
             assert text.startswith("Measured"), (data, demo.id, text)
+        for demo_id, record in demos.measured(demos.MEASURED_10_SEEDS, data=data).items():  # shown under them
+            assert demos.measured_text(demos.DEMOS[demo_id], record, data).startswith("Measured"), (data, demo_id)
 
 
 def test_stop_and_resume_apply_to_the_whole_demo(tmp_path):
