@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--finder-lr", type=float, default=1e-2)
     t.add_argument("--finder-lr-schedule", default="constant", choices=FINDER_LR_SCHEDULES,
                    help="constant, or lr: the finder's learning rate scaled like the classifier's, so the finder "
-                        "slows down with it and keeps what it learnt as η decays")
+                        "slows down with it as η decays")
     t.add_argument("--syn-per-real", type=int, default=1,
                    help="synthetic samples per real sample in the synthetic term and the finder's meta step")
     t.add_argument("--meta-every", type=int, default=None,

@@ -104,7 +104,7 @@ def form_fields() -> list[Field]:
         Field("finder_lr", "finder learning rate", "float", 1e-2, (), "the finder's Adam; too high and its latents "
               "leave the prior (the run then stops as failed)", when=_finder),
         Field("finder_lr_schedule", "finder lr schedule", "select", "constant", FINDER_LR_SCHEDULES, "lr: the finder's "
-              "learning rate scaled like the classifier's, so it keeps what it learnt as η decays", when=_finder),
+              "learning rate scaled like the classifier's, so the finder slows down with it as η decays", when=_finder),
         Field("meta_val", "finder's validation term", "select", "auto", META_VALS,
               "full: the whole validation split each meta step (less noise on small splits); auto: full when the "
               "split holds at most two batches", when=_finder),
