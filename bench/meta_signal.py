@@ -96,7 +96,7 @@ def lookahead_objective(s, d, finder) -> tuple[float, float]:
     ahead = {n: (p - lr * g).detach() for (n, p), g in zip(params.items(), meta.grads_of(loss, params))}
     with torch.no_grad():
         ce = float(meta.val_ce(s.model, ahead, x_held, y_held))
-        return ce + lam_kl_now(s, lr) * float(kl_batch(z_f)), ce
+        return ce + lam_kl_now(s) * float(kl_batch(z_f)), ce
 
 
 def shifted(finder, direction: torch.Tensor, step: float):

@@ -214,7 +214,7 @@ def finder_grads(s: State, params: dict, g_syn, v, lr: float, z_f, x_p, y_p, t):
     KL term's pull left out): exact (order "second", the default) or the retired finite-difference
     form (order "first", kept for old runs; its lookahead part is the total less λ_KL ∇KL)."""
     cfg = s.cfg
-    lam_kl = lam_kl_now(s, lr)
+    lam_kl = lam_kl_now(s)
     if cfg.order == "second":
         data, kl = meta.finder_hypergradient_parts(g_syn, v, lr, cfg.lam, s.finder, z_f, lam_kl)
         return [a + b for a, b in zip(data, kl)], data
@@ -224,20 +224,26 @@ def finder_grads(s: State, params: dict, g_syn, v, lr: float, z_f, x_p, y_p, t):
     return total, [a - b for a, b in zip(total, kl)]
 
 
-def lam_kl_now(s: State, lr: float) -> float:
+def lr_fraction(s: State) -> float:
+    """η/η_peak: the classifier's learning rate at this step over its schedule's peak (the configured lr),
+    which the "lr" schedules of λ_KL and of the finder's learning rate follow."""
+    return s.sched.get_last_lr()[0] / s.sched.base_lrs[0]
+
+
+def lam_kl_now(s: State) -> float:
     """λ_KL at this step: the configured value, or under lam_kl_schedule "lr" that value × η/η_peak, so
     that the KL's pull keeps its ratio to the lookahead part (∝ η) as the learning rate decays."""
     if s.cfg.lam_kl_schedule == "lr":
-        return s.cfg.lam_kl * lr / s.sched.base_lrs[0]
+        return s.cfg.lam_kl * lr_fraction(s)
     return s.cfg.lam_kl
 
 
 def finder_lr_now(s: State) -> float:
     """The finder's learning rate at this step: the configured one, or under finder_lr_schedule "lr" that
-    value × η/η_peak, so that the finder slows down with the classifier and a decaying schedule ends with
-    the finder where it was mid-run, instead of pulled back to the prior by the KL term alone."""
+    value × η/η_peak, so that the finder slows down with the classifier as η decays (measured: it then ends
+    further from the prior than under the constant lr, docs/method.md#the-signal)."""
     if s.cfg.finder_lr_schedule == "lr":
-        return s.cfg.finder_lr * s.sched.get_last_lr()[0] / s.sched.base_lrs[0]
+        return s.cfg.finder_lr * lr_fraction(s)
     return s.cfg.finder_lr
 
 
