@@ -4,7 +4,11 @@ all arms alike and the per-round ratios stay comparable.
 
     python bench/meta_cost.py --dataset digits --ratio 0.1 --threads 1
     python bench/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-every1,mgr-syn4
+    python bench/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-torch-bn,mgr-every1,mgr-every1-torch-bn
     python bench/meta_cost.py --quick            # smoke test (seconds)
+
+Arms ending in -torch-bn run the same step with PyTorch's own BatchNorm second derivative (the
+trainer before mgr/models/batchnorm.py), for a paired A/B of that change.
 
 Appends one record per (setting, arm) to bench/results/meta_cost.json: the median step time, the
 median and range of its per-round ratio to pcr (the first arm), and the setting.
@@ -12,6 +16,7 @@ median and range of its per-round ratio to pcr (the first arm), and the setting.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -24,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.data import DataConfig  # noqa: E402
 from mgr.trainer import TrainConfig  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
+from mgr.trainer import steps as trainer_steps  # noqa: E402
 from mgr.trainer.steps import train_step  # noqa: E402
 
 from records import append_record, stamp, write_json  # noqa: E402
@@ -32,7 +38,21 @@ ARMS = {"base": {"method": "base"}, "pcr": {"method": "pcr"}, "mgr": {"method": 
         "mgr-every1": {"method": "mgr", "meta_every": 1}, "mgr-every2": {"method": "mgr", "meta_every": 2},
         "mgr-every3": {"method": "mgr", "meta_every": 3}, "mgr-every4": {"method": "mgr", "meta_every": 4},
         "mgr-syn4": {"method": "mgr", "syn_per_real": 4, "meta_every": 1},
-        "mgr-batch-val": {"method": "mgr", "meta_val": "batch", "meta_every": 1}}
+        "mgr-batch-val": {"method": "mgr", "meta_val": "batch", "meta_every": 1},
+        "mgr-torch-bn": {"method": "mgr"}, "mgr-every1-torch-bn": {"method": "mgr", "meta_every": 1}}
+
+
+@contextlib.contextmanager
+def torch_batchnorm(arm: str):
+    """For a -torch-bn arm, the meta step without differentiated_twice(): PyTorch's BatchNorm second derivative."""
+    if not arm.endswith("-torch-bn"):
+        yield
+        return
+    cheap, trainer_steps.differentiated_twice = trainer_steps.differentiated_twice, contextlib.nullcontext
+    try:
+        yield
+    finally:
+        trainer_steps.differentiated_twice = cheap
 
 
 def steps(s, n: int) -> float:
@@ -68,12 +88,14 @@ def main(argv=None):
         a.batch_size, a.rounds, a.steps = 16, 2, 1
     states = {arm: build(TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), steps=10_000, batch_size=a.batch_size,
                                      width=a.width, device="cpu", **ARMS[arm])) for arm in arms}
-    for s in states.values():
-        steps(s, 2)  # warm-up: the allocator, the first meta step
+    for arm, s in states.items():
+        with torch_batchnorm(arm):
+            steps(s, 2)  # warm-up: the allocator, the first meta step
     times = {arm: [] for arm in arms}
     for _ in range(a.rounds):
         for arm, s in states.items():
-            times[arm].append(steps(s, a.steps))
+            with torch_batchnorm(arm):
+                times[arm].append(steps(s, a.steps))
     ref = arms[0]
     records = []
     for arm in arms:

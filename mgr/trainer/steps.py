@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .. import meta
 from ..finder import kl_batch
+from ..models.batchnorm import differentiated_twice
 from ..runtime import autocast
 from . import distributed
 from .state import State
@@ -184,7 +185,7 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
     with torch.autocast(s.device.type, enabled=False):
         z_f = s.finder(z)  # F_φ(z)
         x_p = s.G(z_f, y_p)  # synthetic images, differentiable in φ
-    with meta_autocast(s):
+    with meta_autocast(s), differentiated_twice():  # cheap second derivatives (models/batchnorm.py)
         t = s.T.draw(x_p) if t is None else t  # one draw of T, reused by every evaluation of ℓ_PCR this step
         params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
         ce = F.cross_entropy(meta.call(s.model, params, buffers, x), y)
@@ -268,7 +269,7 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
     second = cfg.mltp_variant != "fo"  # full, conv, fc: through the Hessian; fo: without it
     with torch.autocast(s.device.type, enabled=False):  # G and the finder in float32, as in mps_grads
         syn_i, syn_j = synthetic(s, len(x_i), through_finder=True), synthetic(s, len(x_j), through_finder=False)
-    with meta_autocast(s):
+    with meta_autocast(s), differentiated_twice():
         params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
         # task i at w: its forward gives the step's only BatchNorm update (copied back below)
         ce_i = F.cross_entropy(meta.call(s.model, params, buffers, x_i), y_i)
