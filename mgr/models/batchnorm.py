@@ -7,12 +7,11 @@ products and reductions: 45% of the hypergradient's time on the default SmallCNN
 CPU (docs/method.md#hypergradient-modes).
 
 `BatchNorm2d` below is torch.nn.BatchNorm2d everywhere except inside `differentiated_twice()`, the
-forwards the meta steps will differentiate a second time. There it records a backward written as
-the textbook formula in a few differentiable operations (the batch statistics recomputed with their
-graph, so that the second derivative sees how they depend on the input), which autograd's second
-pass goes through instead. The forward kernel and the running-statistics update are torch's own;
-without create_graph the backward is torch's fused kernel, bit for bit; the second derivatives agree
-with torch's to float64 rounding (tests/test_batchnorm.py).
+forwards the meta steps will differentiate a second time. There its backward is PyTorch's fused
+kernel wrapped in a function whose own derivative is written out (`_BatchNormBackward`), so the
+second pass costs a handful of elementwise passes. The forward kernel, the running-statistics update
+and every first derivative are torch's own, bit for bit; the second derivatives agree with torch's
+to float64 rounding (tests/test_batchnorm.py).
 """
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from contextvars import ContextVar
 
 import torch
 import torch.nn as nn
+from torch.autograd.function import once_differentiable
 
 _TWICE: ContextVar[bool] = ContextVar("differentiated_twice", default=False)
 
@@ -54,23 +54,67 @@ class _BatchNormTrain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, mean, invstd = ctx.saved_tensors
-        if not torch.is_grad_enabled():  # a plain backward (no create_graph): PyTorch's fused kernel
-            gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-                grad_out, x, weight, None, None, mean, invstd, True, ctx.eps, [True, True, True])
-            return gx, gw, gb, None, None, None, None
+        if torch.is_grad_enabled():  # create_graph: a backward that knows its own derivative
+            gx, gw, gb = _BatchNormBackward.apply(grad_out, x, weight, mean, invstd, ctx.eps)
+        else:  # a plain backward: PyTorch's, as nn.BatchNorm2d would run it
+            gx, gw, gb = _fused_backward(grad_out, x, weight, mean, invstd, ctx.eps)
+        return gx, gw, gb, None, None, None, None
+
+
+def _fused_backward(grad_out, x, weight, mean, invstd, eps):
+    return torch.ops.aten.native_batch_norm_backward(grad_out, x, weight, None, None, mean, invstd, True, eps,
+                                                     [True, True, True])
+
+
+class _BatchNormBackward(torch.autograd.Function):
+    """BatchNorm's backward, (gy, x, w) ↦ (gx, gw, gb), computed by PyTorch's fused kernel, with its own
+    derivative written out. Per channel, over its n elements, with x̂ = (x − μ)·r, r = (σ² + ε)^(−1/2),
+    ā = mean(gy) and b̄ = mean(gy·x̂):
+
+        gx = w·r·(gy − ā − x̂·b̄),    gw = n·b̄,    gb = n·ā.
+
+    For cotangents (Gx, Gw, Gb) of those, with P(u) = u − mean(u) − x̂·mean(u·x̂) (symmetric, so gx is
+    self-adjoint in gy), ∂x̂_j/∂x_i = r·(δ_ij − 1/n − x̂_i·x̂_j/n) and ∂r/∂x_i = −r²·x̂_i/n:
+
+        ∂/∂gy = w·r·P(Gx) + Gw·x̂ + Gb
+        ∂/∂x  = r·P(g) − w·r²·S·x̂,   g = gy·(Gw − w·r·mean(Gx·x̂)) − w·r·b̄·Gx,   S = mean(Gx·(gy − ā − x̂·b̄))
+        ∂/∂w  = n·r·S
+
+    A handful of elementwise passes where autograd through PyTorch's formula takes several times more.
+    Checked against PyTorch and by finite differences (tests/test_batchnorm.py). A third derivative is
+    not needed anywhere, so it is not offered (once_differentiable)."""
+
+    @staticmethod
+    def forward(ctx, grad_out, x, weight, mean, invstd, eps):
+        gx, gw, gb = _fused_backward(grad_out, x, weight, mean, invstd, eps)
+        ctx.save_for_backward(grad_out, x, weight, mean, invstd, gw, gb)
+        return gx, gw, gb
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, Gx, Gw, Gb):
+        gy, x, w, mean, invstd, gw, gb = ctx.saved_tensors
         dtype = torch.promote_types(x.dtype, torch.float32)  # bf16 inputs: reduce in float32
-        xf, gy = x.to(dtype), grad_out.to(dtype)
-        dims = [0, *range(2, x.dim())]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        n = x.numel() // x.shape[1]
-        xc = xf - xf.mean(dims, keepdim=True)
-        inv = torch.rsqrt(xc.pow(2).mean(dims, keepdim=True) + ctx.eps)
-        xhat = xc * inv
-        sum_gy = gy.sum(dims, keepdim=True)  # = ∂L/∂bias
-        sum_gy_xhat = (gy * xhat).sum(dims, keepdim=True)  # = ∂L/∂weight
-        gx = (weight.to(dtype).view(shape) * inv) * (gy - sum_gy / n - xhat * (sum_gy_xhat / n))
-        return (gx.to(x.dtype), sum_gy_xhat.flatten().to(weight.dtype), sum_gy.flatten().to(weight.dtype),
-                None, None, None, None)
+        dims, shape, n = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2), x.numel() // x.shape[1]
+        mean_ = lambda t: t.mean(dims, keepdim=True)  # noqa: E731  (per channel)
+        per_channel = lambda t: t.to(dtype).view(shape)  # noqa: E731
+        r, wr = per_channel(invstd), per_channel(w) * per_channel(invstd)
+        xhat = (x.to(dtype) - per_channel(mean)) * r
+        gy_, Gx = gy.to(dtype), Gx.to(dtype)
+        a, b = per_channel(gb) / n, per_channel(gw) / n  # ā, b̄
+        Gw, Gb = per_channel(Gw), per_channel(Gb)
+        m_Gx, m_Gx_xhat = mean_(Gx), mean_(Gx * xhat)
+        d_gy = d_x = d_w = None
+        if ctx.needs_input_grad[0]:
+            d_gy = (wr * (Gx - m_Gx - xhat * m_Gx_xhat) + Gw * xhat + Gb).to(gy.dtype)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            S = mean_(Gx * gy_) - a * m_Gx - b * m_Gx_xhat
+            if ctx.needs_input_grad[1]:
+                g = gy_ * (Gw - wr * m_Gx_xhat) - (b * wr) * Gx
+                d_x = (r * (g - mean_(g) - xhat * mean_(g * xhat)) - (wr * r * S) * xhat).to(x.dtype)
+            if ctx.needs_input_grad[2]:
+                d_w = (n * r * S).flatten().to(w.dtype)
+        return d_gy, d_x, d_w, None, None, None
 
 
 class BatchNorm2d(nn.BatchNorm2d):
