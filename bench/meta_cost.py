@@ -4,11 +4,11 @@ all arms alike and the per-round ratios stay comparable.
 
     python bench/meta_cost.py --dataset digits --ratio 0.1 --threads 1
     python bench/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-every1,mgr-syn4
-    python bench/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-torch-bn,mgr-every1,mgr-every1-torch-bn
+    python bench/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-torch-2nd,mgr-every1,mgr-every1-torch-2nd
     python bench/meta_cost.py --quick            # smoke test (seconds)
 
-Arms ending in -torch-bn run the same step with PyTorch's own BatchNorm second derivative (the
-trainer before mgr/models/batchnorm.py), for a paired A/B of that change.
+Arms ending in -torch-2nd run the same step with PyTorch's own second derivatives (the trainer before
+mgr/models/second_order.py), for a paired A/B of that change.
 
 Appends one record per (setting, arm) to bench/results/meta_cost.json: the median step time, the
 median and range of its per-round ratio to pcr (the first arm), and the setting.
@@ -39,16 +39,16 @@ ARMS = {"base": {"method": "base"}, "pcr": {"method": "pcr"}, "mgr": {"method": 
         "mgr-every3": {"method": "mgr", "meta_every": 3}, "mgr-every4": {"method": "mgr", "meta_every": 4},
         "mgr-syn4": {"method": "mgr", "syn_per_real": 4, "meta_every": 1},
         "mgr-batch-val": {"method": "mgr", "meta_val": "batch", "meta_every": 1},
-        "mgr-torch-bn": {"method": "mgr"}, "mgr-every1-torch-bn": {"method": "mgr", "meta_every": 1}}
+        "mgr-torch-2nd": {"method": "mgr"}, "mgr-every1-torch-2nd": {"method": "mgr", "meta_every": 1}}
 
 
 @contextlib.contextmanager
-def torch_batchnorm(arm: str):
-    """For a -torch-bn arm, the meta step without differentiated_twice(): PyTorch's BatchNorm second derivative."""
-    if not arm.endswith("-torch-bn"):
+def torch_second_derivatives(arm: str):
+    """For a -torch-2nd arm, the meta step without differentiated_twice(): PyTorch's own second derivatives."""
+    if not arm.endswith("-torch-2nd"):
         yield
         return
-    cheap, trainer_steps.differentiated_twice = trainer_steps.differentiated_twice, contextlib.nullcontext
+    cheap, trainer_steps.differentiated_twice = trainer_steps.differentiated_twice, lambda **_: contextlib.nullcontext()
     try:
         yield
     finally:
@@ -89,12 +89,12 @@ def main(argv=None):
     states = {arm: build(TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio), steps=10_000, batch_size=a.batch_size,
                                      width=a.width, device="cpu", **ARMS[arm])) for arm in arms}
     for arm, s in states.items():
-        with torch_batchnorm(arm):
+        with torch_second_derivatives(arm):
             steps(s, 2)  # warm-up: the allocator, the first meta step
     times = {arm: [] for arm in arms}
     for _ in range(a.rounds):
         for arm, s in states.items():
-            with torch_batchnorm(arm):
+            with torch_second_derivatives(arm):
                 times[arm].append(steps(s, a.steps))
     ref = arms[0]
     records = []

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .batchnorm import BatchNorm2d, use_cheap_second_derivative
+from .second_order import BatchNorm2d, Conv2d, use_cheap_second_derivative
 
 MODELS = ("smallcnn", "resnet18")
 
@@ -46,8 +46,8 @@ class SmallCNN(Classifier):
         w = (width, 2 * width, 4 * width)
 
         def stage(cin, cout, pool):
-            layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), BatchNorm2d(cout), nn.ReLU(inplace=True),
-                      nn.Conv2d(cout, cout, 3, padding=1, bias=False), BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            layers = [Conv2d(cin, cout, 3, padding=1, bias=False), BatchNorm2d(cout), nn.ReLU(inplace=True),
+                      Conv2d(cout, cout, 3, padding=1, bias=False), BatchNorm2d(cout), nn.ReLU(inplace=True)]
             return layers + ([nn.MaxPool2d(2)] if pool else [])
 
         self.body = nn.Sequential(*stage(in_channels, w[0], True), *stage(w[0], w[1], True),
@@ -75,8 +75,8 @@ class ResNet18(Classifier):
         self.feature_dim = net.fc.in_features
         self.head = net.fc
         net.fc = nn.Identity()
-        # with fc removed, torchvision's forward ends at the flattened avg-pool; its BatchNorm layers get the
-        # cheap second derivative the meta steps need (batchnorm.py)
+        # with fc removed, torchvision's forward ends at the flattened avg-pool; its convolutions and BatchNorm
+        # layers get the cheap second derivatives the meta steps need (second_order.py)
         self.body = use_cheap_second_derivative(net)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:

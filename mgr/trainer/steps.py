@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .. import meta
 from ..finder import kl_batch
-from ..models.batchnorm import differentiated_twice
+from ..models.second_order import differentiated_twice
 from ..runtime import autocast
 from . import distributed
 from .state import State
@@ -185,11 +185,12 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
     with torch.autocast(s.device.type, enabled=False):
         z_f = s.finder(z)  # F_φ(z)
         x_p = s.G(z_f, y_p)  # synthetic images, differentiable in φ
-    with meta_autocast(s), differentiated_twice():  # cheap second derivatives (models/batchnorm.py)
+    with meta_autocast(s), differentiated_twice():  # cheap second derivatives (models/second_order.py)
         t = s.T.draw(x_p) if t is None else t  # one draw of T, reused by every evaluation of ℓ_PCR this step
         params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
         ce = F.cross_entropy(meta.call(s.model, params, buffers, x), y)
-        syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
+        with differentiated_twice(weights=False):  # its second derivative goes to φ only, through x_p
+            syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
         # ∇_θ L(θ; φ) in two parts: φ enters θ' only through the synthetic term's gradient, so only
         # that one keeps a graph for the hypergradient's second derivative
         g_ce = meta.grads_of(ce, params)

@@ -1,9 +1,10 @@
-"""The cheap second derivative of BatchNorm (mgr/models/batchnorm.py): PyTorch's values, first and second
-order, the same running statistics, and nothing changed outside `differentiated_twice()`. The trainer's
+"""The cheap second derivatives of BatchNorm and convolution (mgr/models/second_order.py): PyTorch's values,
+first and second order, the same running statistics, and nothing changed outside `differentiated_twice()`. The trainer's
 hypergradient through it is checked against an independent computation through PyTorch's own BatchNorm
 in tests/test_hypergradient.py (SmallCNN and ResNet-18)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -11,7 +12,9 @@ import torch
 import torch.nn as nn
 
 from mgr.models import build_classifier
-from mgr.models.batchnorm import BatchNorm2d, differentiated_twice, use_cheap_second_derivative
+import torch.nn.functional as F
+
+from mgr.models.second_order import BatchNorm2d, Conv2d, differentiated_twice, use_cheap_second_derivative
 
 
 def pair(dtype=torch.float64, c=3):
@@ -90,9 +93,10 @@ def test_outside_the_block_it_is_nn_batchnorm2d_and_keeps_its_state_dict():
 
 
 @pytest.mark.parametrize("model", ["smallcnn", "resnet18"])
-def test_every_batchnorm_of_the_classifiers_has_the_cheap_second_derivative(model):
+def test_every_convolution_and_batchnorm_of_the_classifiers_has_the_cheap_second_derivative(model):
     m = build_classifier(model, 10, 1)
     assert {type(mod) for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)} == {BatchNorm2d}
+    assert {type(mod) for mod in m.modules() if isinstance(mod, nn.Conv2d)} == {Conv2d}
 
 
 def test_swapping_keeps_parameters_buffers_mode_and_the_random_stream():
@@ -104,7 +108,66 @@ def test_swapping_keeps_parameters_buffers_mode_and_the_random_stream():
     before, rng = copy.deepcopy(net.state_dict()), torch.get_rng_state()
     use_cheap_second_derivative(net)
     assert torch.equal(rng, torch.get_rng_state())  # nothing initialised: a run's later draws are unchanged
-    assert type(net[0]) is nn.Conv2d and type(net[1]) is BatchNorm2d and type(net[2][0]) is BatchNorm2d
+    assert type(net[0]) is Conv2d and type(net[1]) is BatchNorm2d and type(net[2][0]) is BatchNorm2d
     assert not net[1].training
     after = net.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def two_convolutions(layer, stride=1, size=12, dtype=torch.float32):
+    torch.manual_seed(0)
+    c1 = layer(1, 8, 3, stride, padding=1, bias=False).to(dtype)
+    c2 = layer(8, 8, 3, stride, padding=1, bias=False).to(dtype)
+    return c1, c2, torch.randn(16, 1, size, size, dtype=dtype)
+
+
+def hypergradient_shaped(layer, weights_twice: bool, stride=1, size=12, dtype=torch.float32):
+    """What the finder's hypergradient asks of the convolutions: the first derivative toward the weights
+    with its graph, then ∇_x ⟨∇_W ℓ, v⟩, counting the convolutions of that second pass."""
+    from torch.profiler import profile
+    c1, c2, x = two_convolutions(layer, stride, size, dtype)
+    x = x.requires_grad_()
+    with differentiated_twice(weights=weights_twice):
+        loss = c2(F.relu(c1(x * 2))).pow(2).mean()
+    g = torch.autograd.grad(loss, [c1.weight, c2.weight], create_graph=True)
+    dot = sum((t * torch.linspace(-1, 1, t.numel(), dtype=dtype).view_as(t)).sum() for t in g)
+    with profile() as p:
+        gx = torch.autograd.grad(dot, [x])[0]
+    return [t.detach() for t in g], gx, sum(e.name in ("aten::convolution", "aten::convolution_backward")
+                                            for e in p.events())
+
+
+@pytest.mark.parametrize("stride,size", [(1, 12), (2, 13)])
+def test_convolution_toward_inputs_gives_pytorchs_gradients_and_second_derivative(stride, size):
+    """Stride 2 on an odd size: the input gradient must keep the input's shape."""
+    (g_ref, gx_ref, _), (g, gx, _) = (hypergradient_shaped(nn.Conv2d, True, stride, size, torch.float64),
+                                      hypergradient_shaped(Conv2d, False, stride, size, torch.float64))
+    assert all(torch.equal(a, b) for a, b in zip(g_ref, g))  # the weights' gradients: PyTorch's kernel
+    assert torch.allclose(gx, gx_ref, rtol=1e-10, atol=1e-14), (gx - gx_ref).abs().max()
+
+
+def test_convolution_toward_inputs_skips_the_weight_term_pytorch_computes():
+    """What the layer is for: one full-size convolution fewer in the second pass for each layer whose input
+    gradient is taken (c2), and none of it without weights=False."""
+    _, _, n_torch = hypergradient_shaped(nn.Conv2d, True)
+    _, _, n_all = hypergradient_shaped(Conv2d, True)
+    _, _, n_inputs = hypergradient_shaped(Conv2d, False)
+    assert n_all == n_torch and n_inputs == n_torch - 1, (n_torch, n_all, n_inputs)
+
+
+def test_convolution_toward_inputs_plain_backward_is_pytorchs():
+    """A plain backward (the retired finite-difference mode takes the synthetic term's gradient without a
+    graph) gives the weight's gradient bit for bit; a second backward through the same forward gives the
+    input's gradient only (the second pass of a hypergradient)."""
+    grads = []
+    for layer, twice in ((nn.Conv2d, contextlib.nullcontext()), (Conv2d, differentiated_twice(weights=False))):
+        c1, c2, x = two_convolutions(layer)
+        x = x.requires_grad_()
+        with twice:
+            loss = c2(F.relu(c1(x))).pow(2).mean()
+        grads.append(torch.autograd.grad(loss, [x, c1.weight, c2.weight], retain_graph=True))
+        if layer is Conv2d:
+            again = torch.autograd.grad(loss, [x, c2.weight], allow_unused=True)
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+    assert torch.equal(again[0], grads[0][0]) and again[1] is None
