@@ -1,7 +1,7 @@
 """The cheap second derivatives of BatchNorm and convolution (mgr/models/second_order.py): PyTorch's values,
-first and second order, the same running statistics, and nothing changed outside `differentiated_twice()`. The trainer's
-hypergradient through it is checked against an independent computation through PyTorch's own BatchNorm
-in tests/test_hypergradient.py (SmallCNN and ResNet-18)."""
+first and second order, the same running statistics, and nothing changed outside `differentiated_twice()`.
+The trainer's hypergradient through these layers is checked against an independent computation through
+PyTorch's own layers in tests/test_hypergradient.py (SmallCNN and ResNet-18)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,10 +10,9 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-
-from mgr.models import build_classifier
 import torch.nn.functional as F
 
+from mgr.models import build_classifier
 from mgr.models.second_order import BatchNorm2d, Conv2d, differentiated_twice, use_cheap_second_derivative
 
 

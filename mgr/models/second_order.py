@@ -97,7 +97,7 @@ class _BatchNormBackward(torch.autograd.Function):
         ∂/∂w  = n·r·S
 
     A handful of elementwise passes where autograd through PyTorch's formula takes several times more.
-    Checked against PyTorch and by finite differences (tests/test_batchnorm.py). A third derivative is
+    Checked against PyTorch and by finite differences (tests/test_second_order.py). A third derivative is
     not needed anywhere, so it is not offered (once_differentiable)."""
 
     @staticmethod
@@ -143,8 +143,7 @@ class _Conv2dTowardInputs(torch.autograd.Function):
     def forward(ctx, x, weight, conf):
         ctx.save_for_backward(x, weight)
         ctx.conf, ctx.weight_given = conf, False
-        stride, padding, dilation, groups = conf
-        return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+        return _conv(x, weight, conf)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -173,8 +172,12 @@ class _ConvInputGrad(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         (weight,) = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conf
-        return F.conv2d(g, weight, None, stride, padding, dilation, groups), None, None, None
+        return _conv(g, weight, ctx.conf), None, None, None
+
+
+def _conv(x, weight, conf):
+    stride, padding, dilation, groups = conf
+    return F.conv2d(x, weight, None, stride, padding, dilation, groups)
 
 
 def _conv_backward(grad_out, x, weight, conf, mask):
@@ -197,7 +200,6 @@ class BatchNorm2d(nn.BatchNorm2d):
                                      self.momentum, self.eps)
 
 
-
 class Conv2d(nn.Conv2d):
     """nn.Conv2d (same parameters and state dict) whose second derivative skips the weight term inside
     `differentiated_twice(weights=False)`."""
@@ -212,6 +214,7 @@ class Conv2d(nn.Conv2d):
             x, w = x.to(dtype), w.to(dtype)
         out = _Conv2dTowardInputs.apply(x, w, (list(self.stride), list(self.padding), list(self.dilation), self.groups))
         return out if self.bias is None else out + self.bias.to(out.dtype).view(1, -1, 1, 1)
+
 
 def use_cheap_second_derivative(module: nn.Module) -> nn.Module:
     """Make every nn.Conv2d and nn.BatchNorm2d inside `module` (e.g. torchvision's ResNet-18) the class
