@@ -9,6 +9,8 @@ import zipfile
 from pathlib import Path
 
 import streamlit as st
+from streamlit import config  # AppTest patches config.get_option, not st.get_option
+from streamlit.runtime.pages_manager import PagesManager
 
 from mgr import launch
 from mgr.analysis.files import file_signature, probe_steps
@@ -20,6 +22,21 @@ STATE_ICON = {"running": "🟢", "finished": "✅", "failed": "❌", "stopped": 
 CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 # what a deleted or half-written run can raise while a page reads it
 BROKEN = (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile)
+
+
+def through_app() -> None:
+    """Every page calls this first. Until app.py's st.navigation has run once in a server process, Streamlit
+    treats a folder named pages/ (ours: the project's layout fixes the name) as its legacy multipage app: a
+    first request to a page's URL (a bookmark of /latents?run=…, a tab that reconnects after `make run` is
+    restarted) runs that file alone, without app.py, so the sidebar lists every file of pages/ ("ui" and
+    "diagram" included), the wide layout is lost, and it stays so until someone opens "/". Turn the legacy
+    mode off, as st.navigation itself does, and rerun: the same URL then goes through app.py's navigation
+    (a page's id is its URL path in both modes). tests/test_app_e2e.py opens a page's URL first. Not under
+    AppTest, which sets the legacy mode again before each of its runs: there the rerun would drop the button
+    a test has just clicked (a real server's first run is a page load, with nothing clicked)."""
+    if PagesManager.uses_pages_directory and not config.get_option("global.appTest"):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 @st.cache_resource(show_spinner=False)

@@ -9,7 +9,9 @@ from mgr.analysis.curves import curve_fields, curves, group_curves, long_metrics
 from mgr.analysis.files import file_signature
 from mgr.analysis.runs import group_labels, lead_statistic, seed_table, validation_size
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, STATE_ICON, no_runs, overview, state_text
+from pages._ui import CHART_CONFIG, STATE_ICON, no_runs, overview, state_text, through_app
+
+through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("📊 Compare runs")
 summaries = [s for s in overview() if s.state != "unknown"]

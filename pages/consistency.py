@@ -7,7 +7,9 @@ from mgr.analysis.consistency import gap_extremes, gap_history
 from mgr.analysis.files import probe_steps
 from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner
+from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner, through_app
+
+through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🔁 Consistency (PCR gaps)")
 st.caption("PCR asks the features of a synthetic image x_p and of an augmented view T(x_p) to agree. The gap "

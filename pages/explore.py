@@ -8,7 +8,10 @@ from mgr.analysis import explore as ex
 from mgr.analysis.feature_map import feature_map
 from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner, umap_warmup
+from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner,
+                       through_app, umap_warmup)
+
+through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🧭 Explore — steer the generator")
 st.caption("Start from a latent z, move it along named directions and between two class labels, and read at every "

@@ -9,7 +9,10 @@ from mgr.analysis.models import interpolation, loaded_models
 from mgr.analysis.mosaic import mosaic
 from mgr.analysis.projection import place_on_map
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner, umap_warmup
+from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner,
+                       through_app, umap_warmup)
+
+through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🗺️ Feature space")
 st.caption("A 2-D map of the classifier's features g_ψ at one evaluation: real images (dots, a colour per class) "

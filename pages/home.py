@@ -7,7 +7,9 @@ import streamlit as st
 from mgr import demo_queue, demos, figures, launch
 from mgr.runstore import Run
 from pages._diagram import mgr_svg
-from pages._ui import CHART_CONFIG, STATE_ICON, launcher, overview, runs_dir, state_text
+from pages._ui import CHART_CONFIG, STATE_ICON, launcher, overview, runs_dir, state_text, through_app
+
+through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 VERDICT_BOX = {"holds": st.success, "opposite": st.error, "inconclusive": st.warning}
 

@@ -11,7 +11,10 @@ from mgr.analysis.finder_view import (AMPLIFY, SAMPLE_STATS, SIGNAL_THRESHOLD, S
 from mgr.analysis.latents import LatentView, latent_view
 from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner
+from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner,
+                       through_app)
+
+through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🎲 Latents — uniform vs finder")
 st.caption("For the same probe latents z: the generator's uniform samples G(z, y) and the finder's samples "

@@ -6,7 +6,10 @@ import streamlit as st
 from mgr import figures, launch
 from mgr.analysis.curves import curve_fields, curves, scalar_curves, smoothable
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, ago, fmt_seconds, guarded, launcher, overview, pick_run, state_banner, state_text
+from pages._ui import (CHART_CONFIG, ago, fmt_seconds, guarded, launcher, overview, pick_run, state_banner,
+                       state_text, through_app)
+
+through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🚀 Train")
 L = launcher()

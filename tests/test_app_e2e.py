@@ -187,3 +187,25 @@ def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, bro
     finally:
         for m in demo_queue.list_launches(runs_dir):  # the demo outlives the app by design: end it here
             demo_queue.stop(runs_dir, m["id"])
+
+
+def test_a_page_url_opened_first_goes_through_the_apps_navigation(server, browser):
+    """A fresh server's first request is a page's URL (a bookmark, or a tab reconnecting after a restart).
+    Streamlit would run that file alone in its legacy pages/ mode: a sidebar listing every file of pages/
+    ("ui", "diagram") and no wide layout. The page must come up inside app.py's navigation instead."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server
+    driver = browser
+    driver.get(f"{url}/latents")
+
+    def sidebar(d):
+        return " ".join(e.text for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"]'))
+    WebDriverWait(driver, 120, poll_frequency=0.5).until(lambda d: "Explore a run" in sidebar(d))
+    time.sleep(2.0)  # a page that went through the legacy mode would show its list again on its next message
+    text = sidebar(driver)
+    assert "Data & generators" in text and "Feature space" in text
+    assert not {"ui", "diagram", "app"} & set(text.split()), text
+    assert "Latents" in driver.find_element(By.TAG_NAME, "h1").text
+    assert driver.current_url.startswith(f"{url}/latents")
