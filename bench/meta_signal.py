@@ -206,6 +206,10 @@ def main(argv=None):
     p.add_argument("--set", nargs="*", default=[], help="training options FIELD=VALUE (e.g. finder_lr=1e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
+    p.add_argument("--finder-activation", choices=("relu", "silu"), default="relu",
+                   help="the residual finder's hidden activation: silu replaces its ReLUs after it is built, to see "
+                        "whether a finder whose units cannot fall silent learns more (a bench-only change, not a "
+                        "trainer option: docs/method.md#a-finder-that-adds-one-vector)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="bench/results/meta_signal.json")
     a = p.parse_args(argv)
@@ -221,7 +225,11 @@ def main(argv=None):
                          f"--steps {a.steps}")
     cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio, val_fraction=a.val_fraction), method="mgr", steps=a.steps,
                       batch_size=a.batch_size, seed=a.seed, device="cpu", **parse_overrides(p, a.set))
+    if a.finder_activation == "silu" and cfg.finder == "linear":
+        p.error("--finder-activation silu needs a finder with hidden units (residual or mlp), not linear")
     s = build(cfg)
+    if a.finder_activation == "silu":  # no parameters in an activation: the finder's optimizer is unchanged
+        s.finder.net[1], s.finder.net[3] = torch.nn.SiLU(), torch.nn.SiLU()
     phi0 = flat(s.finder)
     out, records, online = Path(a.out), [], []
     t_train = time.perf_counter()
@@ -235,7 +243,8 @@ def main(argv=None):
         for lever in levers:
             rec = {**stamp("meta_signal.py", argv), "dataset": a.dataset, "ratio": a.ratio,
                    "val_fraction": a.val_fraction, "n_val": len(s.data.y_val), "batch_size": a.batch_size,
-                   "seed": a.seed, "train_set": a.set, "train_meta_val": cfg.meta_val, "lever": lever, "lever_fields": LEVERS[lever], "step": s.step,
+                   "seed": a.seed, "train_set": a.set, "finder_activation": a.finder_activation,
+                   "train_meta_val": cfg.meta_val, "lever": lever, "lever_fields": LEVERS[lever], "step": s.step,
                    "steps": a.steps, "draws": a.draws, "online_hg_cos_last_50_steps": (
                        round(statistics.mean(recent), 4) if recent else None),
                    **measure(s, LEVERS[lever], a.draws, a.step_scale, a.others, a.heldout, phi0),

@@ -40,7 +40,8 @@ except ImportError:  # Windows: fall back to the pid in status.json
 from .checkpoint import atomic_write, atomic_write_text
 
 STATES = ("running", "finished", "failed", "stopped")
-METRIC_FIELDS = ("step", "epoch", "lr", "loss", "ce", "pcr", "syn_ce", "kl", "latent_shift", "meta_val_ce",
+METRIC_FIELDS = ("step", "epoch", "lr", "loss", "ce", "pcr", "syn_ce", "kl", "latent_shift", "shift_spread",
+                 "meta_val_ce",
                  # the finder's hypergradient: its lookahead part's cosine with the previous step's (≈ 0: it
                  # follows noise), and the KL term's share of its length (≈ 1: only pulled back to the prior)
                  "hg_cos", "kl_share",

@@ -7,7 +7,7 @@ from mgr.analysis.curves import curves
 from mgr.analysis.curves import scalar_curves
 from mgr.analysis.finder_fid import fid_uniform_vs_finder
 from mgr.analysis.finder_view import (AMPLIFY, SAMPLE_STATS, SIGNAL_THRESHOLD, SignalReading, amplified_shifts,
-                                      sample_stats, shift_history, signal_reading)
+                                      one_vector_reading, sample_stats, shift_history, signal_reading)
 from mgr.analysis.latents import LatentView, latent_view
 from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
@@ -98,10 +98,11 @@ with guarded(s):
              help="0 for uniform sampling; the KL term keeps F(z) near N(0, I)")
 
     cols = load_curves(str(run.path), signature(run, "metrics.jsonl"))
-    fields = [k for k in ("latent_shift", "kl") if k in cols]
+    fields = [k for k in ("latent_shift", "shift_spread", "kl") if k in cols]
     if fields:
         st.plotly_chart(figures.curves([(k, cols["step"], cols[k]) for k in fields], 0.0,
-                                       "latent shift and KL over training (means between evaluations)", markers=True),
+                                       "latent shift (and its part that depends on z) and KL over training "
+                                       "(means between evaluations)", markers=True),
                         config=CHART_CONFIG)
 
 with guarded(s):
@@ -112,7 +113,11 @@ with guarded(s):
         st.markdown(reading.text)
         st.plotly_chart(figures.signal_curve(reading, SIGNAL_THRESHOLD), config=CHART_CONFIG)
 
+    hist = load_shifts(str(run.path), signature(run, "probes/static.npz", *(f"probes/step_{t:07d}.npz"
+                                                                            for t in run.probe_steps())))
     st.subheader("What the finder pushes toward")
+    if (one_vector := one_vector_reading(hist, step)) is not None:
+        st.warning(one_vector, icon="➡️")
     st.caption(f"G(z + k·(F(z) − z), y) for a few probe latents z per class (rows: classes) at step {step}: "
                "k = 0 is the uniform sample, k = 1 the finder's, larger k amplify the finder's shift to show its "
                "direction.")
@@ -130,11 +135,11 @@ with guarded(s):
         st.caption(f"‖F(z) − z‖ of these latents: mean {amp['shift'].mean():.3f} (max {amp['shift'].max():.3f}).")
 
     st.subheader("How the shift grows over training")
-    hist = load_shifts(str(run.path), signature(run, "probes/static.npz", *(f"probes/step_{t:07d}.npz"
-                                                                            for t in run.probe_steps())))
     a, b = st.columns(2)
-    a.plotly_chart(figures.curves([("‖F(z) − z‖", hist["steps"], hist["shift_mean"])], 0.0,
-                                  "mean latent shift of the probes (± std)", markers=True,
+    a.plotly_chart(figures.curves([("‖F(z) − z‖", hist["steps"], hist["shift_mean"]),
+                                   ("its part that depends on z", hist["steps"], hist["spread"])], 0.0,
+                                  "mean latent shift of the probes (± std) and its part that depends on z",
+                                  markers=True,
                                   bands={"‖F(z) − z‖": (hist["shift_mean"] - hist["shift_std"],
                                                         hist["shift_mean"] + hist["shift_std"])}),
                    config=CHART_CONFIG)

@@ -155,7 +155,7 @@ mltp, co = cfg.get("procedure") == "mltp", bool(cfg.get("co_learner"))
 PANELS = [  # (title, source, field picker, shown for this run); any numeric field not listed lands in "more curves"
     ("Accuracy", "metrics", lambda k: k.endswith("_acc") and not k.startswith("co_"), True),
     ("Training losses", "scalars", lambda k: k in ("loss", "ce", "pcr", "syn_ce", "meta_val_ce", "mltp_ce_j"), True),
-    ("Finder: latent shift and KL", "scalars", lambda k: k in ("latent_shift", "kl"), s.method in ("gda-mps", "mgr", "?")),
+    ("Finder: latent shift and KL", "scalars", lambda k: k in ("latent_shift", "shift_spread", "kl"), s.method in ("gda-mps", "mgr", "?")),
     ("Held-out losses", "metrics", lambda k: k in ("val_loss", "test_loss"), True),
     ("MLTP: step size α per layer group", "scalars",
      lambda k: k.startswith("alpha_") and k.endswith("_mean"), mltp),

@@ -260,3 +260,28 @@ def test_meta_signal_quick_records_agreement_held_out_and_half_means(tmp_path):
         assert -1 <= r["agreement_of_half_means"] <= 1 and r["half_means_of"] == 1
         assert 0 <= r["heldout_lowered"] <= r["heldout_pairs"] and r["seconds_per_hypergradient"] > 0
         assert r["command"].startswith("python bench/meta_signal.py --quick")
+
+
+def test_finder_units_counts_silent_units_and_the_part_of_the_shift_that_depends_on_z():
+    import torch
+
+    from mgr.finder import Finder
+    units = load("finder_units")
+    finder = Finder(16)
+    assert units.measure(finder) == {"finder": "residual", "units_alive": [1.0, 1.0], "shift": 0.0, "spread": 0.0}
+    with torch.no_grad():
+        finder.net[2].bias.fill_(-100.0)  # the second layer silent for every latent, as at lr 1e-2
+        finder.net[4].weight.normal_(generator=torch.Generator().manual_seed(0))
+        finder.net[4].bias.fill_(0.5)
+    silent = units.measure(finder)
+    assert silent["units_alive"] == [1.0, 0.0] and silent["shift"] == pytest.approx(2.0) and silent["spread"] == 0.0
+    assert units.measure(Finder(16, "linear"))["units_alive"] == []
+
+
+def test_finder_units_trace_records_the_finder_after_each_first_step(tmp_path):
+    out = tmp_path / "finder_units.json"
+    load("finder_units").main(["--trace", "--dataset", "digits", "--ratio", "0.1", "--steps", "3", "--out", str(out)])
+    (record,) = json.loads(out.read_text())
+    assert [t["step"] for t in record["trace"]] == [0, 1, 2, 3] and record["command"].startswith("python bench/finder_units.py --trace")
+    assert record["trace"][0]["shift"] == 0.0 and record["trace"][1]["shift"] > 0  # identity at first, then moved
+    assert all(len(t["units_alive"]) == 2 for t in record["trace"])

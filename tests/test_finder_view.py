@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mgr.analysis.curves import scalar_curves
-from mgr.analysis.finder_view import (SIGNAL_THRESHOLD, amplified_shifts, sample_stats, shift_history,
-                                      signal_reading)
+from mgr.analysis.finder_view import (SIGNAL_THRESHOLD, amplified_shifts, one_vector_reading, sample_stats,
+                                      shift_history, signal_reading)
 from mgr.runstore import Run
 
 
@@ -77,8 +77,20 @@ def test_shift_history_measures_the_probe_shifts_at_each_evaluation(app_runs):
     u = run.load_probe(run.probe_steps()[-1])["finder_z"] - z  # any two probes: the baseline, computed directly
     u = u / np.linalg.norm(u, axis=1, keepdims=True)
     assert hist["any_probes_cos"][-1] == pytest.approx((u @ u.T)[np.triu_indices(len(u), 1)].mean(), rel=1e-5)
+    shifts = run.load_probe(run.probe_steps()[-1])["finder_z"] - z  # the part that depends on z, directly
+    assert hist["spread"][-1] == pytest.approx(np.linalg.norm(shifts - shifts.mean(0), axis=1).mean(), rel=1e-5)
     pcr = shift_history(Run(app_runs / "t-pcr"))  # no finder: no shift, and no direction made up for it
     assert np.all(pcr["shift_mean"] == 0) and np.isnan(pcr["same_class_cos"]).all()
+    assert one_vector_reading(pcr, pcr["steps"][-1]) is None
+
+
+def test_a_finder_that_adds_one_vector_is_called_so_and_one_that_picks_latents_is_not():
+    hist = {"steps": np.array([50, 100]), "shift_mean": np.array([0.9, 0.4]), "spread": np.array([0.002, 0.3])}
+    text = one_vector_reading(hist, 50)
+    assert "adds one vector to every latent" in text and "0.900" in text and "0.002" in text
+    assert "docs/method.md#a-finder-that-adds-one-vector" in text
+    assert one_vector_reading(hist, 100) is None  # three quarters of its shift depend on z
+    assert one_vector_reading(hist, 75) is None  # no probe at that step: nothing to say
 
 
 def test_sample_stats_match_the_probe_probabilities_and_features(app_runs):

@@ -18,7 +18,8 @@ from mgr.runstore import PROBE_FIELDS, Run
 from mgr.trainer import TrainConfig, load_classifier, resume, train
 from mgr.trainer.checkpoints import CKPT_KIND, CKPT_VERSION, load_step_weights
 from mgr.trainer.state import build
-from mgr.trainer.steps import batches, mps_step
+from mgr.finder import Finder
+from mgr.trainer.steps import batches, finder_logs, mps_step
 
 DIGITS = DataConfig("digits", ratio=0.1)
 REQUIRED = ("step", "epoch", "lr", "ce", "val_acc", "val_loss", "test_acc", "img_per_s")
@@ -48,6 +49,7 @@ def test_each_method_writes_a_valid_run_directory(tmp_path, method, order):
         if method in ("gda-mps", "mgr"):
             # the finder has taken steps by each evaluation: it is no longer the identity
             assert r["latent_shift"] > 0 and r["kl"] > 0 and -1 <= r["hg_cos"] <= 1 and 0 < r["kl_share"] < 1
+            assert 0 <= r["shift_spread"] <= 2 * r["latent_shift"]
     assert run.probe_steps() == [3, 6]
     scalars = run.scalars()  # log_every=2, eval_every=3: a line at steps 2, 3, 4, 6
     assert [r["step"] for r in scalars] == [2, 3, 4, 6] and all(r["ce"] > 0 and r["img_per_s"] > 0 for r in scalars)
@@ -124,6 +126,18 @@ def test_finder_moves_latents_only_under_mps(tmp_path):
     assert not np.allclose(first["finder_z"], Run(tmp_path / os.listdir(tmp_path)[0]).load_probe("static")["probe_z"])
     pcr = train(tiny(method="pcr"), tmp_path, quiet=True).load_probe(6)
     assert np.array_equal(pcr["uniform_images"], pcr["finder_images"])
+
+
+def test_logged_shift_spread_tells_a_finder_that_adds_one_vector_from_one_that_depends_on_z():
+    finder, z = Finder(16), torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        finder.net[-1].bias.fill_(0.5)  # the output bias alone: F(z) = z + b, what a finder with silent units is
+        one_vector = finder_logs(z, finder(z))
+        finder.net[-1].weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+        depends_on_z = finder_logs(z, finder(z))
+    assert float(one_vector["latent_shift"]) == pytest.approx(0.5 * 4, rel=1e-5)  # ‖b‖ = 0.5·√16
+    assert float(one_vector["shift_spread"]) < 1e-5
+    assert float(depends_on_z["shift_spread"]) > 0.1 * float(depends_on_z["latent_shift"])
 
 
 def test_seeded_cpu_runs_are_identical(tmp_path):

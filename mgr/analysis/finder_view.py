@@ -143,15 +143,17 @@ def _mean_pairwise_cos(u: np.ndarray) -> float:
 
 def shift_history(run: Run) -> dict:
     """How the shift F(z) − z grows over training and how consistent its direction is, per evaluation
-    step of the probes: mean and std of ‖F(z) − z‖; the mean pairwise cosine of the shifts of probes
-    of the same class (averaged over classes), and of any two probes (the baseline: a shift that ignores
+    step of the probes: mean and std of ‖F(z) − z‖; its part that depends on z (`spread`: mean ‖shift −
+    the probes' mean shift‖, 0 for a finder that moves every latent by one vector); the mean pairwise
+    cosine of the shifts of probes of the same class (averaged over classes), and of any two probes (the baseline: a shift that ignores
     z and y, such as a drifted bias, is as consistent across classes as within one); the mean cosine
     between a probe's shift and its shift at the previous evaluation (NaN at the first: a random walk
     scores high here too, since each shift holds the steps already taken). Cosines are NaN where there
     is no shift (uniform runs)."""
     st = _static(run)
     z, y = st["z"], st["y"]
-    out = {k: [] for k in ("steps", "shift_mean", "shift_std", "same_class_cos", "any_probes_cos", "successive_cos")}
+    out = {k: [] for k in ("steps", "shift_mean", "shift_std", "spread", "same_class_cos", "any_probes_cos",
+                           "successive_cos")}
     prev = None
     for step in run.probe_steps():
         try:
@@ -163,12 +165,35 @@ def shift_history(run: Run) -> dict:
         out["steps"].append(step)
         out["shift_mean"].append(float(norm.mean()))
         out["shift_std"].append(float(norm.std()))
+        out["spread"].append(float(np.linalg.norm(shift - shift.mean(0), axis=1).mean()))
         out["same_class_cos"].append(float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan"))
         out["any_probes_cos"].append(_mean_pairwise_cos(u))
         succ = np.sum(u * prev, axis=1) if prev is not None else np.array([np.nan])
         out["successive_cos"].append(float(np.nanmean(succ)) if np.isfinite(succ).any() else float("nan"))
         prev = u
     return {k: np.asarray(v, dtype=float) for k, v in out.items()} | {"steps": np.asarray(out["steps"], dtype=int)}
+
+
+ONE_VECTOR = 0.1  # spread / shift below this: the shift is nearly the same vector for every probe
+ONE_VECTOR_DOC = "docs/method.md#a-finder-that-adds-one-vector"
+
+
+def one_vector_reading(hist: dict, step: int) -> str | None:
+    """A plain sentence when, at `step`, the finder moves every probe latent by nearly the same vector
+    (F(z) ≈ z + b): it then shifts the whole latent distribution and picks no latents, whatever the
+    amplified images show. None when the shift depends on z, or there is no shift to judge."""
+    at = np.flatnonzero(hist["steps"] == step)
+    if not len(at):
+        return None
+    shift, spread = hist["shift_mean"][at[0]], hist["spread"][at[0]]
+    if not shift > 1e-6 or spread >= ONE_VECTOR * shift:
+        return None
+    return (f"**The finder adds one vector to every latent.** At step {step} it moves the probes by "
+            f"{shift:.3f} on average, and only {spread:.3f} of that ({spread / shift:.0%}) depends on z: every "
+            "latent of every class is moved by nearly the same vector, F(z) ≈ z + b. It moves the whole latent "
+            "distribution, it does not choose which latents to sample. In runs at the default finder settings "
+            "its hidden units go silent within its first updates, which leaves only the output bias "
+            f"(how it happens and what keeps them alive: `{ONE_VECTOR_DOC}`).")
 
 
 SAMPLE_STATS = ("confidence", "margin", "diversity")

@@ -133,7 +133,7 @@ def plain_step(s: State, x, y) -> None:
             syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
             loss = ce + cfg.lam * syn
             # between meta steps the finder's latents are still watched (the guard) and logged
-            finder = {} if s.finder is None else {"latent_shift": (z_f - z).norm(dim=1).mean(), "kl": kl_batch(z_f)}
+            finder = {} if s.finder is None else finder_logs(z, z_f)
             s.accumulate(loss, ce=ce, **finder, **{"pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn})
         else:
             s.accumulate(loss, ce=ce)
@@ -203,8 +203,7 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
         out = meta.outer_grads(ce_val, ahead, None if co_ce is None else cfg.co_learner_gamma * co_ce,
                                list(s.co_learner.parameters()) if s.co_learner else [])
         phi, phi_data = finder_grads(s, params, g_syn, out.v, lr, z_f, x_p, y_p, t)
-    logged = {"ce": ce, "kl": kl_batch(z_f), "latent_shift": (z_f - z).detach().norm(dim=1).mean(),
-              "meta_val_ce": ce_val, "pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn,
+    logged = {"ce": ce, **finder_logs(z, z_f), "meta_val_ce": ce_val, "pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn,
               "kl_share": kl_share(phi, phi_data)}
     if co_ce is not None:
         logged.update(co_ce=co_ce, co_acc=co_acc, co_grad_cos=out.co_cos)
@@ -224,6 +223,16 @@ def finder_grads(s: State, params: dict, g_syn, v, lr: float, z_f, x_p, y_p, t):
     total = meta.finder_hypergradient_fd(s.model, params, v, lr, s.finder, z_f, x_p, y_p, t, s.T,
                                          kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=lam_kl, fd_eps=cfg.fd_eps)
     return total, [a - b for a, b in zip(total, kl)]
+
+
+def finder_logs(z: torch.Tensor, z_f: torch.Tensor) -> dict:
+    """What is logged of the finder's latents: their batch KL, the mean shift ‖F(z) − z‖, and the part of the
+    shift that depends on z, mean ‖(F(z) − z) − the batch's mean shift‖. The last is ≈ 0 when the finder moves
+    every latent by one vector (F(z) = z + b: its hidden units silent), which the mean shift alone cannot tell
+    from a finder that picks latents (docs/method.md#a-finder-that-adds-one-vector)."""
+    shift = (z_f - z).detach()
+    return {"kl": kl_batch(z_f), "latent_shift": shift.norm(dim=1).mean(),
+            "shift_spread": (shift - shift.mean(0)).norm(dim=1).mean()}
 
 
 def lr_fraction(s: State) -> float:
@@ -314,8 +323,8 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
     if syn_i is not None:
         logged["pcr" if cfg.synthetic_kind == "pcr" else "syn_ce"] = syn_term
     if s.finder is not None:
-        logged.update(kl=kl_batch(syn_i.z_f), latent_shift=(syn_i.z_f - syn_i.z).norm(dim=1).mean(), meta_val_ce=ce_val,
-                      hg_cos=hg_cos, kl_share=kl_share(phi_grads, phi_data))
+        logged.update(**finder_logs(syn_i.z, syn_i.z_f), meta_val_ce=ce_val, hg_cos=hg_cos,
+                      kl_share=kl_share(phi_grads, phi_data))
     if co_ce is not None:
         logged.update(co_ce=co_ce, co_acc=co_acc, co_grad_cos=out.co_cos)
     s.accumulate(J, **logged)
