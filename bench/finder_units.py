@@ -28,7 +28,7 @@ from mgr.data import DataConfig  # noqa: E402
 from mgr.finder import Finder  # noqa: E402
 from mgr.trainer import TrainConfig  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
-from mgr.trainer.steps import train_step  # noqa: E402
+from mgr.trainer.steps import finder_logs, train_step  # noqa: E402
 
 from records import append_record, stamp  # noqa: E402
 from variants import parse_overrides  # noqa: E402
@@ -47,9 +47,9 @@ def measure(finder: Finder) -> dict:
                 h = layer(h)
                 if isinstance(layer, torch.nn.ReLU):
                     alive.append(round(float((h > 0).any(0).float().mean()), 4))
-        shift = finder(z) - z
-    return {"finder": finder.kind, "units_alive": alive, "shift": round(float(shift.norm(dim=1).mean()), 4),
-            "spread": round(float((shift - shift.mean(0)).norm(dim=1).mean()), 4)}
+        logged = finder_logs(z, finder(z))  # the trainer's own latent_shift and shift_spread
+    return {"finder": finder.kind, "units_alive": alive, "shift": round(float(logged["latent_shift"]), 4),
+            "spread": round(float(logged["shift_spread"]), 4)}
 
 
 def of_run(path: Path) -> dict | None:

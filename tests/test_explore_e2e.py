@@ -30,7 +30,7 @@ def test_move_a_slider_in_the_browser_and_the_readouts_follow(server, browser, t
     driver = browser
     # the page re-renders while it settles, so elements found a moment ago may be gone: look again
     wait = WebDriverWait(driver, 300, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,))
-    driver.get(url)  # the entry page first: a deep link to a fresh server shows Streamlit's legacy page list
+    driver.get(url)  # the entry page first, then the sidebar link, as a user gets there (deep links: test_app_e2e.py)
     link = '//a[@data-testid="stSidebarNavLink"][contains(., "Explore")]'
     wait.until(lambda d: d.find_elements(By.XPATH, link))
     driver.execute_script("arguments[0].click()", driver.find_element(By.XPATH, link))

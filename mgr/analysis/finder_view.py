@@ -145,8 +145,9 @@ def shift_history(run: Run) -> dict:
     """How the shift F(z) − z grows over training and how consistent its direction is, per evaluation
     step of the probes: mean and std of ‖F(z) − z‖; its part that depends on z (`spread`: mean ‖shift −
     the probes' mean shift‖, 0 for a finder that moves every latent by one vector); the mean pairwise
-    cosine of the shifts of probes of the same class (averaged over classes), and of any two probes (the baseline: a shift that ignores
-    z and y, such as a drifted bias, is as consistent across classes as within one); the mean cosine
+    cosine of the shifts of probes of the same class (averaged over classes), and of any two probes (the
+    baseline: a shift that ignores z and y, such as a drifted bias, is as consistent across classes as
+    within one); the mean cosine
     between a probe's shift and its shift at the previous evaluation (NaN at the first: a random walk
     scores high here too, since each shift holds the steps already taken). Cosines are NaN where there
     is no shift (uniform runs)."""

@@ -203,8 +203,8 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
         out = meta.outer_grads(ce_val, ahead, None if co_ce is None else cfg.co_learner_gamma * co_ce,
                                list(s.co_learner.parameters()) if s.co_learner else [])
         phi, phi_data = finder_grads(s, params, g_syn, out.v, lr, z_f, x_p, y_p, t)
-    logged = {"ce": ce, **finder_logs(z, z_f), "meta_val_ce": ce_val, "pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn,
-              "kl_share": kl_share(phi, phi_data)}
+    logged = {"ce": ce, **finder_logs(z, z_f), "meta_val_ce": ce_val,
+              "pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn, "kl_share": kl_share(phi, phi_data)}
     if co_ce is not None:
         logged.update(co_ce=co_ce, co_acc=co_acc, co_grad_cos=out.co_cos)
     return MetaGrads(phi, phi_data, grads, out.co_grads, buffers, ce + cfg.lam * syn, logged)
