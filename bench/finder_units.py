@@ -37,15 +37,16 @@ PROBES = 2000
 
 
 def measure(finder: Finder) -> dict:
-    """Units alive per hidden layer (ReLU outputs), mean shift and its z-dependent part, on fixed latents."""
+    """Units that fire (pre-activation > 0) per hidden layer, mean shift and its z-dependent part, on fixed
+    latents. A SiLU unit that fires for none still passes a little gradient; a ReLU unit passes none."""
     z_dim = finder.net[-1].out_features if finder.kind != "linear" else finder.net.out_features
     z = torch.randn(PROBES, z_dim, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         alive, h = [], z
         if finder.kind != "linear":
-            for layer in finder.net:
+            for layer in finder.net[:-1]:
                 h = layer(h)
-                if isinstance(layer, torch.nn.ReLU):
+                if isinstance(layer, torch.nn.Linear):  # a hidden pre-activation: > 0 is where the unit fires
                     alive.append(round(float((h > 0).any(0).float().mean()), 4))
         logged = finder_logs(z, finder(z))  # the trainer's own latent_shift and shift_spread
     return {"finder": finder.kind, "units_alive": alive, "shift": round(float(logged["latent_shift"]), 4),
@@ -60,10 +61,10 @@ def of_run(path: Path) -> dict | None:
     if not state:
         return None
     z_dim = state["net.4.bias" if "net.4.bias" in state else "net.bias"].shape[0]
-    finder = Finder(z_dim, cfg.get("finder", "residual"))
+    finder = Finder(z_dim, cfg.get("finder", "residual"), activation=cfg.get("finder_activation", "relu"))
     finder.load_state_dict(state)
     return {"run": path.name, "dataset": cfg["data"]["dataset"], "ratio": cfg["data"].get("ratio"),
-            "finder_lr": cfg.get("finder_lr"), "steps": cfg.get("steps"), "seed": cfg.get("seed"), **measure(finder)}
+            "finder_lr": cfg.get("finder_lr"), "finder_activation": cfg.get("finder_activation", "relu"), "steps": cfg.get("steps"), "seed": cfg.get("seed"), **measure(finder)}
 
 
 def trace(a, p) -> list[dict]:
@@ -71,7 +72,7 @@ def trace(a, p) -> list[dict]:
                       device="cpu", **parse_overrides(p, a.set))
     s = build(cfg)
     out = [{"step": 0, **measure(s.finder)}]
-    while s.step < cfg.steps:
+    while s.step < (a.until or cfg.steps):
         train_step(s)
         s.step += 1
         if s.step % cfg.log_every == 0:
@@ -90,6 +91,7 @@ def main(argv=None):
     p.add_argument("--ratio", type=float, default=0.01)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--every", type=int, default=10)
+    p.add_argument("--until", type=int, help="stop the trace at this step (the schedule stays that of --steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], help="training options FIELD=VALUE (e.g. finder_lr=1e-3)")
     p.add_argument("--threads", type=int)

@@ -50,7 +50,7 @@ from mgr.data import DataConfig  # noqa: E402
 from mgr.finder import kl_batch  # noqa: E402
 from mgr.trainer import TrainConfig  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
-from mgr.trainer.steps import batches, lam_kl_now, latents, mps_grads, train_step  # noqa: E402
+from mgr.trainer.steps import batches, finder_logs, lam_kl_now, latents, mps_grads, train_step  # noqa: E402
 
 from records import append_record, stamp, write_json  # noqa: E402
 from variants import parse_overrides  # noqa: E402
@@ -206,10 +206,9 @@ def main(argv=None):
     p.add_argument("--set", nargs="*", default=[], help="training options FIELD=VALUE (e.g. finder_lr=1e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
-    p.add_argument("--finder-activation", choices=("relu", "silu"), default="relu",
-                   help="the residual finder's hidden activation: silu replaces its ReLUs after it is built, to see "
-                        "whether a finder whose units cannot fall silent learns more (a bench-only change, not a "
-                        "trainer option: docs/method.md#a-finder-that-adds-one-vector)")
+    p.add_argument("--finder-activation", choices=("relu", "silu"),
+                   help="the finder's hidden activation (the trainer's finder_activation; the same as --set "
+                        "finder_activation=...; docs/method.md#a-finder-that-adds-one-vector)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="bench/results/meta_signal.json")
     a = p.parse_args(argv)
@@ -223,13 +222,12 @@ def main(argv=None):
     if unknown or not at or at[-1] > a.steps:
         raise SystemExit(f"unknown levers {unknown} (choose from {', '.join(LEVERS)}) or checkpoints {at} beyond "
                          f"--steps {a.steps}")
+    overrides = parse_overrides(p, a.set)
+    if a.finder_activation:
+        overrides["finder_activation"] = a.finder_activation
     cfg = TrainConfig(data=DataConfig(a.dataset, ratio=a.ratio, val_fraction=a.val_fraction), method="mgr", steps=a.steps,
-                      batch_size=a.batch_size, seed=a.seed, device="cpu", **parse_overrides(p, a.set))
-    if a.finder_activation == "silu" and cfg.finder == "linear":
-        p.error("--finder-activation silu needs a finder with hidden units (residual or mlp), not linear")
+                      batch_size=a.batch_size, seed=a.seed, device="cpu", **overrides)
     s = build(cfg)
-    if a.finder_activation == "silu":  # no parameters in an activation: the finder's optimizer is unchanged
-        s.finder.net[1], s.finder.net[3] = torch.nn.SiLU(), torch.nn.SiLU()
     phi0 = flat(s.finder)
     out, records, online = Path(a.out), [], []
     t_train = time.perf_counter()
@@ -243,7 +241,7 @@ def main(argv=None):
         for lever in levers:
             rec = {**stamp("meta_signal.py", argv), "dataset": a.dataset, "ratio": a.ratio,
                    "val_fraction": a.val_fraction, "n_val": len(s.data.y_val), "batch_size": a.batch_size,
-                   "seed": a.seed, "train_set": a.set, "finder_activation": a.finder_activation,
+                   "seed": a.seed, "train_set": a.set, "finder_activation": cfg.finder_activation,
                    "train_meta_val": cfg.meta_val, "lever": lever, "lever_fields": LEVERS[lever], "step": s.step,
                    "steps": a.steps, "draws": a.draws, "online_hg_cos_last_50_steps": (
                        round(statistics.mean(recent), 4) if recent else None),
@@ -251,13 +249,15 @@ def main(argv=None):
                    "train_seconds_so_far": round(time.perf_counter() - t_train, 1)}
             with torch.no_grad():
                 z = torch.randn(512, s.G.z_dim)
-                rec["latent_shift"] = round(float((s.finder(z) - z).norm(dim=1).mean()), 4)
+                logged = finder_logs(z, s.finder(z))  # the trainer's latent_shift and its z-dependent part
+                rec["latent_shift"] = round(float(logged["latent_shift"]), 4)
+                rec["shift_spread"] = round(float(logged["shift_spread"]), 4)
             records.append(rec)
             print(json.dumps({k: rec.get(k) for k in ("dataset", "lever", "step", "agreement", "agreement_of_half_means",
                                                   "agreement_of_half_means_predicted", "resultant",
                                                   "heldout_fraction", "heldout_ce_lowered", "learnt_cos_with_draws",
                                                   "learnt_heldout_lowered", "learnt_heldout_ce_lowered",
-                                                  "online_hg_cos_last_50_steps", "latent_shift",
+                                                  "online_hg_cos_last_50_steps", "latent_shift", "shift_spread",
                                                   "seconds_per_hypergradient")}), flush=True)
             if not a.quick:
                 append_record(out, rec)  # locked: two settings may run side by side into one file

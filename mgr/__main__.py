@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .finder import FINDERS
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
-    from .trainer import FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
+    from .trainer import FINDER_ACTIVATIONS, FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
     t = sub.add_parser("train", help="train a classifier (prints the run directory first)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(t)
@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--finder-lr-schedule", default="constant", choices=FINDER_LR_SCHEDULES,
                    help="constant, or lr: the finder's learning rate scaled like the classifier's, so the finder "
                         "slows down with it as η decays")
+    t.add_argument("--finder-activation", default="relu", choices=FINDER_ACTIVATIONS,
+                   help="the finder's hidden units (residual, mlp); silu units cannot fall silent for good")
     t.add_argument("--syn-per-real", type=int, default=1,
                    help="synthetic samples per real sample in the synthetic term and the finder's meta step")
     t.add_argument("--meta-every", type=int, default=None,

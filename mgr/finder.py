@@ -10,20 +10,28 @@ import torch
 import torch.nn as nn
 
 FINDERS = ("residual", "mlp", "linear")
+# the hidden layers' activation. relu: the paper's MLP. silu: a unit that a large update pushes below zero
+# still passes a gradient, where a ReLU unit that fires for no latent stays silent for good (measured: at
+# the default finder lr most ReLU units fall silent in the first updates, leaving F(z) = z + b;
+# docs/method.md#a-finder-that-adds-one-vector)
+FINDER_ACTIVATIONS = ("relu", "silu")
 
 
 class Finder(nn.Module):
-    def __init__(self, z_dim: int, kind: str = "residual", hidden: int = 256):
+    def __init__(self, z_dim: int, kind: str = "residual", hidden: int = 256, activation: str = "relu"):
         super().__init__()
         if kind not in FINDERS:
             raise ValueError(f"finder {kind!r} is not one of {', '.join(FINDERS)}")
+        if activation not in FINDER_ACTIVATIONS:
+            raise ValueError(f"finder activation {activation!r} is not one of {', '.join(FINDER_ACTIVATIONS)}")
         self.kind = kind
         if kind == "linear":
             self.net = nn.Linear(z_dim, z_dim)
             nn.init.eye_(self.net.weight)
             nn.init.zeros_(self.net.bias)
         else:
-            self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            act = nn.ReLU if activation == "relu" else nn.SiLU  # no parameters: same state_dict either way
+            self.net = nn.Sequential(nn.Linear(z_dim, hidden), act(), nn.Linear(hidden, hidden), act(),
                                      nn.Linear(hidden, z_dim))
             if kind == "residual":
                 nn.init.zeros_(self.net[-1].weight)

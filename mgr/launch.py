@@ -79,7 +79,7 @@ def form_fields() -> list[Field]:
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
     from .runtime import DEVICES
-    from .trainer import FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES
+    from .trainer import FINDER_ACTIVATIONS, FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES
     return [
         Field("data.dataset", "dataset", "select", "digits",
               ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn", IMAGEFOLDER),
@@ -105,6 +105,9 @@ def form_fields() -> list[Field]:
               "leave the prior (the run then stops as failed)", when=_finder),
         Field("finder_lr_schedule", "finder lr schedule", "select", "constant", FINDER_LR_SCHEDULES, "lr: the finder's "
               "learning rate scaled like the classifier's, so the finder slows down with it as η decays", when=_finder),
+        Field("finder_activation", "finder activation", "select", "relu", FINDER_ACTIVATIONS, "the finder's hidden "
+              "units: a silu unit cannot fall silent for good, a relu unit can (then F(z) = z + b)",
+              when=lambda v: _finder(v) and v.get("finder") != "linear"),
         Field("meta_val", "finder's validation term", "select", "auto", META_VALS,
               "full: the whole validation split each meta step (less noise on small splits); auto: full when the "
               "split holds at most two batches", when=_finder),

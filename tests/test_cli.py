@@ -78,8 +78,8 @@ def test_every_train_config_field_round_trips_through_the_command_line():
     from mgr.launch import cli_args
     from mgr.trainer import TrainConfig
     changed = dict(method="gda-mps", model="smallcnn", width=8, steps=77, batch_size=33, lr=0.02, momentum=0.8,
-                   weight_decay=1e-3, schedule="step", warmup_steps=3, lam=0.5, lam_kl=0.2, lam_kl_schedule="lr", finder="linear",
-                   finder_lr=3e-4, finder_lr_schedule="lr", syn_per_real=2, meta_every=1, meta_val="full", meta_precision="bf16", order="first", fd_eps=0.02, pcr_aug="translation,color", eval_every=7,
+                   weight_decay=1e-3, schedule="step", warmup_steps=3, lam=0.5, lam_kl=0.2, lam_kl_schedule="lr", finder="mlp",
+                   finder_lr=3e-4, finder_lr_schedule="lr", finder_activation="silu", syn_per_real=2, meta_every=1, meta_val="full", meta_precision="bf16", order="first", fd_eps=0.02, pcr_aug="translation,color", eval_every=7,
                    log_every=3, probes_per_class=5, probe_real=90, seed=4, device="cpu", compile=True,
                    generator="x.pt", procedure="mltp", mltp_variant="full", mltp_eta=0.7, mltp_alpha=0.01,
                    co_learner=True, co_learner_arch="linear", co_learner_gamma=0.3, co_learner_lr=2e-3,
@@ -95,6 +95,21 @@ def test_every_train_config_field_round_trips_through_the_command_line():
     assert back == cfg
     import json
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # and through config.json
+
+
+def test_finder_activation_is_checked_and_old_configs_keep_the_relu_finder_they_ran():
+    """A bad finder_activation is refused naming what is allowed; a config.json written before the option
+    existed ran a ReLU finder, and reads back as that whatever today's default is."""
+    from mgr.trainer import TrainConfig
+    with pytest.raises(ValueError, match="finder_activation='tanh' is not allowed; choose one of relu, silu"):
+        TrainConfig(finder_activation="tanh")
+    with pytest.raises(ValueError, match="the linear finder has no hidden units"):
+        TrainConfig(finder="linear", finder_activation="silu")
+    new = TrainConfig(finder_activation="silu")
+    old = new.to_dict()
+    del old["finder_activation"]
+    assert TrainConfig.from_dict(old).finder_activation == "relu"
+    assert TrainConfig.from_dict(new.to_dict()) == new
 
 
 def test_meta_every_defaults_to_two_and_old_configs_keep_their_every_step_finder():

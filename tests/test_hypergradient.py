@@ -179,6 +179,17 @@ def test_retired_finite_difference_mode_is_far_from_the_exact_one_on_the_real_sm
     assert cos < 0.9, cos
 
 
+def test_exact_hypergradient_is_exact_for_a_silu_finder():
+    """The hypergradient goes through the finder as a module: with SiLU hidden units (finder_activation) the
+    trainer's float32 value matches the float64 autograd reference as the ReLU finder's does."""
+    s = trained_state(steps=4, finder_activation="silu")
+    d = draw(s)
+    ref, _ = independent_hypergradient(s, d)
+    ours = trainer_hypergradient(s, d)
+    assert ref.norm() > 0 and F.cosine_similarity(ours, ref, dim=0) > 0.9999
+    assert (ours.norm() / ref.norm() - 1).abs() < 1e-3
+
+
 def test_lam_kl_schedule_lr_scales_the_kl_pull_like_the_learning_rate_and_leaves_the_lookahead_part():
     """Under lam_kl_schedule "lr" the KL part of the hypergradient is λ_KL η/η_peak ∇KL: at a step where
     the cosine schedule has decayed η, it is that fraction of the constant schedule's, and the

@@ -146,6 +146,25 @@ def test_finder_is_the_identity_at_initialisation(kind):
     assert torch.equal(Finder(16, kind)(z), z)
 
 
+def test_silu_finder_starts_as_the_identity_with_the_relu_finders_parameters():
+    """finder_activation only changes the hidden units: the same initial weights (a relu and a silu run of one
+    seed start from one finder, a paired comparison), the same state_dict keys, the identity at the start."""
+    z = torch.randn(32, 16)
+    torch.manual_seed(0)
+    relu = Finder(16, "residual")
+    torch.manual_seed(0)
+    silu = Finder(16, "residual", activation="silu")
+    assert torch.equal(silu(z), z)
+    a, b = relu.state_dict(), silu.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():  # once the last layer has weights the two differ where a pre-activation is negative
+        for f in (relu, silu):
+            f.net[-1].weight.fill_(0.01)
+    assert not torch.allclose(relu(z), silu(z))
+    with pytest.raises(ValueError, match="activation 'tanh' is not one of relu, silu"):
+        Finder(16, activation="tanh")
+
+
 def test_mlp_finder_is_not_the_identity():
     torch.manual_seed(0)
     z = torch.randn(32, 16)

@@ -140,6 +140,20 @@ def test_logged_shift_spread_tells_a_finder_that_adds_one_vector_from_one_that_d
     assert float(depends_on_z["shift_spread"]) > 0.1 * float(depends_on_z["latent_shift"])
 
 
+def test_a_silu_finder_run_saves_and_reloads_the_finder_it_trained(tmp_path):
+    """finder_activation reaches the run: config.json, the step weights' metadata and the finder the app
+    rebuilds from them (a ReLU rebuild of SiLU weights would show other latents than the run sampled)."""
+    run = train(tiny(method="mgr", finder_activation="silu", steps=3, eval_every=3), tmp_path, quiet=True)
+    assert run.config["finder_activation"] == "silu"
+    w = load_step_weights(run.path / "weights" / "step_0000003.pt")
+    assert w["meta"]["finder_activation"] == "silu"
+    assert [type(m).__name__ for m in w["finder"].net] == ["Linear", "SiLU", "Linear", "SiLU", "Linear"]
+    probe = run.load_probe(3)  # the finder latents the trainer stored, against the reloaded finder's
+    z = torch.from_numpy(run.load_probe("static")["probe_z"])
+    assert np.allclose(w["finder"](z).numpy(), probe["finder_z"], atol=1e-5)
+    assert not np.allclose(probe["finder_z"], z.numpy())
+
+
 def test_seeded_cpu_runs_are_identical(tmp_path):
     a = train(tiny(method="mgr"), tmp_path, quiet=True).metrics()
     b = train(tiny(method="mgr"), tmp_path, quiet=True).metrics()

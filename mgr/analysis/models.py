@@ -108,7 +108,7 @@ def run_models(run: Run, device: str = "cpu", step: int | None = None) -> dict:
         checkpoint.load_state(model, ck["model"], path)
         model, at = model.to(device).eval(), ck["meta"]["step"]
         if "finder" in ck:
-            finder = Finder(G.z_dim, cfg.finder)
+            finder = Finder(G.z_dim, cfg.finder, activation=cfg.finder_activation)
             checkpoint.load_state(finder, ck["finder"], path)
             finder = finder.to(device).eval().requires_grad_(False)
     elif source == "best.pt":

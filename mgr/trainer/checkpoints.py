@@ -136,7 +136,7 @@ def save_step_weights(run: Run, s: State, record: dict) -> None:
             "method": s.cfg.method, "val_acc": record["val_acc"], "test_acc": record["test_acc"]}
     tensors = {"model": s.model.state_dict()}
     if s.finder is not None:
-        meta |= {"finder": s.cfg.finder, "z_dim": s.G.z_dim}
+        meta |= {"finder": s.cfg.finder, "finder_activation": s.cfg.finder_activation, "z_dim": s.G.z_dim}
         tensors["finder"] = s.finder.state_dict()
     if s.co_learner is not None:
         meta |= {"co_learner_arch": s.cfg.co_learner_arch, "co_in_channels": s.model.feature_dim}
@@ -148,17 +148,18 @@ def load_step_weights(path, device="cpu") -> dict:
     """A weights/step_N.pt: {"model": the classifier (eval mode), "finder": the finder or None,
     "co_learner": the co-learner or None, "meta": its metadata}; every fault a CheckpointError
     naming the file."""
-    from ..finder import FINDERS, Finder
+    from ..finder import FINDER_ACTIVATIONS, FINDERS, Finder
     ck = checkpoint.load(path, STEP_KIND, STEP_VERSION, map_location=device)
     m = ck["meta"]
     checkpoint.check_meta(path, m, {"step": int})
     out = {"model": _classifier(path, ck, device), "finder": None, "co_learner": None, "meta": m}
     if "finder" in ck:
         checkpoint.check_meta(path, m, {"finder": str, "z_dim": int})
-        if m["finder"] not in FINDERS or not 1 <= m["z_dim"] <= 100_000:
+        activation = m.get("finder_activation", "relu")  # files written before the option: relu
+        if m["finder"] not in FINDERS or activation not in FINDER_ACTIVATIONS or not 1 <= m["z_dim"] <= 100_000:
             raise checkpoint.CheckpointError(f"{path}: metadata describes no finder this MGR Lab builds "
-                                             f"(finder={m['finder']!r}, z_dim={m['z_dim']})")
-        finder = Finder(m["z_dim"], m["finder"])
+                                             f"(finder={m['finder']!r}, activation={activation!r}, z_dim={m['z_dim']})")
+        finder = Finder(m["z_dim"], m["finder"], activation=activation)
         checkpoint.load_state(finder, ck["finder"], path)
         out["finder"] = finder.to(device).eval().requires_grad_(False)
     if "co_learner" in ck:

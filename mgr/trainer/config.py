@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from .. import typecheck
 from ..augment import parse_policy
 from ..data import DataConfig, dataset_info
-from ..finder import FINDERS
+from ..finder import FINDER_ACTIVATIONS, FINDERS
 from ..models.classifier import MODELS
 from ..models.co_learner import CO_LEARNER_ARCHS
 from ..runtime import DEVICES
@@ -55,6 +55,7 @@ class TrainConfig:
     # further from the prior late in a run (0.59 against 0.24 at step 450), but what it keeps raises held-out
     # CE, so not the default (docs/method.md#the-signal)
     finder_lr_schedule: str = "constant"
+    finder_activation: str = "relu"  # the finder's hidden units (residual, mlp): relu or silu (mgr/finder.py)
     syn_per_real: int = 1  # synthetic samples per real sample in the synthetic term (and the finder's meta step)
     # the finder's meta step every k-th iteration; None: 2 (measured: held-out quality within noise of every
     # step's at two thirds of the cost, 2.29× instead of 3.43× a pcr step, docs/method.md#the-signal), 1 under MLTP, whose finder steps within each MLTP iteration
@@ -88,7 +89,8 @@ class TrainConfig:
         for name, options in (("method", METHODS), ("model", MODELS), ("finder", FINDERS), ("order", ORDERS),
                               ("schedule", SCHEDULES), ("procedure", PROCEDURES), ("mltp_variant", MLTP_VARIANTS),
                               ("co_learner_arch", CO_LEARNER_ARCHS), ("lam_kl_schedule", LAM_KL_SCHEDULES),
-                              ("finder_lr_schedule", FINDER_LR_SCHEDULES)):
+                              ("finder_lr_schedule", FINDER_LR_SCHEDULES),
+                              ("finder_activation", FINDER_ACTIVATIONS)):
             if getattr(self, name) not in options:
                 raise bad(name, f"choose one of {', '.join(options)}")
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d{1,3}", str(self.device)):
@@ -127,6 +129,9 @@ class TrainConfig:
             raise bad("meta_every", "under procedure 'mltp' the finder steps with every MLTP iteration; use 1")
         if not 0 <= self.momentum < 1:
             raise bad("momentum", "it must be in [0, 1)")
+        if self.finder_activation != "relu" and self.finder == "linear":
+            raise bad("finder_activation", "the linear finder has no hidden units; use finder residual or mlp, "
+                                           "or activation relu")
         if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
             raise bad("warmup_steps", f"it must be in [0, steps={self.steps})")
         if self.width is not None and (isinstance(self.width, bool) or not isinstance(self.width, int)
@@ -184,7 +189,9 @@ class TrainConfig:
     def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
         """From config.json: unknown, ill-typed or invalid fields are refused, naming the field. A config
         written before meta_every existed ran the finder's meta step every iteration: it gets 1, not
-        today's default."""
+        today's default; one written before finder_activation gets relu."""
         if isinstance(d, dict) and "meta_every" not in d:
             d = {**d, "meta_every": 1}
+        if isinstance(d, dict):  # written before these options existed: what those runs had
+            d = {"finder_activation": "relu", **d}
         return typecheck.from_json(cls, d, where, required=("data", "method", "model", "steps"))

@@ -276,7 +276,7 @@ def build(cfg: TrainConfig) -> State:
     if cfg.uses_finder:
         with torch.random.fork_rng(devices=[]):  # its init draws nothing from the run's stream: pcr and mgr stay paired
             torch.manual_seed(cfg.seed)
-            s.finder = Finder(s.G.z_dim, cfg.finder).to(device)
+            s.finder = Finder(s.G.z_dim, cfg.finder, activation=cfg.finder_activation).to(device)
         s.finder_opt = torch.optim.Adam(s.finder.parameters(), lr=cfg.finder_lr)
     if cfg.co_learner:
         with torch.random.fork_rng(devices=[]):  # same init and batches as the run without it: a paired comparison
