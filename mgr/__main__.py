@@ -224,11 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="constant, or lr: λ_KL scaled like the classifier's learning rate, so the KL's pull does "
                         "not outweigh the lookahead part (∝ η) as η decays")
     t.add_argument("--finder", default="residual", choices=FINDERS)
-    t.add_argument("--finder-lr", type=float, default=1e-2)
-    t.add_argument("--finder-lr-schedule", default="constant", choices=FINDER_LR_SCHEDULES,
+    t.add_argument("--finder-lr", type=float, default=1e-3)
+    t.add_argument("--finder-lr-schedule", default="lr", choices=FINDER_LR_SCHEDULES,
                    help="constant, or lr: the finder's learning rate scaled like the classifier's, so the finder "
                         "slows down with it as η decays")
-    t.add_argument("--finder-activation", default="relu", choices=FINDER_ACTIVATIONS,
+    t.add_argument("--finder-activation", default="silu", choices=FINDER_ACTIVATIONS,
                    help="the finder's hidden units (residual, mlp); silu units cannot fall silent for good")
     t.add_argument("--syn-per-real", type=int, default=1,
                    help="synthetic samples per real sample in the synthetic term and the finder's meta step")

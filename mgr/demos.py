@@ -165,8 +165,8 @@ DEMOS = {d.id: d for d in (
          "latents; beyond 4·√z_dim the trainer's guard stops the run as failed (its garbage samples are not "
          "trained on). A positive difference mlp − residual means the MLP finder moves them further.", True),
     Demo("finder-lr-too-high", "A finder learning rate set too high",
-         (_arm("lr-1e-1", **MGR, **SHORT, finder_lr=0.1), _arm("lr-1e-2", **MGR, **SHORT)), LATENT_SHIFT,
-         "The finder's Adam at learning rate 1e-1 against the default 1e-2. The statistic is how far the finder "
+         (_arm("lr-1e-1", **MGR, **SHORT, finder_lr=0.1), _arm("lr-1e-3", **MGR, **SHORT)), LATENT_SHIFT,
+         "The finder's Adam at learning rate 1e-1 against the default 1e-3. The statistic is how far the finder "
          "moves the latents; beyond 4·√z_dim the trainer's guard stops the run as failed. A positive difference "
          "means the high rate moves them further.", True),
 )}
@@ -246,12 +246,14 @@ def arm_configs(demo: Demo, data: str = DEFAULT_DATA, overrides: dict | None = N
 
 def same_arms(recorded, current: list[dict]) -> bool:
     """Whether a record's arms are today's: equal, where a field the record lacks (added to the trainer
-    after it was made) counts as equal when today's value is that field's default, which by the rule
-    for new fields keeps the old behaviour (e.g. lam_kl_schedule "constant")."""
+    after it was made) counts as equal when today's value is what runs had before the field existed:
+    its BEFORE_FIELD value where the default has changed since (a ReLU finder), else its default (e.g.
+    lam_kl_schedule "constant")."""
     from dataclasses import MISSING, fields
 
     from .trainer import TrainConfig
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    from .trainer.config import BEFORE_FIELD
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING} | BEFORE_FIELD
     if not isinstance(recorded, list) or len(recorded) != len(current):
         return False
     return all(isinstance(r, dict) and set(r) <= set(c) and all(

@@ -79,7 +79,8 @@ def form_fields() -> list[Field]:
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
     from .runtime import DEVICES
-    from .trainer import FINDER_ACTIVATIONS, FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES
+    from .trainer import (FINDER_ACTIVATIONS, FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_VALS, METHODS, MLTP_VARIANTS,
+                          PROCEDURES, TrainConfig)
     return [
         Field("data.dataset", "dataset", "select", "digits",
               ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn", IMAGEFOLDER),
@@ -101,12 +102,14 @@ def form_fields() -> list[Field]:
               "classifier's learning rate, so the KL's pull does not outweigh the finder's signal as η decays",
               when=_finder),
         Field("finder", "finder", "select", "residual", FINDERS, "F(z) = z + MLP(z) is the paper's best", when=_finder),
-        Field("finder_lr", "finder learning rate", "float", 1e-2, (), "the finder's Adam; too high and its latents "
-              "leave the prior (the run then stops as failed)", when=_finder),
-        Field("finder_lr_schedule", "finder lr schedule", "select", "constant", FINDER_LR_SCHEDULES, "lr: the finder's "
-              "learning rate scaled like the classifier's, so the finder slows down with it as η decays", when=_finder),
-        Field("finder_activation", "finder activation", "select", "relu", FINDER_ACTIVATIONS, "the finder's hidden "
-              "units: a silu unit cannot fall silent for good, a relu unit can (then F(z) = z + b)",
+        Field("finder_lr", "finder learning rate", "float", TrainConfig.finder_lr, (), "the finder's Adam; too high "
+              "and its latents leave the prior (the run then stops as failed)", when=_finder),
+        Field("finder_lr_schedule", "finder lr schedule", "select", TrainConfig.finder_lr_schedule, FINDER_LR_SCHEDULES,
+              "lr: the finder's learning rate scaled like the classifier's, so the finder slows down with it as η "
+              "decays and keeps what it learnt", when=_finder),
+        Field("finder_activation", "finder activation", "select", TrainConfig.finder_activation, FINDER_ACTIVATIONS,
+              "the finder's hidden units: a silu unit cannot fall silent for good, a relu unit can (at lr 1e-2 most "
+              "do, leaving F(z) = z + b)",
               when=lambda v: _finder(v) and v.get("finder") != "linear"),
         Field("meta_val", "finder's validation term", "select", "auto", META_VALS,
               "full: the whole validation split each meta step (less noise on small splits); auto: full when the "

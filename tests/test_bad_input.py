@@ -55,6 +55,7 @@ TRAIN = [  # (options, what the message must say)
     (["--schedule", "linear"], "argument --schedule: invalid choice: 'linear' (choose from"),
     (["--lam-kl-schedule", "cosine"], "argument --lam-kl-schedule: invalid choice: 'cosine' (choose from"),
     (["--finder-lr-schedule", "cosine"], "argument --finder-lr-schedule: invalid choice: 'cosine' (choose from"),
+    (["--finder-activation", "tanh"], "argument --finder-activation: invalid choice: 'tanh' (choose from"),
     (["--device", "tpu"], "device='tpu' is not allowed; choose one of auto, cpu, cuda or cuda:N"),
     (["--device", "cuda:x"], "device='cuda:x' is not allowed; choose one of auto, cpu, cuda or cuda:N"),
     (["--device", "cuda:99"], "device 'cuda:99'"),

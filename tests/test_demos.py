@@ -182,6 +182,15 @@ def test_a_measured_record_is_shown_only_for_the_configuration_it_ran():
     assert demos.measured_text(finder, before).startswith("Measured")
     scheduled = [{**current["arms"][0], "lam_kl_schedule": "lr"}, current["arms"][1]]
     assert not demos.same_arms(before["arms"], scheduled)  # ... and not when today's value is another
+    # a field whose default changed since it was added (finder_activation: relu then, silu now): a record
+    # without it ran relu, and is out of date against today's silu, not taken for it
+    relu_era = {**record, "arms": [{k: v for k, v in a.items() if k != "finder_activation"} for a in current["arms"]]}
+    assert current["arms"][0]["finder_activation"] == "silu" and "finder_activation" not in current["arms"][1]
+    from mgr.analysis.runs import config_items
+    linear = dict(config_items({"data": {}, "method": "mgr", "finder": "linear", "finder_activation": "silu"}))
+    assert "finder" in linear and "finder_activation" not in linear  # no hidden units: the field does not apply
+    assert demos.measured_text(finder, relu_era).startswith("Out of date")
+    assert demos.same_arms(relu_era["arms"], [{**current["arms"][0], "finder_activation": "relu"}, current["arms"][1]])
     gda = demos.DEMOS["gda-hurts"]
     arms = demos.arm_configs(gda)
     assert all("finder_lr" not in a for a in arms)

@@ -40,12 +40,13 @@ def resolved_config(raw: dict) -> dict:
     validate any more, its own values over the dataclasses' defaults. Never raises KeyError."""
     from ..data import DataConfig
     from ..trainer import TrainConfig
+    from ..trainer.config import BEFORE_FIELD
     try:
         return TrainConfig.from_dict({"data": {}, "method": TrainConfig.method, "model": TrainConfig.model,
                                       "steps": TrainConfig.steps, **raw}).to_dict()
     except (ValueError, TypeError, KeyError, AttributeError):
         data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-        return {**_defaults(TrainConfig), **raw, "data": {**_defaults(DataConfig), **data}}
+        return {**_defaults(TrainConfig), **BEFORE_FIELD, **raw, "data": {**_defaults(DataConfig), **data}}
 
 
 def config_name(cfg: dict) -> str:
@@ -64,7 +65,10 @@ def config_name(cfg: dict) -> str:
 def _applies(name: str, cfg: dict) -> bool:
     """Whether a field changes what this run trains (λ_KL does nothing without a finder, α without MLTP)."""
     method = cfg.get("method")
-    if name in ("lam_kl", "lam_kl_schedule", "finder", "finder_lr", "finder_lr_schedule", "order", "meta_every", "meta_val", "meta_precision"):
+    if name == "finder_activation":  # the linear finder has no hidden units
+        return method in ("gda-mps", "mgr") and cfg.get("finder") != "linear"
+    if name in ("lam_kl", "lam_kl_schedule", "finder", "finder_lr", "finder_lr_schedule", "order", "meta_every",
+                "meta_val", "meta_precision"):
         return method in ("gda-mps", "mgr")
     if name == "fd_eps":
         return method in ("gda-mps", "mgr") and cfg.get("order") == "first"
