@@ -73,9 +73,10 @@ def signal_reading(scalars: dict[str, np.ndarray]) -> SignalReading:
                 "hypergradient one step apart point in nearly unrelated directions, so each step is mostly noise "
                 "and most of what it moves cancels over the run. A faint common direction can still add up over "
                 "hundreds of steps: whether what the finder has learnt helps on held-out data is measured apart "
-                "(bench/meta_signal.py: on Fashion-MNIST 10% it did, with steps as noisy as these; on "
-                "Fashion-MNIST 1% it did not). Read differences between uniform and finder samples "
-                "below with that in mind.")
+                "(bench/meta_signal.py: with steps as noisy as these it did on Fashion-MNIST 10%, and on "
+                "Fashion-MNIST 1% with the default finder since 2026-12-05, SiLU units at lr 1e-3, for 23 of 24 "
+                "draws at step 450 of 500; the ReLU finder before it, for 3 of 24). Read differences between "
+                "uniform and finder samples below with that in mind.")
     else:
         verdict = "weak"
         text = (f"**The finder follows a weak signal at best**: {where}: above 0, but not above {SIGNAL_THRESHOLD}. "
