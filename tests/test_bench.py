@@ -268,7 +268,7 @@ def test_finder_units_counts_silent_units_and_the_part_of_the_shift_that_depends
     from mgr.finder import Finder
     units = load("finder_units")
     torch.manual_seed(0)
-    finder = Finder(16)
+    finder = Finder(16, activation="relu")
     fresh = units.measure(finder)
     # at initialisation one unit of 256 can be silent by chance (measured: in 19 of 300 seeds with z_dim 16)
     assert fresh["units_alive"][0] == 1.0 and fresh["units_alive"][1] >= 0.99

@@ -151,7 +151,7 @@ def test_silu_finder_starts_as_the_identity_with_the_relu_finders_parameters():
     seed start from one finder, a paired comparison), the same state_dict keys, the identity at the start."""
     z = torch.randn(32, 16)
     torch.manual_seed(0)
-    relu = Finder(16, "residual")
+    relu = Finder(16, "residual", activation="relu")
     torch.manual_seed(0)
     silu = Finder(16, "residual", activation="silu")
     assert torch.equal(silu(z), z)
