@@ -39,7 +39,9 @@ ARMS = {"base": {"method": "base"}, "pcr": {"method": "pcr"}, "mgr": {"method": 
         "mgr-every3": {"method": "mgr", "meta_every": 3}, "mgr-every4": {"method": "mgr", "meta_every": 4},
         "mgr-syn4": {"method": "mgr", "syn_per_real": 4, "meta_every": 1},
         "mgr-batch-val": {"method": "mgr", "meta_val": "batch", "meta_every": 1},
-        "mgr-torch-2nd": {"method": "mgr"}, "mgr-every1-torch-2nd": {"method": "mgr", "meta_every": 1}}
+        "mgr-torch-2nd": {"method": "mgr"}, "mgr-every1-torch-2nd": {"method": "mgr", "meta_every": 1},
+        # the default finder until 2026-12-05, against today's (SiLU units at lr 1e-3 following η)
+        "mgr-relu": {"method": "mgr", "finder_activation": "relu", "finder_lr": 1e-2, "finder_lr_schedule": "constant"}}
 
 
 @contextlib.contextmanager
