@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.data import DataConfig  # noqa: E402
 from mgr.finder import Finder  # noqa: E402
 from mgr.trainer import TrainConfig  # noqa: E402
+from mgr.trainer.config import BEFORE_FIELD  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
 from mgr.trainer.steps import finder_logs, train_step  # noqa: E402
 
@@ -54,17 +55,18 @@ def measure(finder: Finder) -> dict:
 
 
 def of_run(path: Path) -> dict | None:
-    cfg = json.loads((path / "config.json").read_text())
+    cfg = {**BEFORE_FIELD, **json.loads((path / "config.json").read_text())}  # older runs: what they ran
     if not (path / "last.pt").exists():
         return None
     state = torch.load(path / "last.pt", map_location="cpu", weights_only=True).get("finder")
     if not state:
         return None
     z_dim = state["net.4.bias" if "net.4.bias" in state else "net.bias"].shape[0]
-    finder = Finder(z_dim, cfg.get("finder", "residual"), activation=cfg.get("finder_activation", "relu"))
+    finder = Finder(z_dim, cfg.get("finder", "residual"), activation=cfg["finder_activation"])
     finder.load_state_dict(state)
     return {"run": path.name, "dataset": cfg["data"]["dataset"], "ratio": cfg["data"].get("ratio"),
-            "finder_lr": cfg.get("finder_lr"), "finder_activation": cfg.get("finder_activation", "relu"), "steps": cfg.get("steps"), "seed": cfg.get("seed"), **measure(finder)}
+            "finder_lr": cfg.get("finder_lr"), "finder_activation": cfg["finder_activation"], "steps": cfg.get("steps"),
+            "seed": cfg.get("seed"), **measure(finder)}
 
 
 def trace(a, p) -> list[dict]:

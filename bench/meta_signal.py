@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr import meta  # noqa: E402
 from mgr.data import DataConfig  # noqa: E402
-from mgr.finder import kl_batch  # noqa: E402
+from mgr.finder import FINDER_ACTIVATIONS, kl_batch  # noqa: E402
 from mgr.trainer import TrainConfig  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
 from mgr.trainer.steps import batches, finder_logs, lam_kl_now, latents, mps_grads, train_step  # noqa: E402
@@ -206,7 +206,7 @@ def main(argv=None):
     p.add_argument("--set", nargs="*", default=[], help="training options FIELD=VALUE (e.g. finder_lr=1e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
-    p.add_argument("--finder-activation", choices=("relu", "silu"),
+    p.add_argument("--finder-activation", choices=FINDER_ACTIVATIONS,
                    help="the finder's hidden activation (the trainer's finder_activation; the same as --set "
                         "finder_activation=...; docs/method.md#a-finder-that-adds-one-vector)")
     p.add_argument("--quick", action="store_true")

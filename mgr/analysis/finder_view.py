@@ -193,8 +193,8 @@ def one_vector_reading(hist: dict, step: int) -> str | None:
     return (f"**The finder adds one vector to every latent.** At step {step} it moves the probes by "
             f"{shift:.3f} on average, and only {spread:.3f} of that ({spread / shift:.0%}) depends on z: every "
             "latent of every class is moved by nearly the same vector, F(z) ≈ z + b. It moves the whole latent "
-            "distribution, it does not choose which latents to sample. In runs at the default finder settings "
-            "its hidden units go silent within its first updates, which leaves only the output bias "
+            "distribution, it does not choose which latents to sample. A ReLU finder at lr 1e-2 (the default until "
+            "2026-12-05) loses its hidden units within its first updates, which leaves only the output bias "
             f"(how it happens and what keeps them alive: `{ONE_VECTOR_DOC}`).")
 
 

@@ -15,7 +15,7 @@ from .. import checkpoint
 from ..models.classifier import MODELS, build_classifier
 from ..models.co_learner import CoLearner
 from ..runstore import WEIGHTS_DIR, Run
-from .config import KEEP_WEIGHTS_AUTO_MIB
+from .config import BEFORE_FIELD, KEEP_WEIGHTS_AUTO_MIB
 from .state import State
 
 CKPT_KIND, CKPT_VERSION = "mgr-run-checkpoint", 1
@@ -155,7 +155,7 @@ def load_step_weights(path, device="cpu") -> dict:
     out = {"model": _classifier(path, ck, device), "finder": None, "co_learner": None, "meta": m}
     if "finder" in ck:
         checkpoint.check_meta(path, m, {"finder": str, "z_dim": int})
-        activation = m.get("finder_activation", "relu")  # files written before the option: relu
+        activation = m.get("finder_activation", BEFORE_FIELD["finder_activation"])  # files from before the option
         if m["finder"] not in FINDERS or activation not in FINDER_ACTIVATIONS or not 1 <= m["z_dim"] <= 100_000:
             raise checkpoint.CheckpointError(f"{path}: metadata describes no finder this MGR Lab builds "
                                              f"(finder={m['finder']!r}, activation={activation!r}, z_dim={m['z_dim']})")
