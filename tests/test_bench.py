@@ -148,6 +148,21 @@ def test_claims_are_judged_from_the_records_by_the_stated_criterion():
     assert report.claims({}, [], [])[0]["verdict"] == "not measured"
 
 
+def test_claims_trains_the_finder_demos_runs_so_a_demos_runs_serve_it():
+    """bench/claims.py's pcr and mgr arms are the finder-helps-pcr demo's arms, configuration for
+    configuration (its --reuse links a demo's runs only then: when the demos moved to their own generator
+    the two drifted apart and nothing was linked), and every other arm differs from them in the finder only."""
+    from mgr.demos import DEMOS, arm_configs
+    claims = load("claims")
+    demo = DEMOS["finder-helps-pcr"]
+    demo_arms = dict(zip([a.label for a in demo.arms], arm_configs(demo)))
+    for arm in ("pcr", "mgr"):
+        assert claims.intended(claims.SETTING, arm, 0) == demo_arms[arm]
+    for arm in ("mgr-mlp", "mgr-linear"):
+        mine, mgr = claims.intended(claims.SETTING, arm, 0), demo_arms["mgr"]
+        assert {k for k in mine.keys() | mgr.keys() if mine.get(k) != mgr.get(k)} <= {"finder", "finder_activation"}
+
+
 def test_accuracy_set_names_the_variant_and_refuses_bad_overrides_before_any_run(tmp_path, capsys):
     acc = load("accuracy")
     out = tmp_path / "acc.json"
