@@ -5,11 +5,12 @@ one trainer per core), and its measured verdict.
     python bench/demos.py --demos gda-hurts,pcr-repairs --seeds 8
     python bench/demos.py --demos gda-hurts --set width=32 --parallel 1   # the plain way, for the speed-up
     python bench/demos.py --quick                  # smoke test: one demo on digits, 2 seeds of 4 steps
+    python bench/demos.py --resummarize            # recompute the shipped records' summaries from their values
 
 Writes bench/results/demos.json: one record per demo (a re-run replaces that demo's record) with
 demo, question, dataset, ratio, methods, steps, statistic, seeds, values (per seed: arm A, arm B),
-diffs, mean_diff, ci95 [lo, hi], holds_in, verdict ("holds" exactly when lo > 0), failed (runs
-without a statistic), seconds (wall time of the whole demo), cores, parallel, machine, date,
+compare ("difference": each seed's number is A − B; "log ratio": log(A / B)), diffs (those numbers),
+mean_diff, ci95 [lo, hi], holds_in, verdict ("holds" exactly when lo > 0), failed (runs without a statistic), seconds (wall time of the whole demo), cores, parallel, machine, date,
 command. The app's demo texts read these records (mgr.demos.measured_text).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mgr import demo_queue, demos  # noqa: E402
+from mgr import demo_queue, demos, paired  # noqa: E402
 from mgr.launch import LaunchError  # noqa: E402
 
 from records import stamp, update_records  # noqa: E402
@@ -51,18 +52,47 @@ def run_demo(demo_id: str, seeds: int, runs_dir: Path, overrides: dict, parallel
                                f"(runs in {runs_dir}, supervisor log {demo_queue.demos_dir(runs_dir)})")
 
 
+def summary_fields(demo: demos.Demo, values) -> dict:
+    """A record's summary of its per-seed values [A, B] (None where a run has no value), as the demo
+    compares them today (mgr.demos.seed_difference): the one place a record's verdict is computed."""
+    diffs = [d for a, b in values if a is not None and b is not None
+             and (d := demos.seed_difference(demo.statistic, a, b)) is not None]
+    s = paired.summarize(diffs)
+    return {"compare": demo.statistic.compare, "diffs": list(s.diffs), "mean_diff": s.mean,
+            "ci95": list(s.ci95) if s.ci95 else None, "holds_in": s.holds_in, "verdict": s.verdict}
+
+
 def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv, runs_dir: Path) -> dict:
-    demo, s = out.demo, out.summary
+    demo = out.demo
     first = m["runs"][0]["values"]
     return {"demo": demo.id, "question": demo.question, "dataset": first["data.dataset"], "ratio": first["data.ratio"],
             "methods": [arm.label for arm in demo.arms], "steps": first["steps"], "statistic": demo.statistic.label,
-            "seeds": out.seeds, "values": [list(v) for v in out.values], "diffs": list(s.diffs),
-            "mean_diff": s.mean, "ci95": list(s.ci95) if s.ci95 else None, "holds_in": s.holds_in,
-            "verdict": s.verdict, "failed": list(out.failed), "guard_stops": len(out.guard_stops), "seconds": round(seconds, 1), "cores": os.cpu_count(),
-            "parallel": m["parallel"], "launch": m["id"], "test_images": first.get("data.test_subset"),
-            "arms": arms_of(m, runs_dir),
+            "seeds": out.seeds, "values": [list(v) for v in out.values], **summary_fields(demo, out.values),
+            "failed": list(out.failed), "guard_stops": len(out.guard_stops), "seconds": round(seconds, 1),
+            "cores": os.cpu_count(), "parallel": m["parallel"], "launch": m["id"],
+            "test_images": first.get("data.test_subset"), "arms": arms_of(m, runs_dir),
             # a busy machine stretches the wall time: the load average beside it says how busy this one was
             "load_avg_1min": round(os.getloadavg()[0], 2), **stamp("demos.py", argv)}
+
+
+def resummarize(path: Path, argv) -> list[dict]:
+    """Recompute every record's summary in `path` from the values it measured, as today's demo compares
+    them (a new comparison, not a new experiment: nothing is trained; the record keeps the command, machine
+    and date of its runs and notes the re-summary under "resummarized")."""
+    done, note = [], {k: v for k, v in stamp("demos.py", argv).items() if k != "machine"}
+
+    def redo(old: list) -> list:
+        new = []
+        for r in old:
+            demo = demos.DEMOS.get(r.get("demo"))
+            fields = summary_fields(demo, r["values"]) if demo and isinstance(r.get("values"), list) else None
+            if fields and any({"compare": "difference", **r}.get(k) != v for k, v in fields.items()):
+                r = {**r, **fields, "resummarized": note}
+                done.append(r)
+            new.append(r)
+        return new
+    update_records(path, redo)
+    return done
 
 
 def arms_of(m: dict, runs_dir: Path) -> list[dict]:
@@ -100,7 +130,22 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=3600, help="seconds per demo before it is stopped")
     p.add_argument("--quick", action="store_true", help="smoke test: gda-hurts on digits, 2 seeds of 4 steps")
     p.add_argument("--out", default="bench/results/demos.json")
+    p.add_argument("--resummarize", nargs="*", metavar="FILE",
+                   help="train nothing: recompute the summaries of the records in FILE (default: the two the "
+                        "app shows) from their measured values, as each demo compares its seeds today")
     a = p.parse_args(argv)
+    if a.resummarize is not None:
+        files = [Path(f) for f in a.resummarize] or [demos.MEASURED, demos.MEASURED_10_SEEDS]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            p.error(f"--resummarize: no such file {', '.join(missing)}")
+        changed = []
+        for f in files:
+            for r in resummarize(f, argv):
+                changed.append(r)
+                summary = demos.describe(demos.DEMOS[r["demo"]], demos.record_summary(r))
+                print(f"{f}: {r['demo']} on {r['dataset']}, {r['seeds']} seeds: {summary}", flush=True)
+        return changed
     ids = [d for d in a.demos.split(",") if d]
     unknown = [d for d in ids if d not in demos.DEMOS]
     if unknown:

@@ -11,6 +11,7 @@ differences into a mean, a 95% interval and a verdict.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +35,20 @@ class Statistic:
     name: str
     label: str  # for people: what is measured, and when
     unit: str
+    # How a seed's two values become one number: "difference" A − B, or "log ratio" log(A / B), for a size
+    # whose failures span orders of magnitude: a run the finder's guard stops at a shift of 40 beside 0.3 is
+    # ×130, and as a difference (+40) one such seed swamps the others' +0.5 in a t-interval, so a failure
+    # that happens in every seed, only worse in some, reads "inconclusive" (docs/demos.md).
+    compare: str = "difference"
+
+    @property
+    def ratio(self) -> bool:
+        return self.compare == "log ratio"
 
 
 TEST_ACC = Statistic("test_acc", "test accuracy at the last step", "points")
-LATENT_SHIFT = Statistic("latent_shift", "mean latent shift ‖F(z) − z‖ over the last evaluation interval", "")
+LATENT_SHIFT = Statistic("latent_shift", "mean latent shift ‖F(z) − z‖ over the last evaluation interval", "",
+                         compare="log ratio")
 # the trainer's guard error: "... mean latent shift ‖F(z) − z‖ = 37.2 > 4·√z_dim = 32 ..."
 _GUARD = re.compile(r"latent shift ‖F\(z\) − z‖ = ([0-9.eE+-]+) >")
 
@@ -56,6 +67,14 @@ def statistic_value(stat: Statistic, run: Run) -> float | None:
         m = _GUARD.search(st.get("error") or "")
         return float(m.group(1)) if m else None
     return None
+
+
+def seed_difference(stat: Statistic, a: float, b: float) -> float | None:
+    """One seed's number from its two arms' values: A − B, or log(A / B) for a ratio statistic (None
+    where a value is not positive: a ratio of it means nothing, and that seed is left out)."""
+    if stat.ratio:
+        return math.log(a / b) if a > 0 and b > 0 else None
+    return a - b
 
 
 def stopped_by_guard(run: Run) -> bool:
@@ -81,7 +100,7 @@ class Demo:
 
     @property
     def diff_label(self) -> str:
-        return f"{self.arms[0].label} − {self.arms[1].label}"
+        return f"{self.arms[0].label} {'/' if self.statistic.ratio else '−'} {self.arms[1].label}"
 
     @property
     def setting(self) -> dict:
@@ -163,12 +182,12 @@ DEMOS = {d.id: d for d in (
          (_arm("mlp", **MGR, **SHORT, finder="mlp"), _arm("residual", **MGR, **SHORT)), LATENT_SHIFT,
          "F(z) = MLP(z) against the residual F(z) = z + MLP(z). The statistic is how far the finder moves the "
          "latents; beyond 4·√z_dim the trainer's guard stops the run as failed (its garbage samples are not "
-         "trained on). A positive difference mlp − residual means the MLP finder moves them further.", True),
+         "trained on). A factor mlp / residual above ×1 means the MLP finder moves them further.", True),
     Demo("finder-lr-too-high", "A finder learning rate set too high",
          (_arm("lr-1e-1", **MGR, **SHORT, finder_lr=0.1), _arm("lr-1e-3", **MGR, **SHORT)), LATENT_SHIFT,
          "The finder's Adam at learning rate 1e-1 against the default 1e-3. The statistic is how far the finder "
-         "moves the latents; beyond 4·√z_dim the trainer's guard stops the run as failed. A positive difference "
-         "means the high rate moves them further.", True),
+         "moves the latents; beyond 4·√z_dim the trainer's guard stops the run as failed. A factor lr-1e-1 / "
+         "lr-1e-3 above ×1 means the high rate moves them further.", True),
 )}
 
 
@@ -202,18 +221,28 @@ def arm_values(demo: Demo, arm: Arm, seed: int, overrides: dict | None = None) -
 # ----------------------------------------------------------------------------- results
 
 def describe(demo: Demo, summary: paired.Paired) -> str:
-    """One line for people: the mean difference, its interval, wins, and the verdict in words."""
+    """One line for people: the mean difference (or, for a ratio statistic, the typical factor: the
+    exponential of the mean log ratio), its interval, wins, and the verdict in words."""
     unit = f" {demo.statistic.unit}" if demo.statistic.unit else ""
+    ratio = demo.statistic.ratio
     if summary.n == 0:
         return "no seed has both arms finished yet"
     if summary.ci95 is None:
-        return f"{demo.diff_label} = {summary.mean:+.2f}{unit} on 1 seed: no interval yet (it needs 2)"
+        value = f"×{math.exp(summary.mean):.3g}" if ratio else f"{summary.mean:+.2f}{unit}"
+        return f"{demo.diff_label} = {value} on 1 seed: no interval yet (it needs 2)"
     lo, hi = summary.ci95
-    words = {"holds": "holds: the whole interval is above 0",
-             "opposite": "the opposite holds: the whole interval is below 0",
-             "inconclusive": "inconclusive: the interval contains 0, so these seeds allow either sign"}
-    return (f"{demo.diff_label} = {summary.mean:+.2f}{unit} (95% interval {lo:+.2f} to {hi:+.2f}), "
-            f"positive in {summary.holds_in} of {summary.n} seeds → {words[summary.verdict]}")
+    if ratio:
+        none, what, larger = "×1", "direction", "larger"
+        value = (f"×{math.exp(summary.mean):.3g} (95% interval ×{math.exp(lo):.3g} to ×{math.exp(hi):.3g}, "
+                 f"the geometric mean over seeds)")
+    else:
+        none, what, larger = "0", "sign", "positive"
+        value = f"{summary.mean:+.2f}{unit} (95% interval {lo:+.2f} to {hi:+.2f})"
+    words = {"holds": f"holds: the whole interval is above {none}",
+             "opposite": f"the opposite holds: the whole interval is below {none}",
+             "inconclusive": f"inconclusive: the interval contains {none}, so these seeds allow either {what}"}
+    return (f"{demo.diff_label} = {value}, {larger} in {summary.holds_in} of {summary.n} seeds → "
+            f"{words[summary.verdict]}")
 
 
 def measured(path: str | Path = MEASURED, data: str = DEFAULT_DATA) -> dict[str, dict]:
@@ -261,15 +290,23 @@ def same_arms(recorded, current: list[dict]) -> bool:
         for r, c in zip(recorded, current))
 
 
+def record_summary(record: dict) -> paired.Paired:
+    """The paired summary a bench record stores (bench/demos.py)."""
+    return paired.Paired(tuple(record["diffs"]), record["mean_diff"], tuple(record["ci95"]) if record.get("ci95")
+                         else None, record["holds_in"], record["verdict"])
+
+
 def measured_text(demo: Demo, record: dict | None, data: str = DEFAULT_DATA) -> str:
     """What this project measured for a demo (from its bench record), or that it has not measured it.
     A record made with other arms than today's (a changed default, an older record without them) is
     named as such, never passed off as this demo's result."""
     if not record:
         return "Not measured yet: run `python bench/demos.py`."
-    summary = paired.Paired(tuple(record["diffs"]), record["mean_diff"],
-                            tuple(record["ci95"]) if record.get("ci95") else None, record["holds_in"],
-                            record["verdict"])
+    if record.get("compare", "difference") != demo.statistic.compare:
+        return (f"Out of date: this record summarises its seeds as a {record.get('compare', 'difference')}, the "
+                f"demo now as a {demo.statistic.compare} (`python bench/demos.py --resummarize` recomputes it "
+                "from the values the record measured).")
+    summary = record_summary(record)
     text = (f"Measured {record['date']} on {record['dataset']} {record['ratio']:g}, {record['seeds']} seeds, "
             f"{record['steps']} steps ({demo.statistic.label}): {describe(demo, summary)}.")
     if not same_arms(record.get("arms"), arm_configs(demo, data)):

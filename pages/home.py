@@ -1,5 +1,7 @@
 """Home: what MGR is, the runs found, and the teaching demos: paired experiments over seeds whose
 verdict panel fills in as the seeds finish."""
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -36,8 +38,9 @@ st.markdown(
     "Each demo asks one question and answers it with a **paired experiment**: both configurations (its two "
     "*arms*) run with the same seeds, so seed k of both shares the data and the initialisation. Each seed gives "
     "one difference; the verdict is what the 95% interval of their mean supports: **holds** when the whole "
-    "interval is above 0, **opposite** when below, otherwise **inconclusive**. Each card says what this project "
-    "measured, not what the paper claims.")
+    "interval is above 0, **opposite** when below, otherwise **inconclusive**. The failure-mode demos measure "
+    "how far the finder moves the latents, a size: there each seed gives a factor A / B, and the verdict is on "
+    "their geometric mean (above ×1). Each card says what this project measured, not what the paper claims.")
 with st.expander("Demo settings"):
     data = st.radio("data", list(demos.SETTINGS), format_func=demos.DATA_LABELS.get, horizontal=True, key="demo_data",
                     help="Fashion-MNIST shows what a generator gets wrong; digits is the fastest")
@@ -93,22 +96,34 @@ def arm_curves(m: dict, demo: demos.Demo, field: str) -> tuple[list, dict]:
     return series, bands
 
 
+def seed_number(demo: demos.Demo, va, vb) -> float | None:
+    """What the strip chart shows for one seed: A − B, or for a ratio statistic the factor A / B."""
+    d = None if va is None or vb is None else demos.seed_difference(demo.statistic, va, vb)
+    return None if d is None else math.exp(d) if demo.statistic.ratio else d
+
+
 def strip_chart(demo: demos.Demo, summary) -> go.Figure:
-    """Each seed's difference as a dot, the mean with its 95% interval beside them, and 0."""
+    """Each seed's difference as a dot, the mean with its 95% interval beside them, and 0; for a ratio
+    statistic each seed's factor A / B on a log axis, the geometric mean with its interval, and ×1."""
+    ratio = demo.statistic.ratio
+    shown = (lambda xs: [math.exp(x) for x in xs]) if ratio else list
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=list(summary.diffs), y=["seeds"] * summary.n, mode="markers", name="one seed",
+    fig.add_trace(go.Scatter(x=shown(summary.diffs), y=["seeds"] * summary.n, mode="markers", name="one seed",
                              marker=dict(size=11, color=figures.colour(0), opacity=0.8)))
     if summary.ci95 is not None:
-        lo, hi = summary.ci95
-        fig.add_trace(go.Scatter(x=[summary.mean], y=["mean"], mode="markers", name="mean, 95% interval",
+        (mean,), (lo, hi) = shown([summary.mean]), shown(summary.ci95)
+        fig.add_trace(go.Scatter(x=[mean], y=["mean"], mode="markers", name="mean, 95% interval",
                                  marker=dict(size=12, color=figures.colour(3), symbol="diamond"),
-                                 error_x=dict(type="data", symmetric=False, array=[hi - summary.mean],
-                                              arrayminus=[summary.mean - lo])))
-    fig.add_vline(x=0, line=dict(color="#888", dash="dash"))
+                                 error_x=dict(type="data", symmetric=False, array=[hi - mean],
+                                              arrayminus=[mean - lo])))
+    fig.add_vline(x=1 if ratio else 0, line=dict(color="#888", dash="dash"))
     unit = f" ({demo.statistic.unit})" if demo.statistic.unit else ""
     fig.update_layout(height=200, margin=dict(l=10, r=44, t=30, b=10), showlegend=False,
-                      title=dict(text=f"{demo.diff_label}: {demo.statistic.label}{unit}", x=0, font=dict(size=14)),
+                      title=dict(text=f"{demo.diff_label}: {demo.statistic.label}{unit}"
+                                      f"{', factor on a log axis' if ratio else ''}", x=0, font=dict(size=14)),
                       modebar=dict(orientation="v"))
+    if ratio:
+        fig.update_xaxes(type="log")
     return fig
 
 
@@ -152,7 +167,7 @@ def verdict_panel(launch_id: str) -> None:
         st.plotly_chart(strip_chart(demo, s), width="stretch", config=CHART_CONFIG)
     unit = demo.statistic.unit or "value"
     st.dataframe([{"seed": k, f"{demo.arms[0].label} ({unit})": va, f"{demo.arms[1].label} ({unit})": vb,
-                   f"{demo.diff_label}": None if va is None or vb is None else va - vb}
+                   f"{demo.diff_label}": seed_number(demo, va, vb)}
                   for k, (va, vb) in enumerate(out.values)], hide_index=True, width="stretch")
     field = "test_acc" if demo.statistic is demos.TEST_ACC else "latent_shift"
     series, bands = arm_curves(m, demo, field)

@@ -3,6 +3,7 @@ time with the reference loop, memory, finder FID on the accuracy run of mgr, and
 what they wrote. The numbers are not checked (6-step runs); the files' fields and the claims are."""
 import importlib.util
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -209,6 +210,33 @@ def test_demos_quick_runs_a_demo_as_the_app_does_and_records_its_verdict(tmp_pat
                                                                                ("pcr-repairs", rec["seconds"])]
     with pytest.raises(SystemExit):
         load("demos").main(["--demos", "gda-hurts,nope", "--out", str(out)])
+
+
+def test_demos_resummarize_recomputes_a_records_verdict_from_its_values_and_trains_nothing(tmp_path):
+    """bench/demos.py --resummarize: a failure-mode record summarised as differences is summarised again as
+    the demo compares its seeds today (log ratios) from the values it measured, keeping its command and
+    date and noting the re-summary; an accuracy record is left as it was; a missing file is refused."""
+    bench = load("demos")
+    values = [[1.21, 0.61], [2.13, 0.30], [35.4, 0.25], [0.58, 0.50], [1.57, 0.45]]
+    old_lr = {"demo": "finder-lr-too-high", "dataset": "digits", "seeds": 5, "values": values,
+              "diffs": [a - b for a, b in values], "mean_diff": 7.7, "ci95": [-11.3, 26.8], "holds_in": 5,
+              "verdict": "inconclusive", "command": "python bench/demos.py --data digits", "date": "2026-12-05"}
+    acc = {"demo": "gda-hurts", "dataset": "digits", "seeds": 2, "values": [[80.0, 78.0], [79.0, 78.5]],
+           **bench.summary_fields(bench.demos.DEMOS["gda-hurts"], [[80.0, 78.0], [79.0, 78.5]])}
+    acc.pop("compare")  # a record from before the field: a difference, as today
+    f = tmp_path / "demos.json"
+    f.write_text(json.dumps([old_lr, acc]))
+    (changed,) = bench.main(["--resummarize", str(f)])
+    new_lr, new_acc = json.loads(f.read_text())
+    assert new_acc == acc and changed == new_lr
+    assert new_lr["compare"] == "log ratio" and new_lr["diffs"] == pytest.approx([math.log(a / b) for a, b in values])
+    assert new_lr["command"] == old_lr["command"] and new_lr["values"] == values
+    assert new_lr["resummarized"]["command"].startswith("python bench/demos.py --resummarize")
+    lo, hi = new_lr["ci95"]
+    assert lo < new_lr["mean_diff"] < hi and new_lr["holds_in"] == 5
+    assert bench.main(["--resummarize", str(f)]) == []  # already today's: nothing changes
+    with pytest.raises(SystemExit):
+        bench.main(["--resummarize", str(tmp_path / "nope.json")])
 
 
 def test_vmap_seeds_quick_times_both_arms_and_checks_vmap_against_sequential(tmp_path):

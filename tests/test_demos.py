@@ -61,6 +61,25 @@ def test_verdict_holds_exactly_when_the_lower_end_is_above_zero():
         paired.summarize([1.0, float("nan")])
 
 
+def test_a_size_is_compared_as_a_ratio_so_one_guard_stop_does_not_hide_a_failure_every_seed_shows():
+    """The failure-mode demos' statistic, the latent shift, is compared as log(A / B): with the high arm
+    2-3× further in every one of 8 seeds and one of them stopped by the guard at 40, a t-interval of
+    differences is dominated by that seed and allows either sign; the geometric mean's interval holds."""
+    lr = demos.DEMOS["finder-lr-too-high"]
+    assert lr.statistic is demos.LATENT_SHIFT and lr.statistic.ratio and lr.diff_label == "lr-1e-1 / lr-1e-3"
+    values = [(0.6, 0.3), (0.9, 0.3), (40.0, 0.3), (0.8, 0.4), (0.75, 0.25), (0.5, 0.25), (0.9, 0.3), (0.7, 0.35)]
+    as_differences = paired.summarize([a - b for a, b in values])
+    as_ratios = paired.summarize([demos.seed_difference(lr.statistic, a, b) for a, b in values])
+    assert as_differences.verdict == "inconclusive" and as_ratios.verdict == "holds"
+    assert demos.seed_difference(lr.statistic, 40.0, 0.3) == pytest.approx(math.log(40 / 0.3))
+    assert demos.seed_difference(lr.statistic, 0.0, 0.3) is None  # no ratio of a zero shift: the seed is left out
+    text = demos.describe(lr, as_ratios)
+    assert text.startswith("lr-1e-1 / lr-1e-3 = ×") and "above ×1" in text and "8 of 8 seeds" in text
+    assert f"×{math.exp(as_ratios.mean):.3g} " in text
+    accuracy = demos.DEMOS["gda-hurts"]
+    assert not accuracy.statistic.ratio and demos.seed_difference(accuracy.statistic, 80.0, 78.5) == 1.5
+
+
 # ----------------------------------------------------------------------------- definitions
 
 def test_bad_seeds_unknown_demo_or_bad_override_are_refused_before_any_work(tmp_path):
@@ -80,7 +99,7 @@ def test_each_demo_asks_a_question_and_its_arms_differ_in_what_it_asks_only():
     for demo in demos.DEMOS.values():
         a, b = demo.arms
         assert demo.question.endswith("?") or demo.failure_mode, demo.id
-        assert a.label != b.label and demo.diff_label == f"{a.label} − {b.label}"
+        assert a.label != b.label and demo.diff_label == f"{a.label} {'/' if demo.statistic.ratio else '−'} {b.label}"
         assert {k: v for k, v in a.values.items() if k.startswith("data.")} == \
                {k: v for k, v in b.values.items() if k.startswith("data.")}
         assert a.values["steps"] == b.values["steps"] and "seed" not in a.values
@@ -196,6 +215,12 @@ def test_a_measured_record_is_shown_only_for_the_configuration_it_ran():
     assert all("finder_lr" not in a for a in arms)
     assert demos.measured_text(gda, {**record, "arms": arms}).startswith("Measured")
     assert demos.measured_text(gda, {**record, "arms": arms}, "digits").startswith("Out of date")
+    # a failure-mode record summarised as differences (before the ratio) is not shown as today's verdict
+    lr = demos.DEMOS["finder-lr-too-high"]
+    as_differences = {**record, "arms": demos.arm_configs(lr)}
+    assert "--resummarize" in demos.measured_text(lr, as_differences)
+    assert demos.measured_text(lr, as_differences).startswith("Out of date")
+    assert demos.measured_text(lr, {**as_differences, "compare": "log ratio"}).startswith("Measured")
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
