@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mgr import demo_queue, demos, paired  # noqa: E402
+from mgr import demo_queue, demos  # noqa: E402
 from mgr.launch import LaunchError  # noqa: E402
 
 from records import stamp, update_records  # noqa: E402
@@ -54,10 +54,8 @@ def run_demo(demo_id: str, seeds: int, runs_dir: Path, overrides: dict, parallel
 
 def summary_fields(demo: demos.Demo, values) -> dict:
     """A record's summary of its per-seed values [A, B] (None where a run has no value), as the demo
-    compares them today (mgr.demos.seed_difference): the one place a record's verdict is computed."""
-    diffs = [d for a, b in values if a is not None and b is not None
-             and (d := demos.seed_difference(demo.statistic, a, b)) is not None]
-    s = paired.summarize(diffs)
+    compares them today (mgr.demos.summarize_seeds, as the app's live panel)."""
+    s = demos.summarize_seeds(demo.statistic, values)
     return {"compare": demo.statistic.compare, "diffs": list(s.diffs), "mean_diff": s.mean,
             "ci95": list(s.ci95) if s.ci95 else None, "holds_in": s.holds_in, "verdict": s.verdict}
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from . import paired
 from .checkpoint import atomic_write_text
-from .demos import DEMOS, Demo, arm_values, check_seeds, get_demo, seed_difference, statistic_value, stopped_by_guard
+from .demos import (DEMOS, Demo, arm_values, check_seeds, get_demo, statistic_value, stopped_by_guard,
+                    summarize_seeds)
 from .launch import LAUNCHES, LaunchError, Launcher, _runs_command, build_config, cli_args, run_state
 from .paths import REPO
 from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, run_path
@@ -316,10 +317,8 @@ def outcome(runs_dir, m: dict) -> Outcome:
         if v is None and state in DONE:
             failed.append(r["run_id"])
         values[r["seed"]][r["arm"]] = v
-    diffs = [d for a, b in values if a is not None and b is not None
-             and (d := seed_difference(demo.statistic, a, b)) is not None]
-    return Outcome(demo, m["seeds"], tuple(map(tuple, values)), paired.summarize(diffs), tuple(states), tuple(failed),
-                   tuple(guard_stops))
+    return Outcome(demo, m["seeds"], tuple(map(tuple, values)), summarize_seeds(demo.statistic, values), tuple(states),
+                   tuple(failed), tuple(guard_stops))
 
 
 def main(argv: list[str] | None = None) -> int:

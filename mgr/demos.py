@@ -77,6 +77,13 @@ def seed_difference(stat: Statistic, a: float, b: float) -> float | None:
     return a - b
 
 
+def summarize_seeds(stat: Statistic, values) -> paired.Paired:
+    """The paired summary of per-seed values [(A, B), ...] (None where a run has no value yet): the
+    seeds with both values, each as `seed_difference` compares them."""
+    return paired.summarize([d for a, b in values if a is not None and b is not None
+                             and (d := seed_difference(stat, a, b)) is not None])
+
+
 def stopped_by_guard(run: Run) -> bool:
     """Whether the finder's guard ended the run (its latents left the generator's prior)."""
     st = run.status()
