@@ -60,6 +60,8 @@ BATCH = {"meta_val": "batch"}  # the paper's setting: a validation batch drawn e
 LEVERS = {"batch-val": BATCH, "full-val": {"meta_val": "full"}, "syn4": {**BATCH, "syn_per_real": 4},
           "full-val+syn4": {"meta_val": "full", "syn_per_real": 4}, "syn8": {**BATCH, "syn_per_real": 8},
           "full-val+syn8": {"meta_val": "full", "syn_per_real": 8},
+          # 16x the latents in one update: what a meta step every ~16-32 iterations could afford at today's cost
+          "full-val+syn16": {"meta_val": "full", "syn_per_real": 16},
           # how much of the agreement is the KL term's pull toward the prior, not the validation signal
           "full-val-no-kl": {"meta_val": "full", "lam_kl": 0.0}}
 
