@@ -5,8 +5,9 @@ pages/home.py shows them, bench/demos.py measures them with the same code).
 A demo asks one question ("Does GDA hurt a small-data classifier?") and answers it with two arms
 (two Train-form configurations) run for N seeds each. Seed k of both arms shares the data split
 and the classifier's initialisation (docs/demos.md says where the arms' random streams part).
-Each seed gives one difference of the demo's statistic, arm A − arm B, and mgr.paired turns the
-differences into a mean, a 95% interval and a verdict.
+Each seed gives one difference of the demo's statistic, arm A − arm B (for a size that spans orders of
+magnitude, the latent shift, the log of the ratio A / B), and mgr.paired turns them into a mean, a 95%
+interval and a verdict.
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ class Statistic:
     # ×130, and as a difference (+40) one such seed swamps the others' +0.5 in a t-interval, so a failure
     # that happens in every seed, only worse in some, reads "inconclusive" (docs/demos.md).
     compare: str = "difference"
+
+    def __post_init__(self):
+        if self.compare not in ("difference", "log ratio"):
+            raise ValueError(f"Statistic {self.name}: compare={self.compare!r}; use 'difference' or 'log ratio'")
 
     @property
     def ratio(self) -> bool:
