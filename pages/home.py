@@ -168,7 +168,9 @@ def verdict_panel(launch_id: str) -> None:
     unit = demo.statistic.unit or "value"
     st.dataframe([{"seed": k, f"{demo.arms[0].label} ({unit})": va, f"{demo.arms[1].label} ({unit})": vb,
                    f"{demo.diff_label}": seed_number(demo, va, vb)}
-                  for k, (va, vb) in enumerate(out.values)], hide_index=True, width="stretch")
+                  for k, (va, vb) in enumerate(out.values)], hide_index=True, width="stretch",
+                 column_config={demo.diff_label: st.column_config.NumberColumn(format="×%.2f")}
+                 if demo.statistic.ratio else None)
     field = "test_acc" if demo.statistic is demos.TEST_ACC else "latent_shift"
     series, bands = arm_curves(m, demo, field)
     if series:
