@@ -62,6 +62,34 @@ def test_home_lists_runs_with_state_and_offers_presets(app_runs, monkeypatch):
                        for r in ten.values())
 
 
+def test_home_shows_a_failure_mode_demo_as_factors_on_a_log_axis(tmp_path, monkeypatch):
+    """A finished finder-lr-too-high launch (2 seeds × 2 arms of 4 steps on digits): its verdict panel
+    gives the geometric mean of the factors lr-1e-1 / lr-1e-3 with its interval, the strip chart draws each
+    seed's factor on a log axis around ×1, and the table's last column is each seed's A / B."""
+    import math
+    import time
+
+    from mgr import demo_queue, demos
+    tiny = {"data.dataset": "digits", "data.ratio": 0.1, "data.test_subset": None, "steps": 4, "eval_every": 2,
+            "batch_size": 16, "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
+    launch_id = demo_queue.launch("finder-lr-too-high", 2, tmp_path, tiny, parallel=2)
+    m = demo_queue.read_manifest(tmp_path, launch_id)
+    deadline = time.time() + 240
+    while not demo_queue.outcome(tmp_path, m).done:
+        assert time.time() < deadline, "the demo's runs did not end"
+        time.sleep(0.5)
+    out = demo_queue.outcome(tmp_path, m)
+    at = open_page(None, tmp_path, monkeypatch)
+    verdict = demos.describe(out.demo, out.summary)
+    assert verdict.startswith("lr-1e-1 / lr-1e-3 = ×") and any(verdict in t for t in text(at).splitlines())
+    (strip,) = [c for c in charts(at) if "factor on a log axis" in chart_title(c)]
+    spec = json.loads(strip.proto.spec)
+    assert spec["layout"]["xaxis"]["type"] == "log"
+    assert spec["data"][0]["x"] == pytest.approx([math.exp(d) for d in out.summary.diffs])
+    table = next(d.value for d in at.dataframe if "lr-1e-1 / lr-1e-3" in d.value.columns)
+    assert list(table["lr-1e-1 / lr-1e-3"]) == pytest.approx([a / b for a, b in out.values])
+
+
 def test_home_without_runs_says_how_to_start_one(tmp_path, monkeypatch):
     at = open_page(None, tmp_path, monkeypatch)
     assert "python -m mgr train" in at.info[0].value
