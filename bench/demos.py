@@ -10,8 +10,8 @@ one trainer per core), and its measured verdict.
 Writes bench/results/demos.json: one record per demo (a re-run replaces that demo's record) with
 demo, question, dataset, ratio, methods, steps, statistic, seeds, values (per seed: arm A, arm B),
 compare ("difference": each seed's number is A − B; "log ratio": log(A / B)), diffs (those numbers),
-mean_diff, ci95 [lo, hi], holds_in, verdict ("holds" exactly when lo > 0), failed (runs without a statistic), seconds (wall time of the whole demo), cores, parallel, machine, date,
-command. The app's demo texts read these records (mgr.demos.measured_text).
+mean_diff, ci95 [lo, hi], holds_in, verdict ("holds" exactly when lo > 0), failed (runs without a
+statistic), seconds (wall time of the whole demo), cores, parallel, machine, date, command. The app's demo texts read these records (mgr.demos.measured_text).
 """
 from __future__ import annotations
 
