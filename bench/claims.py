@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr import paired  # noqa: E402
 from mgr.analysis.runs import summarize  # noqa: E402
 from mgr.demos import SETTING as DEMO_SETTING  # noqa: E402
+from mgr.launch import build_config, cli_args  # noqa: E402
 from mgr.runstore import Run  # noqa: E402
 
 from records import stamp, write_json  # noqa: E402
@@ -40,19 +41,9 @@ ARMS = {"pcr": ["--method", "pcr"], "mgr": ["--method", "mgr"],
 CLAIMS = [("3", "MPS adds to PCR", "mgr", "pcr"),
           ("5-mlp", "the residual finder beats a plain MLP finder", "mgr", "mgr-mlp"),
           ("5-linear", "the residual finder beats a linear finder", "mgr", "mgr-linear")]
-
-
-def demo_flags(setting: dict) -> list[str]:
-    """A teaching-demo setting (mgr.demos.SETTINGS, form keys such as "data.ratio") as `mgr train` flags,
-    so that this benchmark trains exactly the demos' runs and a demo's runs can serve here (--reuse)."""
-    flags = []
-    for key, value in setting.items():
-        if value is not None:
-            flags += ["--" + key.removeprefix("data.").replace("_", "-"), str(value)]
-    return flags
-
-
-SETTING = demo_flags(DEMO_SETTING)  # the teaching demos' Fashion-MNIST setting, its generator included
+# the teaching demos' Fashion-MNIST setting, its generator included, as the demo queue turns it into `mgr train`
+# flags (mgr.demo_queue), so that this benchmark trains exactly the demos' runs and theirs can serve here (--reuse)
+SETTING = cli_args(build_config(dict(DEMO_SETTING)))
 QUICK = ["--dataset", "digits", "--ratio", "0.1", "--batch-size", "16", "--steps", "4", "--eval-every", "2",
          "--probes-per-class", "2", "--probe-real", "40", "--device", "cpu"]
 
