@@ -11,7 +11,8 @@ Writes bench/results/demos.json: one record per demo (a re-run replaces that dem
 demo, question, dataset, ratio, methods, steps, statistic, seeds, values (per seed: arm A, arm B),
 compare ("difference": each seed's number is A − B; "log ratio": log(A / B)), diffs (those numbers),
 mean_diff, ci95 [lo, hi], holds_in, verdict ("holds" exactly when lo > 0), failed (runs without a
-statistic), seconds (wall time of the whole demo), cores, parallel, machine, date, command. The app's demo texts read these records (mgr.demos.measured_text).
+statistic), seconds (wall time of the whole demo), cores, parallel, machine, date, command. The app's
+demo texts read these records (mgr.demos.measured_text).
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def resummarize(path: Path, argv) -> list[dict]:
         for r in old:
             demo = demos.DEMOS.get(r.get("demo"))
             fields = summary_fields(demo, r["values"]) if demo and isinstance(r.get("values"), list) else None
-            if fields and any({"compare": "difference", **r}.get(k) != v for k, v in fields.items()):
+            if fields and any({**r, "compare": demos.record_compare(r)}.get(k) != v for k, v in fields.items()):
                 r = {**r, **fields, "resummarized": note}
                 done.append(r)
             new.append(r)

@@ -50,6 +50,11 @@ class Statistic:
     def ratio(self) -> bool:
         return self.compare == "log ratio"
 
+    def shown(self, d: float) -> float:
+        """A seed's number (or their mean, or an end of its interval) as people read it: the difference
+        itself, or for a ratio statistic the factor exp(log ratio)."""
+        return math.exp(d) if self.ratio else d
+
 
 TEST_ACC = Statistic("test_acc", "test accuracy at the last step", "points")
 LATENT_SHIFT = Statistic("latent_shift", "mean latent shift ‖F(z) − z‖ over the last evaluation interval", "",
@@ -240,13 +245,13 @@ def describe(demo: Demo, summary: paired.Paired) -> str:
     if summary.n == 0:
         return "no seed has both arms finished yet"
     if summary.ci95 is None:
-        value = f"×{math.exp(summary.mean):.3g}" if ratio else f"{summary.mean:+.2f}{unit}"
+        value = f"×{demo.statistic.shown(summary.mean):.3g}" if ratio else f"{summary.mean:+.2f}{unit}"
         return f"{demo.diff_label} = {value} on 1 seed: no interval yet (it needs 2)"
     lo, hi = summary.ci95
     if ratio:
         none, what, larger = "×1", "direction", "larger"
-        value = (f"×{math.exp(summary.mean):.3g} (95% interval ×{math.exp(lo):.3g} to ×{math.exp(hi):.3g}, "
-                 f"the geometric mean over seeds)")
+        mean, lo, hi = (demo.statistic.shown(x) for x in (summary.mean, lo, hi))
+        value = f"×{mean:.3g} (95% interval ×{lo:.3g} to ×{hi:.3g}, the geometric mean over seeds)"
     else:
         none, what, larger = "0", "sign", "positive"
         value = f"{summary.mean:+.2f}{unit} (95% interval {lo:+.2f} to {hi:+.2f})"
@@ -302,6 +307,11 @@ def same_arms(recorded, current: list[dict]) -> bool:
         for r, c in zip(recorded, current))
 
 
+def record_compare(record: dict) -> str:
+    """How a bench record summarised its seeds (records made before the field compared differences)."""
+    return record.get("compare", "difference")
+
+
 def record_summary(record: dict) -> paired.Paired:
     """The paired summary a bench record stores (bench/demos.py)."""
     return paired.Paired(tuple(record["diffs"]), record["mean_diff"], tuple(record["ci95"]) if record.get("ci95")
@@ -314,8 +324,8 @@ def measured_text(demo: Demo, record: dict | None, data: str = DEFAULT_DATA) -> 
     named as such, never passed off as this demo's result."""
     if not record:
         return "Not measured yet: run `python bench/demos.py`."
-    if record.get("compare", "difference") != demo.statistic.compare:
-        return (f"Out of date: this record summarises its seeds as a {record.get('compare', 'difference')}, the "
+    if record_compare(record) != demo.statistic.compare:
+        return (f"Out of date: this record summarises its seeds as a {record_compare(record)}, the "
                 f"demo now as a {demo.statistic.compare} (`python bench/demos.py --resummarize` recomputes it "
                 "from the values the record measured).")
     summary = record_summary(record)

@@ -1,7 +1,5 @@
 """Home: what MGR is, the runs found, and the teaching demos: paired experiments over seeds whose
 verdict panel fills in as the seeds finish."""
-import math
-
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -99,14 +97,16 @@ def arm_curves(m: dict, demo: demos.Demo, field: str) -> tuple[list, dict]:
 def seed_number(demo: demos.Demo, va, vb) -> float | None:
     """What the strip chart shows for one seed: A − B, or for a ratio statistic the factor A / B."""
     d = None if va is None or vb is None else demos.seed_difference(demo.statistic, va, vb)
-    return None if d is None else math.exp(d) if demo.statistic.ratio else d
+    return None if d is None else demo.statistic.shown(d)
 
 
 def strip_chart(demo: demos.Demo, summary) -> go.Figure:
     """Each seed's difference as a dot, the mean with its 95% interval beside them, and 0; for a ratio
     statistic each seed's factor A / B on a log axis, the geometric mean with its interval, and ×1."""
     ratio = demo.statistic.ratio
-    shown = (lambda xs: [math.exp(x) for x in xs]) if ratio else list
+
+    def shown(xs):
+        return [demo.statistic.shown(x) for x in xs]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=shown(summary.diffs), y=["seeds"] * summary.n, mode="markers", name="one seed",
                              marker=dict(size=11, color=figures.colour(0), opacity=0.8)))
