@@ -147,7 +147,7 @@ def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, bro
     url, runs_dir = server
     driver = browser
     try:
-        wait = WebDriverWait(driver, 600, poll_frequency=0.5)
+        wait = WebDriverWait(driver, 600, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))
         driver.get(url)
         wait.until(lambda d: d.find_elements(By.XPATH, "//summary[contains(., 'Demo settings')]"))
         driver.find_element(By.XPATH, "//summary[contains(., 'Demo settings')]").click()
