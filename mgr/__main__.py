@@ -75,17 +75,20 @@ def cmd_train(a) -> None:
     def started(run):
         print(run.path, flush=True)  # first line: where to look (the app and scripts read it)
 
+    if a.pause_at is not None and a.pause_at < 1:
+        raise ValueError(f"--pause-at {a.pause_at} is not allowed; it must be a step >= 1")
     try:  # under torchrun (docs/scale.md) the process group is joined by train/resume and left here
         if a.resume:
             given = [opt for dest, (opt, default) in a.option_defaults.items()
-                     if dest not in ("resume", "quiet", "threads") and getattr(a, dest) != default]
+                     if dest not in ("resume", "quiet", "threads", "pause_at") and getattr(a, dest) != default]
             if given:
                 raise ValueError(f"--resume continues a run with the options in its config.json; it takes no other "
                                  f"training options (got {', '.join(given)}). Start a new run to change them")
-            train.resume(a.resume, quiet=a.quiet, on_start=started)
+            train.resume(a.resume, quiet=a.quiet, on_start=started, pause_at=a.pause_at)
             return
         cfg = train_config(a)
-        run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started)
+        run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started,
+                          pause_at=a.pause_at)
         if distributed.lead():  # under torchrun, once
             st = run.status()
             print(f"{st['state']}: best val acc {st.get('best_val_acc')} at step {st.get('best_step')}", flush=True)
@@ -116,6 +119,19 @@ def cmd_runs(a) -> None:
         except (OSError, ValueError, KeyError, TypeError) as e:  # a damaged or hand-edited run must not hide the others
             line = f"{run.id}  {st.get('state', '?'):9s} unreadable run files: {type(e).__name__}: {e}"
         print(line)
+
+
+def cmd_pause(a) -> None:
+    from .runstore import Run
+    run = Run(a.run)
+    if not (run.path / "config.json").is_file():
+        raise ValueError(f"{run.path} is not a run directory (no config.json)")
+    if a.hold:
+        run.pause()
+        print(f"{run.id}: asked to hold after its current step; `python -m mgr continue {a.run}` lets it go on")
+    else:
+        run.unpause()
+        print(f"{run.id}: goes on")
 
 
 def cmd_datasets(a) -> None:
@@ -278,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
     t.add_argument("--run-id", help="name of the run directory (default: generated)")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--pause-at", type=int, metavar="STEP",
+                   help="hold after that step and its evaluation, keeping the process and its place, until the "
+                        "run's pause file is removed (`python -m mgr continue RUN`, the Train page) or a signal "
+                        "stops it; also with --resume")
     add_threads_arg(t)
     # every option's default, so that --resume can refuse the ones it would silently ignore
     t.set_defaults(fn=cmd_train, option_defaults={act.dest: (act.option_strings[0], act.default)
@@ -293,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", help="default $MGR_RUNS_DIR, else runs/")
     r.set_defaults(fn=cmd_runs)
 
+    for name, what in (("pause", "ask a running run to hold between two steps"), ("continue", "let a held run go on")):
+        c = sub.add_parser(name, help=what)
+        c.add_argument("run", help="the run directory")
+        c.set_defaults(fn=cmd_pause, hold=name == "pause")
     sub.add_parser("datasets", help="list datasets").set_defaults(fn=cmd_datasets)
     sub.add_parser("generators", help="list generator checkpoints").set_defaults(fn=cmd_generators)
 

@@ -343,8 +343,9 @@ class Launcher:
             {"run_id": run_id, "pid": p.pid, "command": cmd, "started": time.time()}))
         return p
 
-    def launch(self, values: dict, run_id: str | None = None) -> str:
-        """Validate the form's values, then start the trainer detached; returns the run id."""
+    def launch(self, values: dict, run_id: str | None = None, pause_at: int | None = None) -> str:
+        """Validate the form's values, then start the trainer detached; returns the run id. `pause_at`: the
+        trainer holds after that step until Run.unpause (mgr train --pause-at)."""
         run_id = run_id or str(values.get("run_id") or "").strip() or None
         if run_id is not None:
             try:
@@ -363,7 +364,8 @@ class Launcher:
         except RunError as e:
             raise LaunchError(str(e)) from None
         run_id = run_id or new_run_id(cfg.data.dataset, cfg.method)
-        self._spawn(run_id, cli_args(cfg) + ["--run-id", run_id, "--runs-dir", str(self.runs_dir.resolve())])
+        hold = ["--pause-at", str(pause_at)] if pause_at is not None else []
+        self._spawn(run_id, cli_args(cfg) + ["--run-id", run_id, "--runs-dir", str(self.runs_dir.resolve()), *hold])
         return run_id
 
     def stop(self, run: Run) -> None:

@@ -10,6 +10,8 @@
       probes/step_0000050.npz   arrays of one evaluation (PROBE_FIELDS below)
       last.pt, best.pt checkpoints (weights-only loadable)
       weights/step_0000050.pt   classifier, finder and co-learner of one evaluation (keep_weights)
+      data_report.json the images the dataset loader skipped, each with its reason (image folders)
+      pause            present while the run is asked to hold between two steps (Run.pause)
 
 Every write is atomic: whole files by temp-file + rename, metrics by appending one complete,
 flushed line. A reader therefore sees a file's old or new version, never half of one; a line
@@ -57,6 +59,8 @@ PROBE_FIELDS = {
              "uniform_probs", "finder_probs", "uniform_gap", "finder_gap", "augmented_uniform",
              "augmented_finder", "real_features"),
 }
+PAUSE_FILE = "pause"  # its presence holds the trainer between two steps; removing it lets the run go on
+DATA_REPORT = "data_report.json"
 WEIGHTS_DIR = "weights"  # weights/step_0000050.pt: the models of one evaluation (mgr/trainer/checkpoints.py)
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -233,6 +237,38 @@ class Run:
             current = {}
         current.update(fields, updated=time.time())
         atomic_write_text(self.path / "status.json", json.dumps(current, indent=1))
+
+    # -------------------------------------------------------------- pause
+
+    def pause(self) -> None:
+        """Ask the run's trainer to hold after its current step (status.json then says `"paused": true`). A
+        held trainer keeps its lock and its place, costs no CPU, and still stops cleanly on SIGTERM."""
+        atomic_write_text(self.path / PAUSE_FILE, "")
+
+    def unpause(self) -> None:
+        """Let a held run go on (nothing happens if it was not held)."""
+        (self.path / PAUSE_FILE).unlink(missing_ok=True)
+
+    def pause_requested(self) -> bool:
+        return os.path.exists(self.path / PAUSE_FILE)
+
+    def paused(self) -> bool:
+        """Whether the trainer says it is holding now (it has seen the pause file and stopped stepping)."""
+        return bool(self.status().get("paused"))
+
+    # -------------------------------------------------------------- data report
+
+    def write_data_report(self, skipped: list[dict], summary: str) -> None:
+        """data_report.json: what the dataset loader left out, each file with its reason."""
+        atomic_write_text(self.path / DATA_REPORT, json.dumps({"summary": summary, "skipped": skipped}, indent=1))
+
+    def data_report(self) -> dict:
+        """{"summary": str, "skipped": [{"path", "reason"}, ...]}; empty for a run whose loader skipped nothing."""
+        try:
+            report = json.loads((self.path / DATA_REPORT).read_text())
+        except (OSError, ValueError):
+            return {}
+        return report if isinstance(report, dict) else {}
 
     def append_metrics(self, record: dict) -> None:
         self._append("metrics.jsonl", record, fsync=True)

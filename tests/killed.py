@@ -3,22 +3,18 @@ tests (status.json still says running, last.pt holds that evaluation)."""
 import signal
 import subprocess
 import sys
-import time
 
 from mgr.runstore import Run
+from tests.waiting import wait_paused
 
 
-def kill_after_first_evaluation(args: list[str], timeout: float, **popen) -> Run:
-    """Start `python -m mgr train ARGS`, wait up to `timeout` s until its metrics.jsonl has a line, SIGKILL
-    it (and reap it within timeout / 2 s); its run."""
-    p = subprocess.Popen([sys.executable, "-m", "mgr", "train", *args], stdout=subprocess.PIPE,
+def kill_after_first_evaluation(args: list[str], **popen) -> Run:
+    """Start `python -m mgr train ARGS` held after its first evaluation (--pause-at the --eval-every step),
+    SIGKILL it there and reap it; its run."""
+    every = args[args.index("--eval-every") + 1] if "--eval-every" in args else "50"
+    p = subprocess.Popen([sys.executable, "-m", "mgr", "train", *args, "--pause-at", every], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, **popen)
-    run = Run(p.stdout.readline().strip())  # the trainer's first line: its run directory
-    t = time.time()
-    while not run.metrics():
-        assert p.poll() is None, p.stderr.read()
-        assert time.time() - t < timeout
-        time.sleep(0.05)
+    run = wait_paused(Run(p.stdout.readline().strip()), p)  # the trainer's first line: its run directory
     p.send_signal(signal.SIGKILL)
-    p.wait(timeout / 2)
+    p.wait(60)
     return run

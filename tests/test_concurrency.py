@@ -13,6 +13,7 @@ from mgr.__main__ import main
 from mgr.data import DataConfig
 from mgr.runstore import Run
 from mgr.trainer import TrainConfig, train
+from tests.waiting import wait_paused
 
 CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet",
        "--steps", "12", "--eval-every", "3", "--log-every", "3", "--batch-size", "16", "--probes-per-class", "2",
@@ -37,15 +38,14 @@ class Reader(threading.Thread):
 def test_three_runs_at_once_keep_to_their_own_directories_and_a_sigterm_stops_only_its_run(tmp_path, spawn):
     runs = tmp_path / "runs"
     launches = [("base", 0), ("pcr", 1), ("base", 2)]
-    procs = [spawn([*CLI, "--runs-dir", str(runs), "--method", m, "--seed", str(seed)]) for m, seed in launches]
+    hold = {1: ["--pause-at", "3"]}  # the pcr run holds after its first evaluation until it is stopped
+    procs = [spawn([*CLI, "--runs-dir", str(runs), "--method", m, "--seed", str(seed), *hold.get(i, [])])
+             for i, (m, seed) in enumerate(launches)]
     dirs = [p.stdout.readline().strip() for p in procs]
     watched = [Reader(Run(dirs[0])), Reader(Run(dirs[0]))]  # two sessions watching the same run
     for r in watched:
         r.start()
-    t = time.time()
-    while not Run(dirs[1]).metrics():
-        assert procs[1].poll() is None and time.time() - t < 300, procs[1].stderr.read()
-        time.sleep(0.05)
+    wait_paused(Run(dirs[1]), procs[1])
     procs[1].send_signal(signal.SIGTERM)  # Stop: only the pcr run
     codes = [p.wait(600) for p in procs]
     for r in watched:
@@ -63,7 +63,7 @@ def test_three_runs_at_once_keep_to_their_own_directories_and_a_sigterm_stops_on
     assert states == ["finished", "stopped", "finished"]
     for d in (dirs[0], dirs[2]):
         assert [m["step"] for m in Run(d).metrics()] == [3, 6, 9, 12] and Run(d).probe_steps() == [3, 6, 9, 12]
-    assert Run(dirs[1]).status()["step"] < 12 and (Run(dirs[1]).path / "last.pt").exists()
+    assert Run(dirs[1]).status()["step"] == 3 and (Run(dirs[1]).path / "last.pt").exists()
 
     # run 0 gives exactly the numbers it gives when run alone: no cross-talk through files or seeds
     alone = train(TrainConfig(data=DataConfig("digits", ratio=0.1), method="base", steps=12, eval_every=3, log_every=3,
@@ -84,13 +84,8 @@ def test_three_runs_at_once_keep_to_their_own_directories_and_a_sigterm_stops_on
 
 
 def test_a_live_run_refuses_a_second_writer_and_a_reused_pid_does_not_block_resume(tmp_path, capsys, spawn):
-    p = spawn([*CLI, "--runs-dir", str(tmp_path), "--method", "base"])
-    run = Run(p.stdout.readline().strip())
-    t = time.time()
-    while not run.metrics():
-        assert p.poll() is None and time.time() - t < 300, p.stderr.read()
-        time.sleep(0.02)
-    p.send_signal(signal.SIGSTOP)  # keep it alive (and mid-run) while a second writer tries
+    p = spawn([*CLI, "--runs-dir", str(tmp_path), "--method", "base", "--pause-at", "3"])
+    run = wait_paused(Run(p.stdout.readline().strip()), p)  # alive, mid-run, while a second writer tries
     try:
         assert main(["train", "--resume", str(run.path), "--quiet"]) == 2
         assert f"run {run.id} is still running (pid {p.pid})" in capsys.readouterr().err

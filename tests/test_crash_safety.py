@@ -16,6 +16,7 @@ import torch
 
 from mgr import checkpoint
 from mgr.runstore import Run
+from tests.waiting import wait_paused
 
 STEPS, EVAL, LOG = 15, 3, 1
 CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet",
@@ -131,11 +132,10 @@ def test_random_sigkills_resume_into_exactly_the_uninterrupted_run(tmp_path, spa
     _check_killed_state(run)
 
     # 2: mid-step, at a random step;  3: during the write of a probe
-    p = spawn([*CLI[:4], "--resume", str(run.path), "--quiet"])
+    target = _scalars_step(run) + rng.randint(1, 5)  # held there, so the kill lands before the run can end
+    p = spawn([*CLI[:4], "--resume", str(run.path), "--quiet", "--pause-at", str(target)])
     assert p.stdout.readline().strip() == str(run.path)
-    target = _scalars_step(run) + rng.randint(1, 5)
-    _wait(lambda: _scalars_step(run) >= target, p)
-    time.sleep(rng.uniform(0, 0.1))
+    wait_paused(run, p)
     p.kill()
     p.wait(60)
     kills.append(f"mid-training after step {_scalars_step(run)}")

@@ -4,7 +4,6 @@ whole, and picked up again after the supervisor died."""
 import math
 import os
 import signal
-import time
 
 import pytest
 
@@ -12,17 +11,11 @@ from mgr import demo_queue, demos, paired
 from mgr.data import DEBIAN_FASHION_MNIST
 from mgr.launch import LaunchError, build_config
 from mgr.runstore import Run
+from tests.waiting import wait_for
 
 # the smallest demo runs that still evaluate twice: seconds each
 TINY = {"data.dataset": "digits", "data.ratio": 0.1, "data.test_subset": None, "steps": 4, "eval_every": 2, "batch_size": 16,
         "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
-
-
-def wait_for(predicate, timeout=300, what="the condition"):
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -238,7 +231,7 @@ def test_every_shipped_demo_record_is_a_measurement_of_todays_demo():
 
 
 def test_stop_and_resume_apply_to_the_whole_demo(tmp_path):
-    long = {**TINY, "steps": 3000, "eval_every": 5}
+    long = {**TINY, "steps": 100_000, "eval_every": 5}  # no run can finish while the test acts on it
     launch_id = demo_queue.launch("pcr-repairs", 2, tmp_path, long, parallel=2)
     m = demo_queue.read_manifest(tmp_path, launch_id)
     ids = [r["run_id"] for r in m["runs"]]
@@ -250,18 +243,17 @@ def test_stop_and_resume_apply_to_the_whole_demo(tmp_path):
                  what="the first two runs to train")
         demo_queue.stop(tmp_path, launch_id)
         wait_for(lambda: demo_queue.run_states(tmp_path, m) == ["stopped", "stopped", "queued", "queued"],
-                 timeout=60, what="the running trainers to stop")
+                 what="the running trainers to stop")
         assert not demo_queue.supervisor_alive(tmp_path, launch_id)
         stopped_at = [step(0), step(1)]
-        time.sleep(2)  # nothing starts while the demo is stopped, and the app's poll does not restart it
-        assert not demo_queue.ensure_supervisor(tmp_path, launch_id)
+        assert not demo_queue.ensure_supervisor(tmp_path, launch_id)  # the app's poll does not restart it
         assert demo_queue.run_states(tmp_path, m) == ["stopped", "stopped", "queued", "queued"]
         demo_queue.resume(tmp_path, launch_id)
         with pytest.raises(LaunchError, match="is running"):
             demo_queue.resume(tmp_path, launch_id)
-        wait_for(lambda: demo_queue.run_states(tmp_path, m)[:2] == ["running"] * 2 and step(0) > stopped_at[0],
-                 what="the stopped runs to continue")
-        time.sleep(2)  # a resumed run reads `stopped` until its trainer is up: it is started once, not again
+        # both trainers up and stepping again: a resumed run reads `stopped` until then, and is started once
+        wait_for(lambda: demo_queue.run_states(tmp_path, m)[:2] == ["running"] * 2 and step(0) > stopped_at[0]
+                 and step(1) > stopped_at[1], what="the stopped runs to continue")
         log = (tmp_path / demo_queue.DEMOS_DIR / f"{launch_id}.log").read_text()
         assert sorted(line for line in log.splitlines() if line.endswith("(stopped)")) == \
             sorted([f"started {ids[0]} (stopped)", f"started {ids[1]} (stopped)"])
@@ -269,7 +261,7 @@ def test_stop_and_resume_apply_to_the_whole_demo(tmp_path):
         assert Run(tmp_path / ids[0]).metrics()[0]["step"] == 5  # continued, not restarted
     finally:
         demo_queue.stop(tmp_path, launch_id)
-    wait_for(lambda: all(s in ("stopped", "queued") for s in demo_queue.run_states(tmp_path, m)), timeout=60,
+    wait_for(lambda: all(s in ("stopped", "queued") for s in demo_queue.run_states(tmp_path, m)),
              what="the second stop")
 
 
@@ -277,7 +269,7 @@ def test_a_launch_survives_its_supervisor_dying_and_the_app_restarting(tmp_path)
     launch_id = demo_queue.launch("gda-hurts", 2, tmp_path, TINY, parallel=2)
     pid = int((tmp_path / demo_queue.DEMOS_DIR / f"{launch_id}.pid").read_text())
     os.kill(pid, signal.SIGKILL)  # as a reboot or an OOM kill would
-    wait_for(lambda: not demo_queue.supervisor_alive(tmp_path, launch_id), timeout=30, what="the supervisor to die")
+    wait_for(lambda: not demo_queue.supervisor_alive(tmp_path, launch_id), what="the supervisor to die")
     # a restarted app knows the launch only from its manifest; its first poll restarts the queue
     (m,) = demo_queue.list_launches(tmp_path)
     assert m["id"] == launch_id and len(m["runs"]) == 4

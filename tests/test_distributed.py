@@ -116,7 +116,7 @@ def test_every_rank_applies_the_single_process_gradient_of_the_whole_batch(tmp_p
 
 def test_a_killed_single_process_run_resumes_on_two_processes(tmp_path):
     run = kill_after_first_evaluation([*SMALL, "--method", "mgr", "--steps", "30", "--eval-every", "3",
-                                       "--batch-size", "16", "--runs-dir", str(tmp_path)], 60, cwd=REPO, env=ENV)
+                                       "--batch-size", "16", "--runs-dir", str(tmp_path)], cwd=REPO, env=ENV)
     run_dir = str(run.path)
     assert run.status()["state"] == "running" and run.status()["world_size"] == 1
     stopped = run.status()["step"]

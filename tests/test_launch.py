@@ -9,30 +9,23 @@ import pytest
 
 from mgr import launch
 from mgr.runstore import Run
+from tests.waiting import wait_for, wait_paused
 
 TINY = {"data.dataset": "digits", "data.ratio": 0.1, "method": "pcr", "steps": 400, "eval_every": 10,
         "batch_size": 16, "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
 
 
-def wait_for(cond, what: str, timeout: float = 240):
-    deadline = time.time() + timeout
-    while not cond():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_launch_stop_resume_a_real_run(tmp_path):
     L = launch.Launcher(tmp_path)
-    run_id = L.launch(TINY)
-    run = Run(tmp_path / run_id)
-    wait_for(lambda: run.metrics(), "the first evaluation")
+    run_id = L.launch(TINY, pause_at=10)
+    run = wait_paused(Run(tmp_path / run_id))  # alive after its first evaluation until stopped
     cfg = json.loads((run.path / "config.json").read_text())
     assert cfg == launch.build_config(TINY).to_dict()  # the CLI flags carried every value
     assert launch.run_state(run) == "running" and launch.is_trainer(run.status()["pid"], run)
     L.stop(run)
     wait_for(lambda: run.status()["state"] == "stopped", "the stop")
     stopped_at = run.status()["step"]
-    assert 10 <= stopped_at < 400 and "SIGTERM" in run.status()["error"]
+    assert stopped_at == 10 and "SIGTERM" in run.status()["error"]
     L.reap()
     with pytest.raises(launch.LaunchError, match="not running"):
         L.stop(run)
@@ -60,7 +53,6 @@ def test_a_stale_pid_is_never_signalled(tmp_path):
         assert launch.run_state(run) == "killed"
         with pytest.raises(launch.LaunchError, match="is gone"):
             launch.Launcher(tmp_path).stop(run)
-        time.sleep(0.2)
         assert other.poll() is None  # untouched
     finally:
         other.kill()
@@ -97,7 +89,7 @@ def test_a_launch_that_fails_before_its_run_directory_is_reported(tmp_path):
     L = launch.Launcher(tmp_path)
     L._spawn("never-made", ["--dataset", "digits", "--ratio", "0.1", "--method", "base", "--steps", "0",
                             "--run-id", "never-made", "--runs-dir", str(tmp_path)])
-    wait_for(lambda: L.pending() and L.pending()[0]["state"] == "failed to start", "the failed launch", 120)
+    wait_for(lambda: L.pending() and L.pending()[0]["state"] == "failed to start", "the failed launch")
     assert "steps=0 is not allowed" in L.pending()[0]["log"]
     L.dismiss("never-made")
     assert L.pending() == []
@@ -154,14 +146,13 @@ def test_an_existing_run_id_is_refused_on_its_field(tmp_path):
 def test_stop_affects_only_its_run(tmp_path):
     """Two runs launched from the app's launcher; Stop on one leaves the other to finish untouched."""
     L = launch.Launcher(tmp_path)
-    a = Run(tmp_path / L.launch({**TINY, "run_id": "a-long"}))
-    b = Run(tmp_path / L.launch({**TINY, "steps": 200, "run_id": "b-short"}))  # long enough to outlast a's start on a busy CPU
-    wait_for(lambda: a.metrics() and b.status().get("state") == "running", "both runs to get going")
+    a = wait_paused(Run(tmp_path / L.launch({**TINY, "run_id": "a-long"}, pause_at=10)))
+    b = Run(tmp_path / L.launch({**TINY, "steps": 200, "run_id": "b-short"}))
     L.stop(a)
     wait_for(lambda: a.status()["state"] == "stopped", "the stop")
     wait_for(lambda: b.status()["state"] == "finished", "the other run to finish")
     assert [r["step"] for r in b.metrics()] == list(range(10, 201, 10)) and "SIGTERM" not in str(b.status().get("error"))
-    assert a.status()["step"] < 400 and launch.run_state(a) == "stopped"
+    assert a.status()["step"] == 10 and launch.run_state(a) == "stopped"
 
 
 def test_a_run_killed_with_sigkill_shows_killed_and_resumes(tmp_path):
@@ -171,8 +162,7 @@ def test_a_run_killed_with_sigkill_shows_killed_and_resumes(tmp_path):
 
     from mgr.analysis import summarize
     L = launch.Launcher(tmp_path)
-    run = Run(tmp_path / L.launch({**TINY, "run_id": "victim"}))
-    wait_for(lambda: run.metrics(), "the first evaluation")
+    run = wait_paused(Run(tmp_path / L.launch({**TINY, "run_id": "victim"}, pause_at=10)))
     assert run.writer_alive() is True and launch.run_state(run) == "running"
     pid = run.status()["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -199,7 +189,7 @@ def test_a_real_process_is_told_apart_by_its_command_line_start_time_and_exit(tm
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "mgr", "train",
                           "--run-id", "r-real"])
     try:
-        wait_for(lambda: "r-real" in " ".join(__import__("psutil").Process(p.pid).cmdline()), "the process", 30)
+        wait_for(lambda: "r-real" in " ".join(__import__("psutil").Process(p.pid).cmdline()), "the process")
         assert launch.is_trainer(p.pid, Run(tmp_path / "r-real"))
         assert launch._runs_command(p.pid, "r-real") and not launch._runs_command(p.pid, "r-other")
         other = Run(tmp_path / "r-other")  # not named on its command line: the start time decides
@@ -208,7 +198,7 @@ def test_a_real_process_is_told_apart_by_its_command_line_start_time_and_exit(tm
         assert not launch.is_trainer(os.getpid(), Run(tmp_path / "r-real"))  # pytest: not a trainer
     finally:
         p.kill()
-    wait_for(lambda: __import__("psutil").Process(p.pid).status() == "zombie", "the child to exit", 30)
+    wait_for(lambda: __import__("psutil").Process(p.pid).status() == "zombie", "the child to exit")
     assert not launch.is_trainer(p.pid, Run(tmp_path / "r-real")) and not launch._runs_command(p.pid, "r-real")
     p.wait()
     assert not launch.is_trainer(p.pid, Run(tmp_path / "r-real"))

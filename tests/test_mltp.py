@@ -298,7 +298,7 @@ def test_killed_mltp_run_with_co_learner_resumes_to_the_same_numbers(tmp_path):
     run = kill_after_first_evaluation(["--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--runs-dir",
                                        str(tmp_path / "killed"), "--quiet", "--batch-size", "16", "--probes-per-class",
                                        "2", "--probe-real", "40", "--method", "base", "--procedure", "mltp",
-                                       "--co-learner", "--steps", "24", "--eval-every", "4", "--log-every", "4"], 120)
+                                       "--co-learner", "--steps", "24", "--eval-every", "4", "--log-every", "4"])
     run_dir = str(run.path)
     assert run.status()["state"] == "running" and run.status()["step"] < 24
     r = subprocess.run([sys.executable, "-m", "mgr", "train", "--resume", run_dir, "--quiet"], capture_output=True,

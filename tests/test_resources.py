@@ -8,12 +8,12 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from mgr import checkpoint
 from mgr.runstore import Run
+from tests.waiting import wait_paused
 
 CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet",
        "--method", "base", "--batch-size", "16", "--probes-per-class", "2", "--probe-real", "40", "--log-every", "2"]
@@ -76,18 +76,13 @@ def test_a_full_or_read_only_runs_dir_is_refused_at_start(tmp_path, tmpfs, fault
 @pytest.mark.parametrize("fault", ["file-size limit", "full tmpfs"])
 def test_a_disk_that_fills_mid_run_fails_it_naming_the_file_and_loses_nothing(tmp_path, tmpfs, spawn, fault):
     runs = tmpfs("size=32m") if fault == "full tmpfs" else tmp_path / "runs"
-    p = spawn([*CLI, "--steps", "10", "--eval-every", "2", "--runs-dir", str(runs)])
-    run = Run(p.stdout.readline().strip())
-    t = time.time()
-    while len(run.metrics()) < 2:
-        assert p.poll() is None and time.time() - t < 300, p.stderr.read()
-        time.sleep(0.02)
-    p.send_signal(signal.SIGSTOP)  # the disk fills between two writes of the run
+    p = spawn([*CLI, "--steps", "10", "--eval-every", "2", "--runs-dir", str(runs), "--pause-at", "4"])
+    run = wait_paused(Run(p.stdout.readline().strip()), p)  # the disk fills between two writes of the run
     if fault == "file-size limit":
         resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (16384, 16384))  # below a probe file, above status.json
     else:
         _fill(runs, leave=32768)
-    p.send_signal(signal.SIGCONT)
+    run.unpause()
     code, err = p.wait(300), p.stderr.read()
 
     assert code == 1 and "Traceback" not in err, err
@@ -114,11 +109,8 @@ def test_a_disk_that_fills_mid_run_fails_it_naming_the_file_and_loses_nothing(tm
 
 def test_resume_on_a_read_only_disk_is_refused_at_start(tmp_path, tmpfs, spawn):
     mnt = tmpfs("size=32m")
-    p = spawn([*CLI, "--steps", "40", "--eval-every", "2", "--runs-dir", str(mnt)])
-    run = Run(p.stdout.readline().strip())
-    while not run.metrics():
-        assert p.poll() is None, p.stderr.read()
-        time.sleep(0.02)
+    p = spawn([*CLI, "--steps", "40", "--eval-every", "2", "--runs-dir", str(mnt), "--pause-at", "2"])
+    run = wait_paused(Run(p.stdout.readline().strip()), p)
     p.send_signal(signal.SIGTERM)
     assert p.wait(120) == 0
     before = {f: f.read_bytes() for f in run.path.rglob("*") if f.is_file()}

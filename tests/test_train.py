@@ -5,16 +5,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from mgr import checkpoint, meta
+from mgr import checkpoint
 from mgr.__main__ import main
 from mgr.data import DataConfig
 from mgr.runstore import PROBE_FIELDS, Run
+from tests.waiting import wait_paused
 from mgr.trainer import TrainConfig, load_classifier, resume, train
 from mgr.trainer.checkpoints import CKPT_KIND, CKPT_VERSION, load_step_weights
 from mgr.trainer.state import build
@@ -184,27 +184,18 @@ def _train_cli(tmp_path, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_metrics(run_dir, n, proc, timeout=120):
-    t = time.time()
-    while time.time() - t < timeout:
-        if len(Run(run_dir).metrics()) >= n:
-            return
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.2)
-    raise TimeoutError
-
-
 @pytest.mark.parametrize("sig, state", [(signal.SIGTERM, "stopped"), (signal.SIGKILL, "running")])
 def test_stop_or_kill_then_resume_keeps_every_metric_line_once(tmp_path, sig, state):
-    p = _train_cli(tmp_path, "--method", "pcr", "--steps", "60", "--eval-every", "5", "--log-every", "2")
+    # held between two evaluations (10, 15), after a scalar line (12) that a resume from step 10 must not repeat
+    p = _train_cli(tmp_path, "--method", "pcr", "--steps", "60", "--eval-every", "5", "--log-every", "2",
+                   "--pause-at", "13")
     run_dir = p.stdout.readline().strip()  # the first line is the run directory
-    _wait_for_metrics(run_dir, 2, p)
+    wait_paused(Run(run_dir), p)
     p.send_signal(sig)
     p.wait(60)
     run = Run(run_dir)
     assert run.status()["state"] == state
-    stopped_at = run.status()["step"]
-    assert stopped_at < 60
+    assert run.status()["step"] == 13
     r = subprocess.run([sys.executable, "-m", "mgr", "train", "--resume", run_dir, "--quiet"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -214,6 +205,43 @@ def test_stop_or_kill_then_resume_keeps_every_metric_line_once(tmp_path, sig, st
     assert run.status()["state"] == "finished" and run.probe_steps() == steps
     # training scalars: a line every 2 steps and at every evaluation, none lost or repeated by the stop
     assert [r["step"] for r in run.scalars()] == [k for k in range(1, 61) if k % 2 == 0 or k % 5 == 0]
+
+
+def test_a_held_run_goes_on_to_the_numbers_of_a_run_never_held(tmp_path, capsys):
+    """--pause-at holds the trainer (alive, its lock kept, status `paused`) until `mgr continue`; the held
+    run's metrics and scalars are those of the same run never held."""
+    args = ["--method", "pcr", "--steps", "12", "--eval-every", "4", "--log-every", "2"]
+    p = _train_cli(tmp_path / "held", *args, "--pause-at", "6")
+    run = wait_paused(Run(p.stdout.readline().strip()), p)
+    st = run.status()
+    assert st["state"] == "running" and st["step"] == 6 and run.writer_alive() and p.poll() is None
+    assert [m["step"] for m in run.metrics()] == [4]
+    assert main(["continue", str(run.path)]) == 0 and "goes on" in capsys.readouterr().out
+    assert p.wait(600) == 0, p.stderr.read()
+    straight = _train_cli(tmp_path / "straight", *args)
+    ref = Run(straight.stdout.readline().strip())
+    assert straight.wait(600) == 0, straight.stderr.read()
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "elapsed")} for r in rows]  # noqa: E731
+    assert drop(run.metrics()) == drop(ref.metrics()) and drop(run.scalars()) == drop(ref.scalars())
+    assert run.status()["state"] == "finished" and run.status()["paused"] is False and not run.pause_requested()
+
+
+def test_mgr_pause_holds_a_running_trainer_and_a_signal_still_stops_it(tmp_path, capsys):
+    p = _train_cli(tmp_path, "--method", "base", "--steps", "100000", "--eval-every", "5")
+    run = Run(p.stdout.readline().strip())
+    assert main(["pause", str(run.path)]) == 0 and "continue" in capsys.readouterr().out
+    wait_paused(run, p)
+    held_at = run.status()["step"]
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(600) == 0
+    assert run.status()["state"] == "stopped" and run.status()["step"] == held_at
+    assert main(["pause", str(tmp_path / "nowhere")]) == 2 and "not a run directory" in capsys.readouterr().err
+
+
+def test_pause_at_must_be_a_step(tmp_path, capsys):
+    assert main(["train", "--dataset", "digits", "--ratio", "0.1", "--pause-at", "0", "--runs-dir", str(tmp_path)]) == 2
+    assert "--pause-at 0 is not allowed; it must be a step >= 1" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_resume_refuses_finished_runs(tmp_path, capsys):

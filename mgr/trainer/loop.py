@@ -13,7 +13,7 @@ import time
 from .. import checkpoint
 from . import distributed
 from ..models.classifier import evaluate
-from ..runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable
+from ..runstore import DATA_REPORT, Run, RunError, check_run_id, default_runs_dir, ensure_writable
 from ..runtime import Progress
 from .checkpoints import (keeps_step_weights, load_checkpoint, promote_best, save_best, save_checkpoint,
                           save_step_weights)
@@ -23,6 +23,8 @@ from .state import State, build, reseed
 from .steps import train_step
 
 STATUS_EVERY_S = 1.0  # status.json (progress, throughput) is rewritten at most this often
+SKIPPED_SHOWN = 5  # skipped input files named on stderr; data_report.json lists all of them
+PAUSE_POLL_S = 0.05  # how often a held trainer looks whether it may go on (or was told to stop)
 
 
 class Stop(Exception):
@@ -30,8 +32,10 @@ class Stop(Exception):
 
 
 
-def train(cfg: TrainConfig, runs_dir=None, run_id: str | None = None, quiet: bool = False, on_start=None) -> Run:
-    """Create a run directory and train in it. `on_start(run)` is called once it exists (on rank 0)."""
+def train(cfg: TrainConfig, runs_dir=None, run_id: str | None = None, quiet: bool = False, on_start=None,
+          pause_at: int | None = None) -> Run:
+    """Create a run directory and train in it. `on_start(run)` is called once it exists (on rank 0).
+    `pause_at`: hold after that step (and its evaluation) until the run's pause file is removed (Run.pause)."""
     distributed.init()
     runs_dir = runs_dir or default_runs_dir()
 
@@ -50,12 +54,12 @@ def train(cfg: TrainConfig, runs_dir=None, run_id: str | None = None, quiet: boo
     try:
         if on_start and distributed.lead():
             on_start(run)
-        return _loop(run, s, quiet)
+        return _loop(run, s, quiet, pause_at)
     finally:
         run.unlock()
 
 
-def resume(run_dir, quiet: bool = False, on_start=None) -> Run:
+def resume(run_dir, quiet: bool = False, on_start=None, pause_at: int | None = None) -> Run:
     distributed.init()
     run = Run(run_dir)
 
@@ -75,14 +79,15 @@ def resume(run_dir, quiet: bool = False, on_start=None) -> Run:
         if distributed.lead():
             promote_best(run, s.step)
             run.truncate_after(s.step)  # what happened after the checkpoint is redone, never duplicated
+            run.unpause()  # a resume means go on: a pause asked of the process before it is void
             if on_start:
                 on_start(run)
-        return _loop(run, s, quiet)
+        return _loop(run, s, quiet, pause_at)
     finally:
         run.unlock()
 
 
-def _loop(run: Run, s: State, quiet: bool) -> Run:
+def _loop(run: Run, s: State, quiet: bool, pause_at: int | None = None) -> Run:
     cfg = s.cfg
     lead = s.rank == 0  # the one rank that evaluates and writes the run; every rank when alone
     keep_steps = lead and keeps_step_weights(s)  # weights/step_N.pt at every evaluation (config keep_weights)
@@ -95,9 +100,11 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit then fails a write (a clear WriteError), not the process
         old[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if lead:
-        run.write_status(state="running", step=s.step, total_steps=cfg.steps, pid=os.getpid(), error=None,
+        run.write_status(state="running", step=s.step, total_steps=cfg.steps, pid=os.getpid(), error=None, paused=False,
                          started=time.time(), device=str(s.device), world_size=s.world,
                          best_val_acc=s.best_val_acc if s.best_step >= 0 else None, best_step=s.best_step)
+    if lead:
+        _report_skipped(run, s.data)
     static = probe_static(s) if lead else None
     if lead:
         run.save_probe("static", static)
@@ -146,6 +153,13 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
             # alone: stop at the step a signal arrives; under torchrun, at the next log line, on every rank at once
             if stop["signal"] if s.world == 1 else logging and distributed.any_rank(bool(stop["signal"])):
                 raise Stop(stop["signal"] or "a signal to another rank")
+            if s.step == pause_at and s.step < cfg.steps and lead:
+                run.pause()
+            # alone: hold at the step the pause file appears; under torchrun every rank at once, at a log line
+            # or the --pause-at step (all ranks know both), after rank 0 has written the file
+            if s.step < cfg.steps and (run.pause_requested() if s.world == 1 else (
+                    logging or s.step == pause_at) and distributed.any_rank(run.pause_requested())):
+                _hold(run, s.step, stop, lead)
         if lead:
             run.write_status(state="finished", step=s.step)
     except Stop as e:
@@ -171,6 +185,35 @@ def _loop(run: Run, s: State, quiet: bool) -> Run:
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return run
+
+
+def _hold(run: Run, step: int, stop: dict, lead: bool) -> None:
+    """Wait between two steps while the run's pause file exists; a signal ends the wait (and the run: under
+    torchrun, SIGTERM to torchrun reaches every rank)."""
+    if lead:
+        run.write_status(paused=True, step=step)
+    while run.pause_requested() and not stop["signal"]:
+        time.sleep(PAUSE_POLL_S)
+    if lead:
+        run.write_status(paused=False)
+    if stop["signal"]:
+        raise Stop(stop["signal"])
+
+
+def _report_skipped(run: Run, data) -> None:
+    """Files the dataset loader left out (an image folder's non-images, corrupt files, ...): all of them in
+    data_report.json, the count and the first few on stderr, where a shell user looks."""
+    skipped = getattr(data, "skipped", None)
+    if not skipped:
+        return
+    from ..imagefolder import skipped_summary
+    run.write_data_report([{"path": p, "reason": r} for p, r in skipped], skipped_summary(skipped))
+    shown = SKIPPED_SHOWN
+    lines = [f"warning: {len(skipped)} file(s) of {data.name} skipped; it trains on the rest:",
+             *(f"  {p}: {r}" for p, r in skipped[:shown]),
+             f"  {'... and ' + str(len(skipped) - shown) + ' more; a' if len(skipped) > shown else 'A'}ll of them "
+             f"with their reasons in {run.path / DATA_REPORT}"]
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def _final_status(run: Run, **fields) -> None:
