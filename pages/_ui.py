@@ -109,7 +109,10 @@ def pick_run(summaries: list[RunSummary], key: str = "run", need=None, why: str 
 
 
 def state_banner(s: RunSummary) -> None:
-    if s.state == "running":
+    if s.state == "running" and s.status.get("paused"):
+        st.info(f"⏸️ Held at step {s.status.get('step', s.step)} of {s.total_steps}: **Continue** on the Train page "
+                "lets it go on.")
+    elif s.state == "running":
         st.info(f"🟢 Running: step {s.status.get('step', s.step)} of {s.total_steps}. The views show what it has "
                 "written so far; open **Train** for live curves.")
     elif s.state == "failed":
@@ -123,6 +126,17 @@ def state_banner(s: RunSummary) -> None:
     elif s.state == "unknown":
         st.error(f"❓ Run {s.id} cannot be read: {s.error}")
         st.stop()
+    skipped_files(Run(s.path).data_report().get("skipped"), "were skipped when this run read its data")
+
+
+def skipped_files(skipped: list | None, what: str) -> None:
+    """A warning with the count of files a dataset loader left out, and each one with its reason on demand."""
+    if not skipped:
+        return
+    st.warning(f"⚠️ {len(skipped)} file{'s' if len(skipped) != 1 else ''} {what}: it trains on the rest.")
+    with st.expander("skipped files and why"):
+        st.dataframe([{"file": f["path"], "reason": f["reason"]} if isinstance(f, dict) else
+                      {"file": f[0], "reason": f[1]} for f in skipped], hide_index=True, width="stretch")
 
 
 @contextlib.contextmanager

@@ -6,8 +6,8 @@ import streamlit as st
 from mgr import figures, launch
 from mgr.analysis.curves import curve_fields, curves, scalar_curves, smoothable
 from mgr.runstore import Run
-from pages._ui import (CHART_CONFIG, ago, fmt_seconds, guarded, launcher, overview, pick_run, state_banner,
-                       state_text, through_app)
+from pages._ui import (CHART_CONFIG, ago, fmt_seconds, guarded, launcher, overview, pick_run, skipped_files,
+                       state_banner, state_text, through_app)
 
 through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
@@ -15,6 +15,11 @@ st.title("🚀 Train")
 L = launcher()
 
 # ----------------------------------------------------------------------------- the form
+@st.cache_data(ttl=30, show_spinner="reading the image folder…")
+def folder_skipped(folder: str) -> list:
+    return launch.folder_report(folder)[1]
+
+
 errors = st.session_state.pop("form_error", None)  # (field, message) of the last refused launch
 summaries = overview()  # read once per page run: with 200 runs the listing is most of the page's time
 with st.expander("New run", expanded=not summaries or errors is not None):
@@ -51,6 +56,12 @@ with st.expander("New run", expanded=not summaries or errors is not None):
             box.error(errors[1])
     if errors and errors[0] not in {f.name for f in fields if f.applies(values)}:
         st.error(errors[1])
+    if values.get("data.dataset") == launch.IMAGEFOLDER and str(values.get("data.folder") or "").strip():
+        try:  # the trainer's own scan: what it will skip, before anything is launched
+            skipped_files(folder_skipped(values["data.folder"]), "in this folder will be skipped")
+        except launch.LaunchError as e:
+            if not errors:
+                st.error(str(e))
     launched = st.button("Launch", type="primary", key="launch")
 if launched:
     try:
@@ -111,8 +122,9 @@ def status_panel():
         if live and state != "running":
             st.rerun(scope="app")  # finished, failed or stopped: redraw everything once, then stay still
         step, total = st_.get("step", 0), st_.get("total_steps") or s.total_steps
+        held = state == "running" and bool(st_.get("paused"))
         st.progress(min(step / total, 1.0) if total else 0.0,
-                    text=f"{state_text(state)} · step {step}/{total}")
+                    text=f"{'⏸️ held' if held else state_text(state)} · step {step}/{total}")
         m = st.columns(5)
         m[0].metric("best val acc", f"{st_['best_val_acc']:.3f}" if st_.get("best_val_acc") is not None else "—",
                     help=f"at step {st_.get('best_step')}")
@@ -127,7 +139,15 @@ def status_panel():
                        "reboot). **Resume** continues it from its last checkpoint.")
         elif state in ("failed", "stopped") and (st_.get("error") or s.error):
             (st.error if state == "failed" else st.warning)(st_.get("error") or s.error)
-        b = st.columns([1, 1, 6])
+        b = st.columns([1, 1, 1, 5])
+        if held:
+            if b[2].button("Continue", help="let the held run go on from where it is"):
+                run.unpause()
+                st.toast("continuing")
+        elif b[2].button("Pause", disabled=state != "running",
+                         help="hold the trainer after its current step, keeping its place; it costs no CPU meanwhile"):
+            run.pause()
+            st.toast("pausing after the current step")
         if b[0].button("Stop", disabled=state != "running", help="SIGTERM: saves last.pt, state becomes stopped"):
             try:
                 L.stop(run)
@@ -149,6 +169,7 @@ def status_panel():
 
 
 status_panel()
+skipped_files(run.data_report().get("skipped"), "were skipped when this run read its data")
 
 cfg = s.config
 mltp, co = cfg.get("procedure") == "mltp", bool(cfg.get("co_learner"))

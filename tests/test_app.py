@@ -375,6 +375,30 @@ def test_train_form_shows_mltp_and_co_learner_fields_only_when_they_apply(tmp_pa
     assert "form.co_learner" not in keys() and "form.mltp_variant" not in keys()
 
 
+def test_skipped_files_of_an_image_folder_show_in_the_form_and_on_the_runs_pages(tmp_path, monkeypatch):
+    """The form reads a typed folder with the trainer's scanner and says what will be skipped; a run made from
+    it says on its pages what was skipped, each file with its reason on demand."""
+    from mgr.data import DataConfig
+    from mgr.trainer import TrainConfig, train
+    from tests.test_imagefolder import EXPECTED_SKIPS, messy
+    root = messy(tmp_path / "photos")
+    at = open_page("pages/train.py", tmp_path / "runs", monkeypatch)
+    at.selectbox(key="form.data.dataset").set_value("imagefolder").run()
+    at.text_input(key="form.data.folder").set_value(str(root)).run()
+    assert not at.exception
+    assert any("16 files in this folder will be skipped" in w.value for w in at.warning), [w.value for w in at.warning]
+    listed = at.dataframe[0].value
+    assert set(listed["file"]) == set(EXPECTED_SKIPS) and "hidden" in set(listed["reason"])
+
+    train(TrainConfig(data=DataConfig(f"imagefolder:{root}", resolution=16), method="base", steps=2, eval_every=2,
+                      batch_size=4, probes_per_class=1, probe_real=8, device="cpu"), tmp_path / "runs", "messy",
+          quiet=True)
+    for page in ("pages/train.py", "pages/feature_space.py"):
+        at = open_page(page, tmp_path / "runs", monkeypatch, run="messy")
+        assert any("16 files were skipped when this run read its data" in w.value for w in at.warning), page
+        assert any(set(d.value["file"]) == set(EXPECTED_SKIPS) for d in at.dataframe if "file" in d.value), page
+
+
 # ----------------------------------------------------------------------------- bad input (issue 7)
 
 def column_with(at: AppTest, key: str):

@@ -222,3 +222,28 @@ def png_header_only(path, w, h):
 ])
 def test_a_decompression_bomb_is_skipped_before_decoding(tmp_path, w, h, reason):
     assert read_image(png_header_only(tmp_path / "bomb.png", w, h), 16) == (None, reason)
+
+
+def test_a_run_on_a_messy_folder_tells_the_user_what_it_skipped(tmp_path):
+    """The CLI names the count and the first few skipped files with their reasons; the run directory keeps
+    every one of them (data_report.json, which the app's run pages show)."""
+    import json
+    import subprocess
+    import sys
+
+    from mgr.runstore import Run
+    root = messy(tmp_path / "photos")
+    r = subprocess.run([sys.executable, "-m", "mgr", "train", "--dataset", f"imagefolder:{root}", "--resolution", "16",
+                        "--method", "base", "--steps", "2", "--eval-every", "2", "--batch-size", "4",
+                        "--probes-per-class", "1", "--probe-real", "8", "--device", "cpu", "--quiet",
+                        "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    run = Run(r.stdout.splitlines()[0])
+    assert f"warning: 16 file(s) of imagefolder:{root.resolve()} skipped" in r.stderr
+    named = [line.strip() for line in r.stderr.splitlines() if line.startswith("  ") and not line.startswith("  ...")]
+    assert len(named) == 5 and all(EXPECTED_SKIPS[n.split(": ", 1)[0]] in n for n in named)
+    assert f"... and 11 more; all of them with their reasons in {run.path / 'data_report.json'}" in r.stderr
+    report = json.loads((run.path / "data_report.json").read_text())
+    assert {f["path"]: f["reason"] for f in report["skipped"]}.keys() == EXPECTED_SKIPS.keys()
+    assert all(f["reason"].startswith(EXPECTED_SKIPS[f["path"]]) for f in report["skipped"])
+    assert run.data_report() == report and report["summary"].startswith("skipped 16 (")
