@@ -1,10 +1,11 @@
-# `make run` starts the app, `make test` runs the tests; both set up .venv first when needed.
+# `make run` starts the app, `make test` runs every test (what CI runs), `make test-fast` all but the slow ones
+# (browser, crash, multi-process and benchmark tests: tests/conftest.py); each sets up .venv first when needed.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-requirements
 
-.PHONY: run test setup clean-venv
+.PHONY: run test test-fast setup clean-venv
 
 setup: $(STAMP)
 
@@ -18,6 +19,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

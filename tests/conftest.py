@@ -53,10 +53,41 @@ def pytest_xdist_auto_num_workers(config):
     return min(_cpus(), 4)
 
 
+# ----------------------------------------------------------------------------- the fast tier
+# `make test-fast` (pytest -m "not slow") leaves out the tests that drive a browser, kill trainers at random,
+# start several processes per run (torchrun, Ray, the GPU check, demo supervisors) or run benchmarks end to end;
+# `make test` (what CI runs) runs them all. A module listed here is slow whole; otherwise the tests named.
+SLOW = {
+    "test_app_e2e.py": "*", "test_explore_e2e.py": "*", "test_crash_safety.py": "*", "test_distributed.py": "*",
+    "test_ray.py": "*", "test_gpu_check.py": "*", "test_bench.py": "*", "test_concurrency.py": "*",
+    "test_resources.py": "*",
+    "test_demos.py": {"test_a_tiny_demo_runs_every_seed_of_both_arms_through_the_supervisor_to_a_verdict",
+                      "test_stop_and_resume_apply_to_the_whole_demo",
+                      "test_a_launch_survives_its_supervisor_dying_and_the_app_restarting"},
+    "test_app.py": {"test_home_shows_a_failure_mode_demo_as_factors_on_a_log_axis",
+                    "test_train_page_eta_of_a_running_mltp_run_counts_both_batches"},
+    "test_analysis.py": {"test_feature_map_with_umap"},  # numba compiles UMAP's kernels: 20-30 s once
+    "test_launch.py": {"test_launch_stop_resume_a_real_run", "test_stop_affects_only_its_run",
+                       "test_a_run_killed_with_sigkill_shows_killed_and_resumes"},
+    "test_train.py": {"test_stop_or_kill_then_resume_keeps_every_metric_line_once"},
+    "test_mltp.py": {"test_killed_mltp_run_with_co_learner_resumes_to_the_same_numbers"},
+    "test_cli.py": {"test_train_generator_command_end_to_end"},
+}
+
+
+def _is_slow(item) -> bool:
+    names = SLOW.get(item.path.name, ())
+    return names == "*" or item.originalname in names
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """xdist_group marks: tests linked through a shared module- or session-scoped fixture of this suite form one
-    group (union-find over the fixtures they use); tests using none stay ungrouped."""
+    """Marks: `slow` for the tests in SLOW; xdist_group for tests linked through a shared module- or
+    session-scoped fixture of this suite, which form one group (union-find over the fixtures they use); tests
+    using none stay ungrouped."""
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
     parent = {}
 
     def find(k):
@@ -93,6 +124,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: left out by `make test-fast` (see SLOW in tests/conftest.py)")
     if not hasattr(config, "workerinput") and config.getoption("dist", "no") == "loadgroup":
         os.environ[GROUPS_DIR] = tempfile.mkdtemp(prefix="mgr-test-groups-")  # the workers inherit it
 
@@ -142,7 +174,7 @@ def app_runs(tmp_path_factory):
     for method in ("base", "pcr", "mgr"):
         train(tiny_config(method), d, f"t-{method}", quiet=True)
     # MLTP around mgr with the co-learner: α, both gradient cosines and the co-learner's scalars are logged
-    train(tiny_config("mgr", order="first", procedure="mltp", co_learner=True, steps=10, eval_every=5, log_every=2),
+    train(tiny_config("mgr", procedure="mltp", co_learner=True, steps=10, eval_every=5, log_every=2),
           d, "t-mltp", quiet=True)
     with pytest.raises(FloatingPointError):
         train(tiny_config("pcr", lr=1e12), d, "t-failed", quiet=True)
