@@ -16,7 +16,7 @@ import torch
 
 from mgr import checkpoint
 from mgr.runstore import Run
-from tests.waiting import wait_paused
+from tests.waiting import TIMEOUT, wait_paused
 
 STEPS, EVAL, LOG = 15, 3, 1
 CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet",
@@ -65,7 +65,7 @@ class Watcher(threading.Thread):
             time.sleep(0.03)
 
 
-def _wait(cond, proc, timeout=300):
+def _wait(cond, proc, timeout=TIMEOUT):
     t = time.time()
     while not cond():
         assert proc.poll() is None, f"exited early: {proc.stderr.read()}"
@@ -80,7 +80,7 @@ def _kill_mid_write(proc, run_dir: Path, pattern: str, when=lambda: True, tries:
     for _ in range(tries):
         _wait(lambda: any(run_dir.glob(pattern)), proc)
         proc.send_signal(signal.SIGSTOP)
-        _wait(lambda: _state(proc.pid) == "T", proc, timeout=10)  # really frozen before looking again
+        _wait(lambda: _state(proc.pid) == "T", proc)  # really frozen before looking again
         if any(run_dir.glob(pattern)) and when():
             proc.kill()
             proc.wait(60)
@@ -158,7 +158,7 @@ def test_random_sigkills_resume_into_exactly_the_uninterrupted_run(tmp_path, spa
 
     if run.status()["state"] != "finished":
         r = subprocess.run([*CLI[:4], "--resume", str(run.path), "--quiet"], capture_output=True, text=True,
-                           timeout=600)
+                           timeout=TIMEOUT)
         assert r.returncode == 0, r.stderr
     watcher.stop.set()
     watcher.join()

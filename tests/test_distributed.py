@@ -13,6 +13,7 @@ import torch
 from mgr.runstore import Run
 
 from killed import kill_after_first_evaluation
+from tests.waiting import TIMEOUT
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -21,7 +22,7 @@ SMALL = ["--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet", 
          "--probe-real", "40"]
 
 
-def torchrun(n, *args, timeout=120):
+def torchrun(n, *args, timeout=TIMEOUT):
     return subprocess.run([*TORCHRUN, "--nproc-per-node", str(n), *args], cwd=REPO, env=ENV, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -99,7 +100,7 @@ def test_every_rank_applies_the_single_process_gradient_of_the_whole_batch(tmp_p
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], cwd=REPO, env=ENV,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=TIMEOUT)
     assert one.returncode == 0, one.stderr
     two = torchrun(2, str(script), str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr

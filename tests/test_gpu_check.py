@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from tests.waiting import TIMEOUT
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -12,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_the_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     out, doc = tmp_path / "gpu_check.json", tmp_path / "gpu.md"
     r = subprocess.run(["bash", "bench/gpu_check.sh", "--device", "cpu", "--quick", "--out", str(out), "--doc", str(doc),
-                        "--work", str(tmp_path / "work")], cwd=REPO, capture_output=True, text=True, timeout=300,
+                        "--work", str(tmp_path / "work")], cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "MGR_THREADS": "1"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -27,5 +28,5 @@ def test_the_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
 
 
 def test_an_unknown_option_is_refused():
-    r = subprocess.run(["bash", "bench/gpu_check.sh", "--nope"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(["bash", "bench/gpu_check.sh", "--nope"], cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 2 and "unknown option --nope" in r.stderr

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from tests.waiting import TIMEOUT
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -14,7 +15,7 @@ def test_a_quick_grid_on_a_local_cluster_reports_its_failed_run(tmp_path):
     # finder_lr=1e9 throws mgr's finder out of the prior within 3 steps; base has no finder and finishes
     r = subprocess.run([sys.executable, "bench/accuracy.py", "--quick", "--device", "cpu", "--methods", "base,mgr",
                         "--set", "finder_lr=1e9", "--ray", "--ray-cpus", "2", "--runs-dir", str(tmp_path / "runs"),
-                        "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=240,
+                        "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"})
     assert r.returncode == 1, r.stderr  # a failed run fails the grid's exit status ...
     records = json.loads(out.read_text())  # ... but the others' records are written as usual

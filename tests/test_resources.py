@@ -13,7 +13,7 @@ import pytest
 
 from mgr import checkpoint
 from mgr.runstore import Run
-from tests.waiting import wait_paused
+from tests.waiting import TIMEOUT, wait_paused
 
 CLI = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device", "cpu", "--quiet",
        "--method", "base", "--batch-size", "16", "--probes-per-class", "2", "--probe-real", "40", "--log-every", "2"]
@@ -67,7 +67,7 @@ def test_a_full_or_read_only_runs_dir_is_refused_at_start(tmp_path, tmpfs, fault
         runs = tmpfs("ro,size=256k")
         expected = "Read-only file system"
     r = subprocess.run([*CLI, "--steps", "4", "--runs-dir", str(runs / "runs")], capture_output=True, text=True,
-                       timeout=300, preexec_fn=preexec)
+                       timeout=TIMEOUT, preexec_fn=preexec)
     assert r.returncode == 2 and r.stdout == "", r.stderr
     assert f"runs directory {runs / 'runs'} is not writable ({expected})" in r.stderr and "Traceback" not in r.stderr
     assert not (runs / "runs").exists() or not any((runs / "runs").iterdir())
@@ -101,7 +101,7 @@ def test_a_disk_that_fills_mid_run_fails_it_naming_the_file_and_loses_nothing(tm
 
     if fault == "full tmpfs":
         (runs / "filler").unlink()  # space again
-    r = subprocess.run([*CLI[:4], "--resume", str(run.path), "--quiet"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([*CLI[:4], "--resume", str(run.path), "--quiet"], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert [m["step"] for m in run.metrics()] == list(range(2, 11, 2)) and run.status()["state"] == "finished"
     assert run.probe_steps() == list(range(2, 11, 2))
@@ -115,7 +115,7 @@ def test_resume_on_a_read_only_disk_is_refused_at_start(tmp_path, tmpfs, spawn):
     assert p.wait(120) == 0
     before = {f: f.read_bytes() for f in run.path.rglob("*") if f.is_file()}
     subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-    r = subprocess.run([*CLI[:4], "--resume", str(run.path), "--quiet"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([*CLI[:4], "--resume", str(run.path), "--quiet"], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"cannot write in run directory {run.path} (Read-only file system)" in r.stderr
     assert {f: f.read_bytes() for f in run.path.rglob("*") if f.is_file()} == before
