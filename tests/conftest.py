@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 from mgr.data import DataConfig
 from mgr.runstore import Run
 from mgr.trainer import TrainConfig, train
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -179,10 +179,8 @@ def app_runs(tmp_path_factory):
     with pytest.raises(FloatingPointError):
         train(tiny_config("pcr", lr=1e12), d, "t-failed", quiet=True)
     running = Run(d / "t-running")
-    deadline = time.time() + 300
-    while not (running.metrics() and running.probe_steps() and (running.path / "last.pt").exists()):
-        assert proc.poll() is None and time.time() < deadline, "the running fixture's trainer did not get going"
-        time.sleep(0.5)
+    wait_for(lambda: running.metrics() and running.probe_steps() and (running.path / "last.pt").exists(),
+             "the running fixture's trainer to write its first evaluation", proc=proc)
     os.kill(proc.pid, signal.SIGSTOP)
     yield d
     os.kill(proc.pid, signal.SIGCONT)
