@@ -12,6 +12,7 @@ the module they need):
     models       a run's generator, finder and classifier; interpolation through G
     explore      the Explore page: models per step, latent directions, readouts of one position, a walk
     finder_fid   FID of uniform vs finder samples, cached per checkpoint
+    memorization the three-sample data-copying test: generated vs held-out images' distances to the training set
     oracle       a classifier trained on the full training set judges synthetic images (label accuracy,
                  asked-for vs judged-as, off-class samples): a measuring instrument, never a training input
     mosaic       image tiles
