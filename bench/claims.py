@@ -51,7 +51,7 @@ QUICK = ["--dataset", "digits", "--ratio", "0.1", "--batch-size", "16", "--steps
 def intended(setting: list[str], arm: str, seed: int) -> dict:
     """The config.json an (arm, seed) run of this benchmark has, compared as the demos compare theirs."""
     from mgr.__main__ import build_parser, train_config
-    from mgr.demos import comparable
+    from mgr.demo_records import comparable
     return comparable(train_config(build_parser().parse_args(["train", *setting, *ARMS[arm], "--seed", str(seed)]))
                       .to_dict())
 
@@ -59,7 +59,7 @@ def intended(setting: list[str], arm: str, seed: int) -> dict:
 def reuse(runs_dir: Path, other: Path, setting: list[str], seeds: int) -> int:
     """Link finished runs of `other` (e.g. a demo's runs) whose configuration and seed are exactly an
     (arm, seed) of this benchmark, instead of training them again; returns how many were linked."""
-    from mgr.demos import comparable
+    from mgr.demo_records import comparable
     found = {}
     for d in sorted(other.iterdir()):
         r = Run(d)

@@ -12,7 +12,7 @@ demo, question, dataset, ratio, methods, steps, statistic, seeds, values (per se
 compare ("difference": each seed's number is A − B; "log ratio": log(A / B)), diffs (those numbers),
 mean_diff, ci95 [lo, hi], holds_in, verdict ("holds" exactly when lo > 0), failed (runs without a
 statistic), seconds (wall time of the whole demo), cores, parallel, machine, date, command. The app's
-demo texts read these records (mgr.demos.measured_text).
+demo texts read these records (pages/_text.py).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mgr import demo_queue, demos  # noqa: E402
+from mgr import demo_queue, demo_records, demos  # noqa: E402
 from mgr.launch import LaunchError  # noqa: E402
 
 from records import stamp, update_records  # noqa: E402
@@ -85,7 +85,7 @@ def resummarize(path: Path, argv) -> list[dict]:
         for r in old:
             demo = demos.DEMOS.get(r.get("demo"))
             fields = summary_fields(demo, r["values"]) if demo and isinstance(r.get("values"), list) else None
-            if fields and any({**r, "compare": demos.record_compare(r)}.get(k) != v for k, v in fields.items()):
+            if fields and any({**r, "compare": demo_records.record_compare(r)}.get(k) != v for k, v in fields.items()):
                 r = {**r, **fields, "resummarized": note}
                 done.append(r)
             new.append(r)
@@ -95,10 +95,10 @@ def resummarize(path: Path, argv) -> list[dict]:
 
 
 def arms_of(m: dict, runs_dir: Path) -> list[dict]:
-    """The configuration seed 0 of each arm ran with (its config.json as demos.comparable keeps it): what
+    """The configuration seed 0 of each arm ran with (its config.json as demo_records.comparable keeps it): what
     the app compares with today's demo to tell a current measurement from an out-of-date one."""
     from mgr.runstore import Run
-    return [demos.comparable(Run(runs_dir / r["run_id"]).config)
+    return [demo_records.comparable(Run(runs_dir / r["run_id"]).config)
             for r in sorted((r for r in m["runs"] if r["seed"] == 0), key=lambda r: r["arm"])]
 
 
@@ -134,7 +134,7 @@ def main(argv=None):
                         "app shows) from their measured values, as each demo compares its seeds today")
     a = p.parse_args(argv)
     if a.resummarize is not None:
-        files = [Path(f) for f in a.resummarize] or [demos.MEASURED, demos.MEASURED_10_SEEDS]
+        files = [Path(f) for f in a.resummarize] or [demo_records.MEASURED, demo_records.MEASURED_10_SEEDS]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             p.error(f"--resummarize: no such file {', '.join(missing)}")
@@ -142,7 +142,7 @@ def main(argv=None):
         for f in files:
             for r in resummarize(f, argv):
                 changed.append(r)
-                summary = demos.describe(demos.DEMOS[r["demo"]], demos.record_summary(r))
+                summary = demos.describe(demos.DEMOS[r["demo"]], demo_records.record_summary(r))
                 print(f"{f}: {r['demo']} on {r['dataset']}, {r['seeds']} seeds: {summary}", flush=True)
         return changed
     ids = [d for d in a.demos.split(",") if d]

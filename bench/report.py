@@ -583,7 +583,7 @@ def _demo_catalogue():
 
 
 def arm_differences(recorded, current: list[dict]) -> dict | None:
-    """The fields in which a record's arms differ from today's (as mgr.demos.same_arms compares them:
+    """The fields in which a record's arms differ from today's (as mgr.demo_records.same_arms compares them:
     a field the record lacks counts as what runs had before it existed); None when they cannot be compared."""
     from dataclasses import MISSING, fields
 
@@ -629,7 +629,8 @@ def demo_findings(rdir: Path) -> tuple[list[Finding], list[Finding]]:
             differs = None
             if demo and data:
                 try:
-                    differs = arm_differences(r.get("arms"), demos.arm_configs(demo, data))
+                    from mgr.demo_records import arm_configs
+                    differs = arm_differences(r.get("arms"), arm_configs(demo, data))
                 except Exception:  # noqa: BLE001: a record that cannot be compared is shown as such
                     differs = None
             ratio = stat.ratio if stat else r.get("compare") == "log ratio"

@@ -1,6 +1,6 @@
 """Teaching demos as paired experiments: what each demo asks, its two arms, its statistic, and the
-words the app shows for a result (no Streamlit, no processes here: mgr/demo_queue.py runs demos,
-pages/home.py shows them, bench/demos.py measures them with the same code).
+summary of its seeds (no Streamlit, no processes here: mgr/demo_queue.py runs demos, pages/home.py
+shows them, bench/demos.py measures them with the same code, mgr/demo_records.py reads its records).
 
 A demo asks one question ("Does GDA hurt a small-data classifier?") and answers it with two arms
 (two Train-form configurations) run for N seeds each. Seed k of both arms shares the data split
@@ -11,22 +11,13 @@ interval and a verdict.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import paired
 from .launch import LaunchError
-from .paths import REPO
 from .runstore import Run
-
-MEASURED = REPO / "bench" / "results" / "demos.json"  # bench/demos.py writes it; the app shows it
-# the same demos re-run with 10 seeds where 5 left a verdict that moved between CPUs (docs/demos.md); Home shows
-# them under the 5-seed record, which is what a launch with the default seeds reproduces
-MEASURED_10_SEEDS = REPO / "bench" / "results" / "demos_10seeds.json"
-
 
 # ----------------------------------------------------------------------------- what a demo is
 
@@ -260,80 +251,3 @@ def describe(demo: Demo, summary: paired.Paired) -> str:
              "inconclusive": f"inconclusive: the interval contains {none}, so these seeds allow either {what}"}
     return (f"{demo.diff_label} = {value}, {larger} in {summary.holds_in} of {summary.n} seeds → "
             f"{words[summary.verdict]}")
-
-
-def measured(path: str | Path = MEASURED, data: str = DEFAULT_DATA) -> dict[str, dict]:
-    """bench/demos.py's records on the demos' `data` setting, by demo id ({} when it has not been run)."""
-    try:
-        records = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    want = SETTINGS.get(data, {}).get("data.dataset")
-    return {r["demo"]: r for r in records if isinstance(r, dict) and r.get("demo") in DEMOS
-            and r.get("dataset") == want} if isinstance(records, list) else {}
-
-
-def comparable(config: dict) -> dict:
-    """A config.json as far as it decides what the run measures: the project's one definition of "the
-    same configuration" (mgr.analysis.runs.config_items, which Compare groups by: no seed, no logging
-    fields, no fields of parts the run lacks, so a base run's finder_lr never makes its record stale)."""
-    from .analysis.runs import config_items, resolved_config
-    return dict(config_items(resolved_config(config)))
-
-
-def arm_configs(demo: Demo, data: str = DEFAULT_DATA, overrides: dict | None = None) -> list[dict]:
-    """The two arms' training configurations on `data` (defaults resolved, as config.json holds
-    them), as `comparable` keeps them: what a bench record must have run to be this demo's measurement
-    (bench/demos.py stores its runs' configs in the record as `arms`), so a changed default shows."""
-    from .launch import build_config
-    extra = {**data_overrides(data), **(overrides or {})} or None
-    return [comparable(build_config(arm_values(demo, arm, 0, extra)).to_dict()) for arm in demo.arms]
-
-
-def same_arms(recorded, current: list[dict]) -> bool:
-    """Whether a record's arms are today's: equal, where a field the record lacks (added to the trainer
-    after it was made) counts as equal when today's value is what runs had before the field existed:
-    its BEFORE_FIELD value where the default has changed since (a ReLU finder), else its default (e.g.
-    lam_kl_schedule "constant")."""
-    from dataclasses import MISSING, fields
-
-    from .trainer import TrainConfig
-    from .trainer.config import BEFORE_FIELD
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING} | BEFORE_FIELD
-    if not isinstance(recorded, list) or len(recorded) != len(current):
-        return False
-    return all(isinstance(r, dict) and set(r) <= set(c) and all(
-        r[k] == v if k in r else (k in defaults and defaults[k] == v) for k, v in c.items())
-        for r, c in zip(recorded, current))
-
-
-def record_compare(record: dict) -> str:
-    """How a bench record summarised its seeds (records made before the field compared differences)."""
-    return record.get("compare", "difference")
-
-
-def record_summary(record: dict) -> paired.Paired:
-    """The paired summary a bench record stores (bench/demos.py)."""
-    return paired.Paired(tuple(record["diffs"]), record["mean_diff"], tuple(record["ci95"]) if record.get("ci95")
-                         else None, record["holds_in"], record["verdict"])
-
-
-def measured_text(demo: Demo, record: dict | None, data: str = DEFAULT_DATA) -> str:
-    """What this project measured for a demo (from its bench record), or that it has not measured it.
-    A record made with other arms than today's (a changed default, an older record without them) is
-    named as such, never passed off as this demo's result."""
-    if not record:
-        return "Not measured yet: run `python bench/demos.py`."
-    if record_compare(record) != demo.statistic.compare:
-        return (f"Out of date: this record summarises its seeds as a {record_compare(record)}, the "
-                f"demo now as a {demo.statistic.compare} (`python bench/demos.py --resummarize` recomputes it "
-                "from the values the record measured).")
-    summary = record_summary(record)
-    text = (f"Measured {record['date']} on {record['dataset']} {record['ratio']:g}, {record['seeds']} seeds, "
-            f"{record['steps']} steps ({demo.statistic.label}): {describe(demo, summary)}.")
-    if not same_arms(record.get("arms"), arm_configs(demo, data)):
-        return (f"Out of date: this demo's configuration has changed since it was measured (re-run "
-                f"`python bench/demos.py --data {data} --demos {demo.id}`). Earlier: {text}")
-    return text
-
-

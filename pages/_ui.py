@@ -9,8 +9,6 @@ import zipfile
 from pathlib import Path
 
 import streamlit as st
-from streamlit import config  # AppTest patches config.get_option, not st.get_option
-from streamlit.runtime.pages_manager import PagesManager
 
 from mgr import launch
 from mgr.analysis.files import file_signature, probe_steps
@@ -24,23 +22,37 @@ CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", 
 BROKEN = (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile)
 
 
-def through_app() -> None:
-    """Every page calls this first. Until app.py's st.navigation has run once in a server process, Streamlit
-    treats a folder named pages/ (ours: the project's layout fixes the name) as its legacy multipage app: a
-    first request to a page's URL (a bookmark of /latents?run=…, a tab that reconnects after `make run` is
-    restarted) runs that file alone, without app.py, so the sidebar lists every file of pages/ ("ui" and
-    "diagram" included), the wide layout is lost, and it stays so until someone opens "/". Turn the legacy
-    mode off, as st.navigation itself does, and rerun: the same URL then goes through app.py's navigation
-    (a page's id is its URL path in both modes). tests/test_app_e2e.py opens a page's URL first. Not under
-    AppTest, which sets the legacy mode again before each of its runs: there the rerun would drop the button
-    a test has just clicked (a real server's first run is a page load, with nothing clicked)."""
-    if PagesManager.uses_pages_directory and not config.get_option("global.appTest"):
-        PagesManager.uses_pages_directory = False
+_THROUGH_APP = "_mgr_through_app"  # session state: this session's runs go through app.py's st.navigation
+
+
+def through_app(page: str) -> None:
+    """Every page calls this first. A fresh server whose first request is a page's URL (a bookmark of
+    /latents?run=…, a tab that reconnects after `make run` is restarted) would run that file alone:
+    Streamlit reads a folder named pages/ (ours: the project's layout fixes the name) as its legacy
+    multipage app until an app calls st.navigation, so the sidebar would list every file of pages/ and the
+    wide layout would be lost. A page that finds its session has not been through app.py calls
+    st.navigation itself (Streamlit's documented switch: an app that calls it leaves pages/ alone) and
+    reruns: the same URL then goes through app.py's navigation (a page's URL is its file's name in both).
+    Each page passes its own file (`through_app(__file__)`). tests/test_app_e2e.py opens a page's URL first."""
+    if not st.session_state.get(_THROUGH_APP):
+        st.navigation([st.Page(page, default=True)], position="hidden")
         st.rerun()
 
 
-@st.cache_resource(show_spinner=False)
+def app_run() -> None:
+    """app.py calls this before its st.navigation on every run (through umap_warmup)."""
+    st.session_state[_THROUGH_APP] = True
+
+
 def umap_warmup() -> dict:
+    """What app.py calls first on every run: marks the session as one that goes through app.py's navigation
+    (through_app), and starts compiling UMAP's numba kernels once per app process (umap_state)."""
+    app_run()
+    return umap_state()
+
+
+@st.cache_resource(show_spinner=False)
+def umap_state() -> dict:
     """Compile UMAP's numba kernels once per app process, in a background thread."""
     state = {"done": False, "seconds": None, "error": None}
 
@@ -52,6 +64,14 @@ def umap_warmup() -> dict:
         state["done"] = True
     threading.Thread(target=work, name="umap-warmup", daemon=True).start()
     return state
+
+
+def finding(f, *, expanded: bool = False) -> None:
+    """A finding (pages/_text.py's Finding): its verdict badge and one sentence, the rest in a details expander."""
+    st.markdown(f":{f.colour}-badge[{f.verdict}] {f.sentence}")
+    if f.details:
+        with st.expander("details", expanded=expanded):
+            st.markdown(f.details)
 
 
 def state_text(state: str) -> str:

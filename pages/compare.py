@@ -11,7 +11,7 @@ from mgr.analysis.runs import group_labels, lead_statistic, seed_table, validati
 from mgr.runstore import Run
 from pages._ui import CHART_CONFIG, STATE_ICON, no_runs, overview, state_text, through_app
 
-through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
+through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("📊 Compare runs")
 summaries = [s for s in overview() if s.state != "unknown"]
@@ -52,8 +52,8 @@ smoothing = c2.slider("smoothing", 0.0, 0.95, 0.0, 0.05, key="cmp-smooth", help=
 grouped = c3.toggle("group seeds", value=n_configs < len(picked), key="cmp-group",
                     help="one curve per configuration: runs that differ only in their seed become their mean, "
                          "with ± std shaded")
-st.caption(f"{len(picked)} runs in {n_configs} configuration(s): " + "; ".join(
-    f"**{labels[k]}** ({sum(v == k for v in keys.values())})" for k in dict.fromkeys(keys.values())))
+st.caption(f"{len(picked)} run{'s' if len(picked) != 1 else ''} in {n_configs} configuration"
+           f"{'s' if n_configs != 1 else ''}: the tables below name them.")
 
 for k in shown:
     if grouped:

@@ -9,12 +9,11 @@ from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
 from pages._ui import CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner, through_app
 
-through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
+through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🔁 Consistency (PCR gaps)")
-st.caption("PCR asks the features of a synthetic image x_p and of an augmented view T(x_p) to agree. The gap "
-           "‖g(T(x_p)) − g(x_p)‖² (mean over feature dimensions) of the fixed probe samples, with one fixed draw "
-           "of T for the whole run, so steps are comparable.")
+st.caption("PCR asks the features of a synthetic image x_p and of its augmented view T(x_p) to agree: the gap "
+           "‖g(T(x_p)) − g(x_p)‖² of the fixed probe samples over training.")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -6,7 +6,7 @@ from mgr.gan import list_generators
 from mgr.paths import checkpoints_dir
 from pages._ui import through_app
 
-through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
+through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🗂️ Data & generators")
 st.markdown("MGR needs a frozen class-conditional generator trained on *the same reduced split* as the "

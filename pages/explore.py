@@ -9,14 +9,13 @@ from mgr.analysis.feature_map import feature_map
 from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
 from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner,
-                       through_app, umap_warmup)
+                       through_app, umap_state)
 
-through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
+through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🧭 Explore — steer the generator")
-st.caption("Start from a latent z, move it along named directions and between two class labels, and read at every "
-           "position what the classifier at one evaluation step says about G(z, y), its PCR gap, how far z is from "
-           "the prior, where the image falls on that step's feature map, and what the finder would do with z.")
+st.caption("Move a latent z along named directions and between two class labels, and see G(z, y) with what the "
+           "classifier and the finder make of it.")
 
 SPAN = 12.0  # slider range along a unit direction: ‖z‖ ≈ √d = 8 for d = 64, so ±12 leaves the prior on purpose
 
@@ -58,7 +57,7 @@ with guarded(s):
     c = st.columns([3, 1])
     with c[0]:
         step = pick_step(run, key="explore-step")
-    warm = umap_warmup()
+    warm = umap_state()
     method = c[1].radio("map", ["pca", "umap"], horizontal=True, key="explore-projection",
                         disabled=not warm["done"] or bool(warm["error"]),
                         help="the step's feature map, fitted once per (run, step) and cached on disk like the Feature "
@@ -71,6 +70,7 @@ with guarded(s):
                 f"`--keep-weights last`, or `auto` with a classifier over 8 MiB (ResNet-18), or before weights of "
                 f"every evaluation were kept. Steps with weights: {kept}. Pick one of those on the slider.")
         st.stop()
+    here_box = st.container()  # what G makes of z, shown above the controls that move z (filled below)
     models = load_models(str(run.path), step, ex.step_signature(run, have[step]))
     data = load_probes(str(run.path), step, probe_signature(run, step))
     static, probe = data["static"], data["probe"]
@@ -151,49 +151,49 @@ with guarded(s):
     xy = placer.predict(r.features[None])[0]
 
     # ------------------------------------------------------------------ readouts
-    pr = r.prior
-    if pr["far"]:
-        st.warning(f"z is far outside the prior: ‖z‖ = {pr['norm']:.2f} against √d = {pr['sqrt_d']:.2f} (99.9% of "
-                   f"draws from N(0, I) have ‖z‖ < {pr['far_norm']:.2f}; a fraction {pr['farther']:.1e} lie farther "
-                   "out than this z). The generator was trained on N(0, I) and has "
-                   "practically never seen such a latent, so this image and what the classifier says about it are "
-                   "extrapolation.", icon="⚠️")
-    elif pr["near"]:
-        st.info(f"‖z‖ = {pr['norm']:.2f} is atypically small (√d = {pr['sqrt_d']:.2f}; below {pr['percentile']:.4%} "
-                "of draws from N(0, I)): dense under the prior, yet no draw lands there.")
-    y_text = (names[cls] if mix == 0 or other == cls else names[other] if mix == 1
-              else f"{1 - mix:.2f}·{names[cls]} + {mix:.2f}·{names[other]}")
-    st.subheader(f"Here: y = {y_text}")
-    scale = max(1, 168 // r.image.shape[-1])
-    c = st.columns([1, 1, 1, 3])
-    c[0].image(mosaic(r.image[None], 1, scale), caption="G(z, y)", width=168, output_format="PNG")
-    c[1].image(mosaic(r.augmented[None], 1, scale), caption="T(G(z, y)), draw 1 of the gap's", width=168,
-                output_format="PNG")
-    if r.finder_image is not None:
-        c[2].image(mosaic(r.finder_image[None], 1, scale), caption="what the finder does here: G(F(z), y)", width=168,
+    with here_box:
+        pr = r.prior
+        if pr["far"]:
+            st.warning(f"z is far outside the prior: ‖z‖ = {pr['norm']:.2f}, where 99.9% of draws from N(0, I) have "
+                       f"‖z‖ < {pr['far_norm']:.2f} (a fraction {pr['farther']:.1e} lie farther out). The generator "
+                       "never saw such a latent: this image, and what the classifier says about it, are extrapolation.",
+                       icon="⚠️")
+        elif pr["near"]:
+            st.info(f"‖z‖ = {pr['norm']:.2f} is atypically small (√d = {pr['sqrt_d']:.2f}; below {pr['percentile']:.4%} "
+                    "of draws from N(0, I)): dense under the prior, yet no draw lands there.")
+        y_text = (names[cls] if mix == 0 or other == cls else names[other] if mix == 1
+                  else f"{1 - mix:.2f}·{names[cls]} + {mix:.2f}·{names[other]}")
+        st.subheader(f"Here: y = {y_text}")
+        scale = max(1, 168 // r.image.shape[-1])
+        c = st.columns([1, 1, 1, 3])
+        c[0].image(mosaic(r.image[None], 1, scale), caption="G(z, y)", width=168, output_format="PNG")
+        c[1].image(mosaic(r.augmented[None], 1, scale), caption="T(G(z, y)), draw 1 of the gap's", width=168,
                     output_format="PNG")
-    else:
-        c[2].info("No finder readout: " + ("best.pt keeps no finder." if models.source == "best.pt"
-                                           else "this run has no finder."))
-    c[3].plotly_chart(figures.class_probs(r.probs, names, label, r.finder_probs, "class probabilities (outlined: y)"),
-                      config=CHART_CONFIG, key="explore-probs")
-    m = st.columns(6)
-    m[0].metric("predicted", names[r.pred], delta=f"p = {r.probs.max():.2f}", delta_color="off",
-                help="the classifier's most probable class for G(z, y) and its probability")
-    m[1].metric("PCR gap", f"{r.gap:.4g}",
-                help=f"‖g(T(x)) − g(x)‖², mean over {len(r.gaps)} fixed draws of T ({models.policy}; range "
-                     f"{r.gaps.min():.3g}–{r.gaps.max():.3g}), features g in eval mode, averaged over dimensions: the "
-                     "probes' definition (Consistency page)")
-    m[2].metric("‖z‖", f"{pr['norm']:.2f}", delta=f"{pr['norm'] - pr['sqrt_d']:+.2f} vs √d = {pr['sqrt_d']:.0f}",
-                delta_color="off", help=f"‖z‖ of z ~ N(0, I_d) follows χ_d; largest |z_i| = {pr['max_abs']:.2f}")
-    m[3].metric("χ percentile of ‖z‖", f"{pr['percentile']:.1%}",
-                help="share of draws from the prior with a smaller norm: near 0% or 100% is atypical")
-    if r.shift is not None:
-        m[4].metric("finder shift ‖F(z) − z‖", f"{r.shift:.3f}",
-                    help=f"the trainer stops a run whose mean shift exceeds 4√d = {4 * pr['sqrt_d']:.0f}")
-        m[5].metric("at F(z): PCR gap", f"{r.finder_gap:.4g}",
-                    help=f"the PCR gap of G(F(z), y); the classifier predicts {names[int(r.finder_probs.argmax())]} "
-                         f"({r.finder_probs.max():.2f}) for it")
+        if r.finder_image is not None:
+            c[2].image(mosaic(r.finder_image[None], 1, scale), caption="what the finder does here: G(F(z), y)", width=168,
+                        output_format="PNG")
+        else:
+            c[2].info("No finder readout: " + ("best.pt keeps no finder." if models.source == "best.pt"
+                                               else "this run has no finder."))
+        c[3].plotly_chart(figures.class_probs(r.probs, names, label, r.finder_probs, "class probabilities (outlined: y)"),
+                          config=CHART_CONFIG, key="explore-probs")
+        m = st.columns(6)
+        m[0].metric("predicted", names[r.pred], delta=f"p = {r.probs.max():.2f}", delta_color="off",
+                    help="the classifier's most probable class for G(z, y) and its probability")
+        m[1].metric("PCR gap", f"{r.gap:.4g}",
+                    help=f"‖g(T(x)) − g(x)‖², mean over {len(r.gaps)} fixed draws of T ({models.policy}; range "
+                         f"{r.gaps.min():.3g}–{r.gaps.max():.3g}), features g in eval mode, averaged over dimensions: the "
+                         "probes' definition (Consistency page)")
+        m[2].metric("‖z‖", f"{pr['norm']:.2f}", delta=f"{pr['norm'] - pr['sqrt_d']:+.2f} vs √d = {pr['sqrt_d']:.0f}",
+                    delta_color="off", help=f"‖z‖ of z ~ N(0, I_d) follows χ_d; largest |z_i| = {pr['max_abs']:.2f}")
+        m[3].metric("χ percentile of ‖z‖", f"{pr['percentile']:.1%}",
+                    help="share of draws from the prior with a smaller norm: near 0% or 100% is atypical")
+        if r.shift is not None:
+            m[4].metric("finder shift ‖F(z) − z‖", f"{r.shift:.3f}",
+                        help=f"the trainer stops a run whose mean shift exceeds 4√d = {4 * pr['sqrt_d']:.0f}")
+            m[5].metric("at F(z): PCR gap", f"{r.finder_gap:.4g}",
+                        help=f"the PCR gap of G(F(z), y); the classifier predicts {names[int(r.finder_probs.argmax())]} "
+                             f"({r.finder_probs.max():.2f}) for it")
 
     walk_key = f"explore-walk-{run.id}-{step}"
     walk = st.session_state.setdefault(walk_key, [])

@@ -10,15 +10,13 @@ from mgr.analysis.mosaic import mosaic
 from mgr.analysis.projection import place_on_map
 from mgr.runstore import Run
 from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner,
-                       through_app, umap_warmup)
+                       through_app, umap_state)
 
-through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
+through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🗺️ Feature space")
-st.caption("A 2-D map of the classifier's features g_ψ at one evaluation: real images (dots, a colour per class) "
-           "and the probe samples, uniform (○) and finder (◇), fitted together; the samples are drawn small, "
-           "half transparent and under the real points, so the clusters stay visible. Select points (box or "
-           "lasso) to see their images.")
+st.caption("The classifier's features g_ψ in 2-D: real images (dots, a colour per class) beside the uniform (○) "
+           "and finder (◇) samples. Select points to see their images.")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -41,10 +39,10 @@ s = pick_run(overview())
 state_banner(s)
 run = Run(s.path)
 with guarded(s):
-    c = st.columns([3, 1, 1, 1])
+    c = st.columns([3, 2])
     with c[0]:
         step = pick_step(run)
-    warm = umap_warmup()
+    warm = umap_state()
     if "projection" not in st.session_state:  # UMAP by default once numba is compiled; PCA meanwhile
         st.session_state["projection"] = "umap" if warm["done"] and not warm["error"] else "pca"
     method = c[1].radio("projection", ["umap", "pca"], horizontal=True, key="projection",
@@ -53,8 +51,10 @@ with guarded(s):
         c[1].caption("UMAP is compiling in the background (once per app process)")
     elif warm["error"]:
         c[1].caption(f"UMAP unavailable: {warm['error']}")
-    max_real = c[2].select_slider("real points (max)", [500, 1000, 2000, 5000, 10000], value=5000, key="max-real")
-    n_neighbors = c[3].select_slider("UMAP neighbours", [5, 10, 15, 30, 50], value=15, key="nn",
+    settings = st.expander("map settings")
+    m = settings.columns(2)
+    max_real = m[0].select_slider("real points (max)", [500, 1000, 2000, 5000, 10000], value=5000, key="max-real")
+    n_neighbors = m[1].select_slider("UMAP neighbours", [5, 10, 15, 30, 50], value=15, key="nn",
                                      disabled=method != "umap")
     sig = probe_signature(run, step)
     data = load_probe(str(run.path), step, sig)
@@ -63,15 +63,16 @@ with guarded(s):
     with st.spinner(f"fitting {method.upper()} (cached on disk afterwards)…"):
         fmap = load_map(str(run.path), step, method, max_real, n_neighbors, sig)
     has_syn = len(fmap.uniform_xy) > 0
-    show = st.columns([1, 1, 1, 3])
+    show = settings.columns(3)
     show_u = show[0].toggle("uniform samples", True, disabled=not has_syn, key="show-uniform")
     show_f = show[1].toggle("finder samples", True, disabled=not has_syn, key="show-finder")
     on_top = show[2].toggle("samples on top", False, disabled=not has_syn, key="syn-on-top",
                             help="draw the synthetic samples over the real points instead of under them")
     note = (f"{len(fmap.real_idx)} of {fmap.n_real_total} real points shown (random subsample)" if fmap.subsampled
             else f"all {fmap.n_real_total} real points")
-    show[3].caption(f"{note}; {len(fmap.uniform_xy)} uniform + {len(fmap.finder_xy)} finder samples; "
-                    f"{fmap.method.upper()} " + ("from the disk cache" if fmap.cached else f"fitted in {fmap.seconds:.1f} s"))
+    note = (f"{note}; {len(fmap.uniform_xy)} uniform + {len(fmap.finder_xy)} finder samples, drawn small and under "
+            f"the real points; {fmap.method.upper()} " + ("from the disk cache" if fmap.cached
+                                                          else f"fitted in {fmap.seconds:.1f} s"))
 
     path_xy = None
     if has_syn and (run.path / "last.pt").exists():
@@ -103,6 +104,7 @@ with guarded(s):
 
     event = st.plotly_chart(figures.feature_map(fmap, names, show_u, show_f, path_xy, on_top), config=CHART_CONFIG,
                             on_select="rerun", selection_mode=("box", "lasso"), key="map")
+    st.caption(note)
     picked = [p.get("customdata") for p in (event.selection.points if event else []) if p.get("customdata") is not None]
     if picked:
         st.markdown(f"**{len(picked)} selected points**" + (" (first 60 shown)" if len(picked) > 60 else ""))

@@ -4,41 +4,46 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from mgr import demo_queue, demos, figures, launch
+from mgr import demo_queue, demo_records, demos, figures, launch
 from mgr.runstore import Run
 from pages._diagram import mgr_svg
+from pages._text import demo_finding
 from pages._ui import CHART_CONFIG, STATE_ICON, launcher, overview, runs_dir, state_text, through_app
 
-through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
+through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 VERDICT_BOX = {"holds": st.success, "opposite": st.error, "inconclusive": st.warning}
 
 st.title("🧪 MGR Lab")
-st.markdown(
-    "**Generative data augmentation** adds a class-conditional generator's images to a small training set. "
-    "Done naively (**GDA**: synthetic images in the cross-entropy loss) it can *lower* test accuracy: the "
-    "images are imperfect members of their class, and uniformly sampled latents give many useless or "
-    "ambiguous ones, which the classifier then learns as truth.\n\n"
-    "**Meta Generative Regularization** (Yamaguchi et al., NeurIPS 2023) keeps synthetic images out of the "
-    "cross-entropy. **PCR** uses them only to make the feature extractor *consistent*: "
-    "‖g(T(x_p)) − g(x_p)‖² for a random augmentation T. **MPS** trains a *finder* F(z) that rewrites the "
-    "latents so that the samples help the classifier on held-out validation data, through a one-step "
-    "lookahead of the classifier (a meta-gradient). One iteration:")
+st.markdown("**Generative data augmentation** adds a generator's images to a small training set. **Meta Generative "
+            "Regularization** (Yamaguchi et al., NeurIPS 2023) uses them only where they help the classifier on "
+            "held-out data. One iteration:")
 st.image(mgr_svg(), width="stretch")
-st.caption("Explore a run: **Latents** (uniform vs finder samples), **Feature space** (where samples sit "
-           "among the real classes), **Consistency** (PCR gaps), **Compare** (accuracy over runs and seeds). "
-           "The same trainer offers MLTP (two batches a step, learnt step sizes) and CML's co-learner.")
+with st.expander("details"):
+    st.markdown(
+        "Done naively (**GDA**: synthetic images in the cross-entropy loss) augmentation can *lower* test accuracy: "
+        "the images are imperfect members of their class, and uniformly sampled latents give many useless or "
+        "ambiguous ones, which the classifier then learns as truth. MGR keeps synthetic images out of the "
+        "cross-entropy. **PCR** uses them only to make the feature extractor *consistent*: ‖g(T(x_p)) − g(x_p)‖² "
+        "for a random augmentation T. **MPS** trains a *finder* F(z) that rewrites the latents so that the samples "
+        "help the classifier on held-out validation data, through a one-step lookahead of the classifier (a "
+        "meta-gradient).\n\n"
+        "Explore a run: **Latents** (uniform vs finder samples), **Feature space** (where samples sit among the "
+        "real classes), **Consistency** (PCR gaps), **Compare** (accuracy over runs and seeds). The same trainer "
+        "offers MLTP (two batches a step, learnt step sizes) and CML's co-learner. The method: `docs/method.md`.")
 
 # ----------------------------------------------------------------------------- demos
 
 st.subheader("Teaching demos")
-st.markdown(
-    "Each demo asks one question and answers it with a **paired experiment**: both configurations (its two "
-    "*arms*) run with the same seeds, so seed k of both shares the data and the initialisation. Each seed gives "
-    "one difference; the verdict is what the 95% interval of their mean supports: **holds** when the whole "
-    "interval is above 0, **opposite** when below, otherwise **inconclusive**. The failure-mode demos measure "
-    "how far the finder moves the latents, a size: there each seed gives a factor A / B, and the verdict is on "
-    "their geometric mean (above ×1). Each card says what this project measured, not what the paper claims.")
+st.markdown("Each demo answers one question with a **paired experiment**: its two arms run with the same seeds, "
+            "and the verdict is what the 95% interval of their differences supports.")
+with st.expander("how a demo is judged"):
+    st.markdown(
+        "Seed k of both arms shares the data and the initialisation, so each seed gives one difference. The "
+        "verdict: **holds** when the whole interval is above 0, **opposite** when below, otherwise "
+        "**inconclusive**. The failure-mode demos measure how far the finder moves the latents, a size: there each "
+        "seed gives a factor A / B, and the verdict is on their geometric mean (above ×1). Each card shows what "
+        "this project measured, not what the paper claims: `docs/demos.md`, `docs/findings.md`.")
 with st.expander("Demo settings"):
     data = st.radio("data", list(demos.SETTINGS), format_func=demos.DATA_LABELS.get, horizontal=True, key="demo_data",
                     help="Fashion-MNIST shows what a generator gets wrong; digits is the fastest")
@@ -47,17 +52,21 @@ with st.expander("Demo settings"):
     steps = st.number_input("steps per run (empty: the demo's)", min_value=1, value=None, step=1, key="demo_steps",
                             help="fewer steps are faster, but the measured verdicts on the cards are for the "
                                  "demo's own step count")
-records = demos.measured(data=data)
-more_seeds = demos.measured(demos.MEASURED_10_SEEDS, data=data)
+records = demo_records.measured(data=data)
+more_seeds = demo_records.measured(demo_records.MEASURED_10_SEEDS, data=data)
 items = list(demos.DEMOS.values())
 cols = [c for i in range(0, len(items), 3) for c in st.columns(3)]  # rows of three cards
 for col, demo in zip(cols, items):
     with col.container(border=True):
         st.markdown(f"{'⚠️ ' if demo.failure_mode else ''}**{demo.question}**")
-        st.caption(demo.about)
-        st.caption(demos.measured_text(demo, records.get(demo.id), data))
-        if demo.id in more_seeds:
-            st.caption(demos.measured_text(demo, more_seeds[demo.id], data))
+        shown = demo_finding(demo, records.get(demo.id), data)
+        st.markdown(f":{shown.colour}-badge[{shown.verdict}] {shown.sentence}")
+        with st.expander("details"):
+            st.markdown(demo.about)
+            st.caption(shown.details)
+            if demo.id in more_seeds:  # the same demo re-run with more seeds
+                more = demo_finding(demo, more_seeds[demo.id], data)
+                st.caption(f":{more.colour}-badge[{more.verdict}] {more.sentence} {more.details}")
         if st.button(f"Launch {seeds} seeds × 2 arms", key=f"demo-{demo.id}", type="primary"):
             try:
                 overrides = {**demos.data_overrides(data), **({"steps": int(steps)} if steps else {})} or None

@@ -11,14 +11,15 @@ from mgr.analysis.finder_view import (AMPLIFY, SAMPLE_STATS, SIGNAL_THRESHOLD, S
 from mgr.analysis.latents import LatentView, latent_view
 from mgr.analysis.mosaic import mosaic
 from mgr.runstore import Run
-from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner,
+from pages._text import one_vector_finding, signal_finding
+from pages._ui import (CHART_CONFIG, finding, guarded, overview, pick_run, pick_step, probe_signature, signature, state_banner,
                        through_app)
 
-through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
+through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🎲 Latents — uniform vs finder")
-st.caption("For the same probe latents z: the generator's uniform samples G(z, y) and the finder's samples "
-           "G(F(z), y), the classifier's confidence in the intended class y, and where F moves the latents.")
+st.caption("Uniform samples G(z, y) beside the finder's G(F(z), y) for the same probe latents z, with the "
+           "classifier's confidence in the class y.")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -57,7 +58,7 @@ run = Run(s.path)
 with guarded(s):
     reading = load_reading(str(run.path), signature(run, "scalars.jsonl"))
 if reading.verdict == "noise":  # said first: everything below is then the finder's noise, not its signal
-    st.warning(reading.text, icon="🎲")
+    st.markdown(":orange-badge[noise] The finder's steps are mostly noise (details below).")
 with guarded(s):
     c1, c2 = st.columns([3, 2])
     with c1:
@@ -107,17 +108,15 @@ with guarded(s):
 
 with guarded(s):
     st.subheader("Does the finder follow a signal?")
-    if reading.verdict is None:
-        st.info(reading.text)
-    else:
-        st.markdown(reading.text)
+    finding(signal_finding(reading))
+    if reading.verdict is not None:
         st.plotly_chart(figures.signal_curve(reading, SIGNAL_THRESHOLD), config=CHART_CONFIG)
 
     hist = load_shifts(str(run.path), signature(run, "probes/static.npz", *(f"probes/step_{t:07d}.npz"
                                                                             for t in run.probe_steps())))
     st.subheader("What the finder pushes toward")
     if (one_vector := one_vector_reading(hist, step)) is not None:
-        st.warning(one_vector, icon="➡️")
+        finding(one_vector_finding(one_vector))
     st.caption(f"G(z + k·(F(z) − z), y) for a few probe latents z per class (rows: classes) at step {step}: "
                "k = 0 is the uniform sample, k = 1 the finder's, larger k amplify the finder's shift to show its "
                "direction.")

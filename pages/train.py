@@ -9,7 +9,7 @@ from mgr.runstore import Run
 from pages._ui import (CHART_CONFIG, ago, fmt_seconds, guarded, launcher, overview, pick_run, skipped_files,
                        state_banner, state_text, through_app)
 
-through_app()  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
+through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🚀 Train")
 L = launcher()

@@ -55,8 +55,12 @@ def test_home_lists_runs_with_state_and_offers_presets(app_runs, monkeypatch):
     from mgr.demos import DEMOS
     assert sum(label.startswith("Launch 5 seeds × 2 arms") for label in labels) == len(DEMOS) == 7
     assert all(d.question in text(at) for d in DEMOS.values())  # each card asks its question
-    # where a demo was re-run with 10 seeds, its card shows that measurement under the 5-seed one
-    from mgr.demos import MEASURED_10_SEEDS, measured
+    # each card: a verdict badge and one sentence, the rest in its details; no development dates
+    assert not any("Measured 20" in c.value for c in at.caption) and "2026-" not in text(at)
+    verdicts = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert len(verdicts) == len(DEMOS) and all(len(v.split()) <= 30 for v in verdicts), verdicts
+    # where a demo was re-run with 10 seeds, its card's details show that measurement under the 5-seed one
+    from mgr.demo_records import MEASURED_10_SEEDS, measured
     ten = measured(MEASURED_10_SEEDS)
     assert ten and all(f"{r['seeds']} seeds" in text(at) and f"positive in {r['holds_in']} of 10 seeds" in text(at)
                        for r in ten.values())
@@ -161,15 +165,22 @@ def test_latents_page_reads_the_finders_signal_and_a_noisy_finder_says_so_at_the
     from mgr.runstore import Run
     reading = signal_reading(scalar_curves(Run(app_runs / "t-mgr")))
     assert reading.verdict is not None  # the mgr fixture logs hg_cos
+    from pages._text import signal_finding
+    shown = signal_finding(reading)
     at = open_page("pages/latents.py", app_runs, monkeypatch, run="t-mgr")
-    assert reading.text in [m.value for m in at.markdown]
-    assert (reading.text in [w.value for w in at.warning]) == (reading.verdict == "noise")
+    # a verdict badge and one sentence, the rest in a details expander
+    assert f":{shown.colour}-badge[{shown.verdict}] {shown.sentence}" in [m.value for m in at.markdown]
+    assert shown.details in [m.value for e in at.expander if e.label == "details" for m in e.markdown]
+    # a noisy finder says so at the top, in one line, before the samples it qualifies
+    top = [m.value for m in at.markdown if m.value.startswith(":orange-badge[noise]")]
+    assert (len(top) == 2) == (reading.verdict == "noise"), top
+    assert not at.warning and "2026-" not in text(at) and "ReLU finder before" not in text(at)
     titles = [chart_title(c) for c in charts(at)]
     assert any(t.startswith("hg_cos") for t in titles) and any(t.startswith("confidence per class") for t in titles)
     assert {"Does the finder follow a signal?", "What the finder pushes toward", "How the shift grows over training",
             "Uniform vs finder samples"} <= {h.value for h in at.subheader}
     pcr = open_page("pages/latents.py", app_runs, monkeypatch, run="t-pcr")
-    assert any("logs no hg_cos" in i.value for i in pcr.info)
+    assert any("logs no hg_cos" in m.value for m in pcr.markdown)
 
 
 def test_latents_page_skips_runs_without_a_generator(app_runs, monkeypatch):

@@ -153,7 +153,8 @@ def test_claims_trains_the_finder_demos_runs_so_a_demos_runs_serve_it():
     """bench/claims.py's pcr and mgr arms are the finder-helps-pcr demo's arms, configuration for
     configuration (its --reuse links a demo's runs only then: when the demos moved to their own generator
     the two drifted apart and nothing was linked), and every other arm differs from them in the finder only."""
-    from mgr.demos import DEMOS, arm_configs
+    from mgr.demo_records import arm_configs
+    from mgr.demos import DEMOS
     claims = load("claims")
     demo = DEMOS["finder-helps-pcr"]
     demo_arms = dict(zip([a.label for a in demo.arms], arm_configs(demo)))

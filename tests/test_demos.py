@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from mgr import demo_queue, demos, paired
+from mgr import demo_queue, demo_records, demos, paired
+from pages._text import demo_finding as finding
 from mgr.data import DEBIAN_FASHION_MNIST
 from mgr.launch import LaunchError, build_config
 from mgr.runstore import Run
@@ -172,28 +173,28 @@ def test_a_tiny_demo_runs_every_seed_of_both_arms_through_the_supervisor_to_a_ve
         assert cfg["method"] == ("base", "gda")[r["arm"]] and cfg["steps"] == 4
     assert demo_queue.list_launches(tmp_path)[0]["id"] == launch_id
     # what bench/demos.py stores as the record's arms (the runs' own config.json) is what the app expects
-    ran = [demos.comparable(Run(tmp_path / r["run_id"]).config) for r in m["runs"][:2]]
-    assert ran == demos.arm_configs(demos.DEMOS["gda-hurts"], overrides=TINY)
+    ran = [demo_records.comparable(Run(tmp_path / r["run_id"]).config) for r in m["runs"][:2]]
+    assert ran == demo_records.arm_configs(demos.DEMOS["gda-hurts"], overrides=TINY)
 
 
 def test_a_measured_record_is_shown_only_for_the_configuration_it_ran():
-    """Home shows bench/results/demos.json's verdicts: one measured with other arms (a changed default)
+    """Home shows bench/results/demos.json's verdicts (a badge and a sentence): one measured with other arms (a changed default)
     must say it is out of date, not pass for today's result; a default of a part an arm does not have
     (a base run's finder_lr) changes nothing."""
     record = {"diffs": [1.0, 2.0], "mean_diff": 1.5, "ci95": [-4.85, 7.85], "holds_in": 2, "verdict": "inconclusive",
               "date": "2026-12-02", "dataset": "fashion-mnist", "ratio": 0.01, "seeds": 2, "steps": 200}
     finder = demos.DEMOS["finder-helps-pcr"]
-    current = {**record, "arms": demos.arm_configs(finder)}
-    assert demos.measured_text(finder, current).startswith("Measured 2026-12-02")
+    current = {**record, "arms": demo_records.arm_configs(finder)}
+    assert finding(finder, current).verdict == "inconclusive" and "2 seeds" in finding(finder, current).details
     old_lr = {**record, "arms": [{**a, "finder_lr": 1e-4} if a["method"] == "mgr" else a for a in current["arms"]]}
-    assert demos.measured_text(finder, old_lr).startswith("Out of date")
-    assert demos.measured_text(finder, record).startswith("Out of date")  # an older record without arms
+    assert finding(finder, old_lr).verdict == "out of date"
+    assert finding(finder, record).verdict == "out of date"  # an older record without arms
     # a record made before a field existed (here lam_kl_schedule) is today's when today's value is its default
     before = {**record, "arms": [{k: v for k, v in a.items() if k != "lam_kl_schedule"} for a in current["arms"]]}
     assert "lam_kl_schedule" in current["arms"][0]  # the mgr arm (a pcr arm has no finder, so no such field)
-    assert demos.measured_text(finder, before).startswith("Measured")
+    assert finding(finder, before).verdict in paired.VERDICTS
     scheduled = [{**current["arms"][0], "lam_kl_schedule": "lr"}, current["arms"][1]]
-    assert not demos.same_arms(before["arms"], scheduled)  # ... and not when today's value is another
+    assert not demo_records.same_arms(before["arms"], scheduled)  # ... and not when today's value is another
     # a field whose default changed since it was added (finder_activation: relu then, silu now): a record
     # without it ran relu, and is out of date against today's silu, not taken for it
     relu_era = {**record, "arms": [{k: v for k, v in a.items() if k != "finder_activation"} for a in current["arms"]]}
@@ -201,19 +202,19 @@ def test_a_measured_record_is_shown_only_for_the_configuration_it_ran():
     from mgr.analysis.runs import config_items
     linear = dict(config_items({"data": {}, "method": "mgr", "finder": "linear", "finder_activation": "silu"}))
     assert "finder" in linear and "finder_activation" not in linear  # no hidden units: the field does not apply
-    assert demos.measured_text(finder, relu_era).startswith("Out of date")
-    assert demos.same_arms(relu_era["arms"], [{**current["arms"][0], "finder_activation": "relu"}, current["arms"][1]])
+    assert finding(finder, relu_era).verdict == "out of date"
+    assert demo_records.same_arms(relu_era["arms"], [{**current["arms"][0], "finder_activation": "relu"}, current["arms"][1]])
     gda = demos.DEMOS["gda-hurts"]
-    arms = demos.arm_configs(gda)
+    arms = demo_records.arm_configs(gda)
     assert all("finder_lr" not in a for a in arms)
-    assert demos.measured_text(gda, {**record, "arms": arms}).startswith("Measured")
-    assert demos.measured_text(gda, {**record, "arms": arms}, "digits").startswith("Out of date")
+    assert finding(gda, {**record, "arms": arms}).verdict in paired.VERDICTS
+    assert finding(gda, {**record, "arms": arms}, "digits").verdict == "out of date"
     # a failure-mode record summarised as differences (before the ratio) is not shown as today's verdict
     lr = demos.DEMOS["finder-lr-too-high"]
-    as_differences = {**record, "arms": demos.arm_configs(lr)}
-    assert "--resummarize" in demos.measured_text(lr, as_differences)
-    assert demos.measured_text(lr, as_differences).startswith("Out of date")
-    assert demos.measured_text(lr, {**as_differences, "compare": "log ratio"}).startswith("Measured")
+    as_differences = {**record, "arms": demo_records.arm_configs(lr)}
+    assert "--resummarize" in finding(lr, as_differences).details
+    assert finding(lr, as_differences).verdict == "out of date"
+    assert finding(lr, {**as_differences, "compare": "log ratio"}).verdict in paired.VERDICTS
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
@@ -222,12 +223,12 @@ def test_every_shipped_demo_record_is_a_measurement_of_todays_demo():
     a redesigned demo) without a re-run of bench/demos.py would show "Out of date" on a fresh clone, so
     every demo has a current record on both data settings."""
     for data in demos.SETTINGS:
-        records = demos.measured(data=data)
+        records = demo_records.measured(data=data)
         for demo in demos.DEMOS.values():
-            text = demos.measured_text(demo, records.get(demo.id), data)
-            assert text.startswith("Measured"), (data, demo.id, text)
-        for demo_id, record in demos.measured(demos.MEASURED_10_SEEDS, data=data).items():  # shown under them
-            assert demos.measured_text(demos.DEMOS[demo_id], record, data).startswith("Measured"), (data, demo_id)
+            shown = finding(demo, records.get(demo.id), data)
+            assert shown.verdict in paired.VERDICTS, (data, demo.id, shown)
+        for demo_id, record in demo_records.measured(demo_records.MEASURED_10_SEEDS, data=data).items():  # shown under them
+            assert finding(demos.DEMOS[demo_id], record, data).verdict in paired.VERDICTS, (data, demo_id)
 
 
 def test_stop_and_resume_apply_to_the_whole_demo(tmp_path):

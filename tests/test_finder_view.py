@@ -10,6 +10,7 @@ from mgr.analysis.curves import scalar_curves
 from mgr.analysis.finder_view import (SIGNAL_THRESHOLD, amplified_shifts, one_vector_reading, sample_stats,
                                       shift_history, signal_reading)
 from mgr.runstore import Run
+from pages._text import one_vector_finding, signal_finding
 
 
 def test_reading_of_a_real_mgr_run_is_the_mean_of_its_logged_hg_cos_with_the_rule_applied(app_runs):
@@ -23,14 +24,16 @@ def test_reading_of_a_real_mgr_run_is_the_mean_of_its_logged_hg_cos_with_the_rul
     expected = ("signal" if r.low > SIGNAL_THRESHOLD else
                 "noise" if r.low <= 0 <= r.high or r.high < SIGNAL_THRESHOLD else "weak")
     assert r.verdict == expected
-    assert f"{r.mean:+.2f}" in r.text and f"[{r.low:+.2f}, {r.high:+.2f}]" in r.text
-    assert "docs/method.md#the-signal" in r.text
+    shown = signal_finding(r)  # the page's verdict badge, one sentence with the numbers, and details
+    assert shown.verdict == expected
+    assert f"{r.mean:+.2f}" in shown.sentence and f"[{r.low:+.2f}, {r.high:+.2f}]" in shown.sentence
+    assert "docs/method.md#the-signal" in shown.details
 
 
 @pytest.mark.parametrize("name", ["t-pcr", "t-base"])
 def test_runs_without_hg_cos_get_a_note_not_an_error(app_runs, name):
     r = signal_reading(scalar_curves(Run(app_runs / name)))
-    assert r.verdict is None and "logs no hg_cos" in r.text
+    assert r.verdict is None and "logs no hg_cos" in signal_finding(r).sentence
 
 
 def test_the_rule_reads_a_steady_cosine_as_signal_and_one_around_zero_as_noise():
@@ -42,9 +45,9 @@ def test_the_rule_reads_a_steady_cosine_as_signal_and_one_around_zero_as_noise()
     weak = signal_reading({"step": steps, "hg_cos": 0.1 + wobble})  # above 0, straddling 0.1
     assert (signal.verdict, noise.verdict, below.verdict, weak.verdict) == ("signal", "noise", "noise", "weak")
     assert signal.n == 10  # steps 310..400: the last quarter of 10..400
-    assert "follows a signal" in signal.text and "follows noise" in noise.text
+    assert "follows a signal" in signal_finding(signal).sentence and "mostly noise" in signal_finding(noise).sentence
     early = signal_reading({"step": steps[:1], "hg_cos": np.array([0.3])})
-    assert early.verdict is None and "too few" in early.text
+    assert early.verdict is None and "too few" in signal_finding(early).sentence
 
 
 def test_amplified_shifts_reproduce_the_probe_samples_at_k_0_and_1_and_move_further_with_k(app_runs):
@@ -86,9 +89,11 @@ def test_shift_history_measures_the_probe_shifts_at_each_evaluation(app_runs):
 
 def test_a_finder_that_adds_one_vector_is_called_so_and_one_that_picks_latents_is_not():
     hist = {"steps": np.array([50, 100]), "shift_mean": np.array([0.9, 0.4]), "spread": np.array([0.002, 0.3])}
-    text = one_vector_reading(hist, 50)
-    assert "adds one vector to every latent" in text and "0.900" in text and "0.002" in text
-    assert "docs/method.md#a-finder-that-adds-one-vector" in text
+    v = one_vector_reading(hist, 50)
+    assert (v.step, v.shift, v.spread) == (50, pytest.approx(0.9), pytest.approx(0.002, abs=5e-4))
+    shown = one_vector_finding(v)
+    assert "one vector to every latent" in shown.sentence and "0.900" in shown.sentence and "0.002" in shown.sentence
+    assert "docs/method.md#a-finder-that-adds-one-vector" in shown.details
     assert one_vector_reading(hist, 100) is None  # three quarters of its shift depend on z
     assert one_vector_reading(hist, 75) is None  # no probe at that step: nothing to say
 
@@ -122,5 +127,6 @@ def test_reading_says_when_the_kl_term_is_most_of_the_hypergradient():
     late = signal_reading({"step": steps, "hg_cos": cos, "kl_share": np.linspace(0.2, 0.95, len(steps))})
     early = signal_reading({"step": steps, "hg_cos": cos, "kl_share": np.full(len(steps), 0.2)})
     old = signal_reading({"step": steps, "hg_cos": cos})
-    assert "pulled back toward the prior" in late.text and late.kl_share_last > 0.5
-    assert "pulled back" not in early.text and "pulled back" not in old.text and old.kl_share is None
+    assert "pulled back toward the prior" in signal_finding(late).details and late.kl_share_last > 0.5
+    assert "pulled back" not in signal_finding(early).details and "pulled back" not in signal_finding(old).details
+    assert old.kl_share is None

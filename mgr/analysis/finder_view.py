@@ -9,7 +9,9 @@ interval of its mean over the run's last quarter lies above 0.1, noise when it c
 below 0.1. At digits 10%, step 60, bench/meta_signal.py measured hg_cos 0.06 with a held-out test
 at chance: noise. "Noise" is said of single steps only: on Fashion-MNIST 10% the steps agreed as little
 (0.01-0.05) while the direction the finder accumulated lowered held-out CE for 16 of 16 draws, so the
-reading points to that measurement instead of calling the finder's samples meaningless."""
+reading points to that measurement instead of calling the finder's samples meaningless.
+
+Data only: the page's sentences about these readings live in pages/_text.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,13 +30,15 @@ class SignalReading:
     steps: np.ndarray  # hg_cos per scalars.jsonl line (each a mean over --log-every steps)
     hg_cos: np.ndarray
     verdict: str | None  # "signal", "noise", "weak" (interval above 0 but not above 0.1), None: cannot say
-    text: str  # the plain reading, with its numbers
+    why: str | None = None  # verdict None: "no hg_cos" (the run logs none) or "too few" (one log line so far)
     mean: float = float("nan")  # over the last quarter's log lines
     low: float = float("nan")  # its 95% interval (Student t over those lines)
     high: float = float("nan")
     n: int = 0  # log lines in the last quarter
     kl_share: np.ndarray | None = None  # the KL term's share of the hypergradient per log line (None: not logged)
     kl_share_last: float = float("nan")  # its mean over the last quarter
+    first: int = 0  # the first and last step of the last quarter
+    last: int = 0
 
 
 def signal_reading(scalars: dict[str, np.ndarray]) -> SignalReading:
@@ -42,9 +46,7 @@ def signal_reading(scalars: dict[str, np.ndarray]) -> SignalReading:
     that log no hg_cos (pcr, base, gda, runs older than the field) get a reading with verdict None."""
     from scipy import stats
     if "hg_cos" not in scalars or not np.isfinite(scalars["hg_cos"]).any():
-        return SignalReading(np.array([]), np.array([]), None,
-                             "This run logs no hg_cos: only mgr and gda-mps runs have a finder with a hypergradient, "
-                             "and runs older than the field did not log it.")
+        return SignalReading(np.array([]), np.array([]), None, "no hg_cos")
     ok = np.isfinite(scalars["hg_cos"])
     steps, cos = scalars["step"][ok], scalars["hg_cos"][ok]
     share = scalars["kl_share"][ok] if "kl_share" in scalars and np.isfinite(scalars["kl_share"][ok]).any() else None
@@ -55,41 +57,19 @@ def signal_reading(scalars: dict[str, np.ndarray]) -> SignalReading:
     x = cos[last]
     n = len(x)
     if n < 2:
-        return SignalReading(steps, cos, None, f"One log line of hg_cos so far ({cos[0]:+.2f} at step {int(steps[0])}): "
-                                               "too few for an interval. Read again after a few more log lines.")
+        return SignalReading(steps, cos, None, "too few", n=n)
     mean = float(x.mean())
     half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
     low, high = mean - half, mean + half
-    where = (f"over the last quarter of the run (steps {int(steps[last][0])}–{int(steps[last][-1])}, {n} log lines) "
-             f"hg_cos averages {mean:+.2f}, 95% interval [{low:+.2f}, {high:+.2f}]")
     if low > SIGNAL_THRESHOLD:
         verdict = "signal"
-        text = (f"**The finder follows a signal**: {where}, above {SIGNAL_THRESHOLD}. Independent draws of its "
-                "hypergradient one step apart share a direction, so its steps add up instead of cancelling.")
     elif low <= 0 <= high or high < SIGNAL_THRESHOLD:
         verdict = "noise"
-        why = "which contains 0" if low <= 0 <= high else f"below {SIGNAL_THRESHOLD}"
-        text = (f"**The finder follows noise, step by step**: {where}, {why}. Independent draws of its "
-                "hypergradient one step apart point in nearly unrelated directions, so each step is mostly noise "
-                "and most of what it moves cancels over the run. A faint common direction can still add up over "
-                "hundreds of steps: whether what the finder has learnt helps on held-out data is measured apart "
-                "(bench/meta_signal.py: with steps as noisy as these it did on Fashion-MNIST 10%, and on "
-                "Fashion-MNIST 1% with the default finder since 2026-12-05, SiLU units at lr 1e-3, for 23 of 24 "
-                "draws at step 450 of 500; the ReLU finder before it, for 3 of 24). Read differences between "
-                "uniform and finder samples below with that in mind.")
     else:
         verdict = "weak"
-        text = (f"**The finder follows a weak signal at best**: {where}: above 0, but not above {SIGNAL_THRESHOLD}. "
-                "Its steps share a little direction; a longer run narrows the interval.")
-    text += (f" (A signal: the interval's lower bound above {SIGNAL_THRESHOLD}; how it is measured and what "
-             f"raises it: `{SIGNAL_DOC}`.)")
     share_last = float(np.nanmean(share[last])) if share is not None else float("nan")
-    if share_last > 0.5:
-        text += (f" Over the same steps the KL term makes {share_last:.0%} of the hypergradient's length: the finder "
-                 "is mostly pulled back toward the prior, i.e. toward uniform sampling. Its lookahead weighs the data "
-                 "by the classifier's learning rate, which the schedule takes toward 0, so late in a run there is "
-                 "little left for the data to say.")
-    return SignalReading(steps, cos, verdict, text, mean, low, high, n, share, share_last)
+    return SignalReading(steps, cos, verdict, None, mean, low, high, n, share, share_last, first=int(steps[last][0]),
+                         last=int(steps[last][-1]))
 
 
 def _static(run: Run) -> dict:
@@ -180,22 +160,24 @@ ONE_VECTOR = 0.1  # spread / shift below this: the shift is nearly the same vect
 ONE_VECTOR_DOC = "docs/method.md#a-finder-that-adds-one-vector"
 
 
-def one_vector_reading(hist: dict, step: int) -> str | None:
-    """A plain sentence when, at `step`, the finder moves every probe latent by nearly the same vector
-    (F(z) ≈ z + b): it then shifts the whole latent distribution and picks no latents, whatever the
-    amplified images show. None when the shift depends on z, or there is no shift to judge."""
+@dataclass
+class OneVector:
+    step: int
+    shift: float  # mean ‖F(z) − z‖ of the probes at `step`
+    spread: float  # its part that depends on z
+
+
+def one_vector_reading(hist: dict, step: int) -> OneVector | None:
+    """Whether, at `step`, the finder moves every probe latent by nearly the same vector (F(z) ≈ z + b):
+    it then shifts the whole latent distribution and picks no latents, whatever the amplified images show.
+    None when the shift depends on z, or there is no shift to judge."""
     at = np.flatnonzero(hist["steps"] == step)
     if not len(at):
         return None
     shift, spread = hist["shift_mean"][at[0]], hist["spread"][at[0]]
     if not shift > 1e-6 or spread >= ONE_VECTOR * shift:
         return None
-    return (f"**The finder adds one vector to every latent.** At step {step} it moves the probes by "
-            f"{shift:.3f} on average, and only {spread:.3f} of that ({spread / shift:.0%}) depends on z: every "
-            "latent of every class is moved by nearly the same vector, F(z) ≈ z + b. It moves the whole latent "
-            "distribution, it does not choose which latents to sample. A ReLU finder at lr 1e-2 (the default until "
-            "2026-12-05) loses its hidden units within its first updates, which leaves only the output bias "
-            f"(how it happens and what keeps them alive: `{ONE_VECTOR_DOC}`).")
+    return OneVector(step, float(shift), float(spread))
 
 
 SAMPLE_STATS = ("confidence", "margin", "diversity")
