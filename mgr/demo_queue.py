@@ -33,8 +33,9 @@ from . import paired
 from .checkpoint import atomic_write_text
 from .demos import (DEMOS, Demo, arm_values, check_seeds, get_demo, statistic_value, stopped_by_guard,
                     summarize_seeds)
-from .launch import LAUNCHES, LaunchError, Launcher, _runs_command, build_config, cli_args, run_state
+from .launch import LAUNCHES, LaunchError, Launcher, build_config, cli_args
 from .paths import REPO
+from .processes import runs_command
 from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, run_path
 
 DEMOS_DIR = ".demos"
@@ -143,7 +144,7 @@ def supervisor_alive(runs_dir, launch_id: str) -> bool:
         pid = int(path.with_suffix(".pid").read_text())
     except (OSError, ValueError):
         return False
-    return _runs_command(pid, launch_id)
+    return runs_command(pid, launch_id)
 
 
 # ----------------------------------------------------------------------------- the runs' states
@@ -156,14 +157,14 @@ def run_states(runs_dir, m: dict) -> list[str]:
     for r in m["runs"]:
         run = Run(run_path(runs_dir, r["run_id"]))
         if (run.path / "config.json").exists():
-            out.append(run_state(run))
+            out.append(run.state())
             continue
         try:
             rec = json.loads((runs_dir / LAUNCHES / f"{r['run_id']}.json").read_text())
         except (OSError, ValueError):
             out.append("queued")
             continue
-        alive = isinstance(rec, dict) and isinstance(rec.get("pid"), int) and _runs_command(rec["pid"], r["run_id"])
+        alive = isinstance(rec, dict) and isinstance(rec.get("pid"), int) and runs_command(rec["pid"], r["run_id"])
         out.append("starting" if alive else "failed to start")
     return out
 
@@ -264,9 +265,9 @@ def stop(runs_dir, launch_id: str, wait_s: float = 10.0) -> None:
                 pass  # it ended meanwhile
         elif state == "starting":  # no run directory yet: end it, and forget the launch: it is queued again
             rec = json.loads((Path(runs_dir) / LAUNCHES / f"{r['run_id']}.json").read_text())
-            if _runs_command(rec["pid"], r["run_id"]):
+            if runs_command(rec["pid"], r["run_id"]):
                 os.kill(rec["pid"], signal.SIGTERM)
-                while _runs_command(rec["pid"], r["run_id"]) and time.time() < deadline + wait_s:
+                while runs_command(rec["pid"], r["run_id"]) and time.time() < deadline + wait_s:
                     time.sleep(0.1)
             if not (run_path(runs_dir, r["run_id"]) / "config.json").exists():
                 launcher.dismiss(r["run_id"])

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_text
 from .data import DataConfig, DataError, dataset_info, fashion_mnist_missing
+from . import processes
 from .paths import REPO
 from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, new_run_id, run_path
 
@@ -263,56 +264,9 @@ def cli_args(cfg) -> list[str]:
 
 # ----------------------------------------------------------------------------- processes
 
-def _start_and_argv(pid) -> tuple[float, list[str]] | None:
-    """(Unix start time, command line) of the live process `pid`; None if there is none (gone, a
-    zombie, which has finished, or not ours to inspect)."""
-    import psutil  # app side only: the trainer never needs it
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return None
-    try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return p.create_time(), p.cmdline()
-    except psutil.Error:  # no such process, it ended meanwhile, or access denied
-        return None
-
-
-def _runs_command(pid: int, run_id: str) -> bool:
-    """Whether `pid` is alive and its command line names `run_id` (a launch still starting)."""
-    found = _start_and_argv(pid)
-    return found is not None and any(run_id in a for a in found[1])
-
-
 def is_trainer(pid, run: Run, started: float | None = None) -> bool:
-    """Whether `pid` is alive and is this run's trainer, never a recycled pid: its command line is
-    `... -m mgr train ...` naming the run (its id or its directory), or it started no later than
-    the run's status says the trainer did (a recycled pid starts after the trainer has died)."""
-    found = _start_and_argv(pid)
-    if found is None:
-        return False
-    t0, argv = found
-    if "mgr" not in argv or "train" not in argv:
-        return False
-    if any(run.id in a for a in argv):
-        return True
-    return started is not None and t0 <= started + 1.0
-
-
-def trainer_alive(run: Run, status: dict) -> bool:
-    """Whether the run's trainer is alive: the writer's flock on `.lock` decides (SIGKILL, a crash or
-    a reboot all release it; a recycled pid cannot hold it); where that cannot be told, the pid."""
-    alive = run.writer_alive()
-    return alive if alive is not None else is_trainer(status.get("pid"), run, status.get("started"))
-
-
-def run_state(run: Run, status: dict | None = None) -> str:
-    """status.json's state, with `running` turned into `killed` when its trainer is gone."""
-    st = status if status is not None else run.status()
-    state = st.get("state", "unknown")
-    if state == "running" and not trainer_alive(run, st):
-        return "killed"
-    return state
+    """Whether `pid` is alive and is this run's trainer, never a recycled pid (mgr/processes.py)."""
+    return processes.is_trainer(pid, run.id, started)
 
 
 def trainer_threads() -> str:
@@ -375,7 +329,7 @@ class Launcher:
         if st.get("state") != "running":
             raise LaunchError(f"run {run.id} is {st.get('state')}, not running")
         pid = st.get("pid")
-        if not trainer_alive(run, st) or not is_trainer(pid, run, st.get("started")):
+        if not run.trainer_alive(st) or not is_trainer(pid, run, st.get("started")):
             raise LaunchError(f"run {run.id}'s trainer (pid {pid}) is gone: it was killed; Resume continues it "
                               "from its last checkpoint")
         os.kill(pid, signal.SIGTERM)
@@ -383,7 +337,7 @@ class Launcher:
     def resume(self, run: Run) -> None:
         from .trainer import TrainConfig
         st = run.status()
-        state = run_state(run, st)
+        state = run.state(st)
         if state not in ("stopped", "failed", "killed"):
             raise LaunchError(f"run {run.id} is {state}; only a stopped, failed or killed run can be resumed")
         try:
@@ -412,7 +366,7 @@ class Launcher:
                 continue
             if (run_dir / "config.json").exists():
                 continue
-            alive = _runs_command(meta["pid"], meta["run_id"])
+            alive = processes.runs_command(meta["pid"], meta["run_id"])
             out.append({**meta, "state": "starting" if alive else "failed to start",
                         "log": log_tail(self.runs_dir, meta["run_id"])})
         return out
@@ -447,4 +401,4 @@ def eta_seconds(status: dict, images_per_step: int) -> float | None:
 
 
 __all__ = ["Field", "IMAGEFOLDER", "LaunchError", "check_folder", "folder_report", "shown_fields", "Launcher", "RunError", "build_config", "check_available", "cli_args",
-           "eta_seconds", "form_fields", "is_trainer", "log_tail", "run_state", "trainer_alive"]
+           "eta_seconds", "form_fields", "is_trainer", "log_tail"]

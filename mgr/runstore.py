@@ -3,7 +3,7 @@
     runs/<run id>/
       config.json      the full resolved training config (written once, at creation)
       status.json      {"state": running|finished|failed|stopped, "step", "total_steps", "error",
-                        "pid", "started", "updated", "best_val_acc", "best_step"}
+                        "pid", "started", "updated", "best_val_acc", "best_step", "paused"}
       metrics.jsonl    one JSON object per evaluation (fields: METRIC_FIELDS below)
       scalars.jsonl    training scalars (losses, lr, throughput) every log_every steps
       probes/static.npz         arrays that never change: probe latents, real subset images
@@ -20,7 +20,8 @@ for people.
 
 One process writes a run at a time: it holds an exclusive lock on `.lock` in the run directory
 (flock, released by the OS however the process ends, SIGKILL included), so a second `--resume` of
-a live run is refused, and a dead run is resumable even when its old pid was reused.
+a live run is refused, and a dead run is resumable even when its old pid was reused. The same lock
+lets a reader tell a live run from a killed one (`Run.state`).
 """
 from __future__ import annotations
 
@@ -198,6 +199,27 @@ class Run:
         finally:
             os.close(fd)  # also drops the shared lock at once, so a --resume is not kept waiting
         return False
+
+    def trainer_alive(self, status: dict | None = None) -> bool:
+        """Whether the run's trainer is alive: the writer's flock on `.lock` decides (SIGKILL, a crash or
+        a reboot all release it; a recycled pid cannot hold it); where that cannot be told, the pid in
+        status.json, checked to be this run's trainer (mgr/processes.py)."""
+        alive = self.writer_alive()
+        if alive is not None:
+            return alive
+        from .processes import is_trainer  # psutil: readers only, never the trainer
+        st = status if status is not None else self.status()
+        return is_trainer(st.get("pid"), self.id, st.get("started"))
+
+    def state(self, status: dict | None = None) -> str:
+        """The run's state: status.json's (running, finished, failed, stopped; unknown when unreadable),
+        with `running` turned into `killed` when its trainer is gone. A held trainer (status.json's
+        `"paused": true`) is alive and stays `running`. `status`: an already read status.json."""
+        st = status if status is not None else self.status()
+        state = st.get("state", "unknown")
+        if state == "running" and not self.trainer_alive(st):
+            return "killed"
+        return state
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

@@ -118,7 +118,7 @@ run_every = every if live and not paused else None
 def status_panel():
     with guarded(s):
         st_ = run.status()
-        state = launch.run_state(run, st_)
+        state = run.state(st_)
         if live and state != "running":
             st.rerun(scope="app")  # finished, failed or stopped: redraw everything once, then stay still
         step, total = st_.get("step", 0), st_.get("total_steps") or s.total_steps

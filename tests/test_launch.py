@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mgr import launch
+from mgr import launch, processes
 from mgr.runstore import Run
 from tests.waiting import wait_for, wait_paused
 
@@ -21,7 +21,7 @@ def test_launch_stop_resume_a_real_run(tmp_path):
     run = wait_paused(Run(tmp_path / run_id))  # alive after its first evaluation until stopped
     cfg = json.loads((run.path / "config.json").read_text())
     assert cfg == launch.build_config(TINY).to_dict()  # the CLI flags carried every value
-    assert launch.run_state(run) == "running" and launch.is_trainer(run.status()["pid"], run)
+    assert run.state() == "running" and launch.is_trainer(run.status()["pid"], run)
     L.stop(run)
     wait_for(lambda: run.status()["state"] == "stopped", "the stop")
     stopped_at = run.status()["step"]
@@ -50,7 +50,7 @@ def test_a_stale_pid_is_never_signalled(tmp_path):
     try:
         run.write_status(state="running", pid=other.pid)  # as if the trainer died and its pid was reused
         assert not launch.is_trainer(other.pid, run, run.status()["started"])
-        assert launch.run_state(run) == "killed"
+        assert run.state() == "killed"
         with pytest.raises(launch.LaunchError, match="is gone"):
             launch.Launcher(tmp_path).stop(run)
         assert other.poll() is None  # untouched
@@ -152,7 +152,7 @@ def test_stop_affects_only_its_run(tmp_path):
     wait_for(lambda: a.status()["state"] == "stopped", "the stop")
     wait_for(lambda: b.status()["state"] == "finished", "the other run to finish")
     assert [r["step"] for r in b.metrics()] == list(range(10, 201, 10)) and "SIGTERM" not in str(b.status().get("error"))
-    assert a.status()["step"] == 10 and launch.run_state(a) == "stopped"
+    assert a.status()["step"] == 10 and a.state() == "stopped"
 
 
 def test_a_run_killed_with_sigkill_shows_killed_and_resumes(tmp_path):
@@ -163,12 +163,12 @@ def test_a_run_killed_with_sigkill_shows_killed_and_resumes(tmp_path):
     from mgr.analysis import summarize
     L = launch.Launcher(tmp_path)
     run = wait_paused(Run(tmp_path / L.launch({**TINY, "run_id": "victim"}, pause_at=10)))
-    assert run.writer_alive() is True and launch.run_state(run) == "running"
+    assert run.writer_alive() is True and run.state() == "running"
     pid = run.status()["pid"]
     os.kill(pid, signal.SIGKILL)
     L.children["victim"].wait(30)
     assert run.status()["state"] == "running"  # the trainer had no chance to say otherwise
-    assert run.writer_alive() is False and launch.run_state(run) == "killed"
+    assert run.writer_alive() is False and run.state() == "killed"
     s = summarize(run)
     assert s.state == "killed" and "Resume" in s.error
     with pytest.raises(launch.LaunchError, match="is gone"):
@@ -191,15 +191,24 @@ def test_a_real_process_is_told_apart_by_its_command_line_start_time_and_exit(tm
     try:
         wait_for(lambda: "r-real" in " ".join(__import__("psutil").Process(p.pid).cmdline()), "the process")
         assert launch.is_trainer(p.pid, Run(tmp_path / "r-real"))
-        assert launch._runs_command(p.pid, "r-real") and not launch._runs_command(p.pid, "r-other")
+        assert processes.runs_command(p.pid, "r-real") and not processes.runs_command(p.pid, "r-other")
         other = Run(tmp_path / "r-other")  # not named on its command line: the start time decides
         assert not launch.is_trainer(p.pid, other, started=before - 60)  # started after that trainer: recycled
         assert launch.is_trainer(p.pid, other, started=time.time())
         assert not launch.is_trainer(os.getpid(), Run(tmp_path / "r-real"))  # pytest: not a trainer
+        # a run without a writer lock (made before `.lock` existed): the run store asks the pid
+        (tmp_path / "r-real").mkdir()
+        real = Run(tmp_path / "r-real")
+        real.write_status(state="running", pid=p.pid, started=before, paused=True)
+        assert real.writer_alive() is None and real.state() == "running"  # a held trainer is still running
+        real.write_status(pid=os.getpid())
+        assert real.state() == "killed"  # a live pid, but not this run's trainer
+        real.write_status(pid=p.pid)
     finally:
         p.kill()
     wait_for(lambda: __import__("psutil").Process(p.pid).status() == "zombie", "the child to exit")
-    assert not launch.is_trainer(p.pid, Run(tmp_path / "r-real")) and not launch._runs_command(p.pid, "r-real")
+    assert not launch.is_trainer(p.pid, Run(tmp_path / "r-real")) and not processes.runs_command(p.pid, "r-real")
+    assert real.state() == "killed"
     p.wait()
     assert not launch.is_trainer(p.pid, Run(tmp_path / "r-real"))
 

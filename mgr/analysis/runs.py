@@ -174,11 +174,10 @@ def _images_per_step(cfg: dict) -> int:
 
 def _summarize(run: Run) -> RunSummary:
     cfg = resolved_config(run.config)
-    from ..launch import run_state
     st = run.status()
     rows = [r for r in run.metrics() if _num(r.get("val_acc")) is not None]
     data = cfg["data"]
-    s = RunSummary(run.id, run.path, run_state(run, st), dataset=str(data.get("dataset")),
+    s = RunSummary(run.id, run.path, run.state(st), dataset=str(data.get("dataset")),
                    ratio=data.get("ratio") or (1.0 if data.get("per_class") is None else None),
                    method=str(cfg.get("method")), model=str(cfg.get("model")), order=str(cfg.get("order")),
                    seed=cfg.get("seed"), step=rows[-1]["step"] if rows else st.get("step", 0),
