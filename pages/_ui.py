@@ -35,8 +35,13 @@ def through_app(page: str) -> None:
     reruns: the same URL then goes through app.py's navigation (a page's URL is its file's name in both).
     Each page passes its own file (`through_app(__file__)`). tests/test_app_e2e.py opens a page's URL first."""
     if not st.session_state.get(_THROUGH_APP):
-        st.navigation([st.Page(page, default=True)], position="hidden")
+        # the page under its own URL (a default page's URL would be "/", and the browser would say "Page not found")
+        st.navigation([st.Page(_not_shown, title="MGR Lab", default=True), st.Page(page)], position="hidden")
         st.rerun()
+
+
+def _not_shown() -> None:
+    """The default page of through_app's navigation, which reruns before any page is shown."""
 
 
 def app_run() -> None:

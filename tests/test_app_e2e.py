@@ -192,7 +192,8 @@ def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, bro
 def test_a_page_url_opened_first_goes_through_the_apps_navigation(server, browser):
     """A fresh server's first request is a page's URL (a bookmark, or a tab reconnecting after a restart).
     Streamlit would run that file alone in its legacy pages/ mode: a sidebar listing every file of pages/
-    ("ui", "diagram") and no wide layout. The page must come up inside app.py's navigation instead."""
+    ("ui", "diagram") and no wide layout. The page must come up inside app.py's navigation instead, by
+    Streamlit's public API (pages/_ui.py's through_app), without a "Page not found" on the way."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -209,3 +210,4 @@ def test_a_page_url_opened_first_goes_through_the_apps_navigation(server, browse
     assert not {"ui", "diagram", "app"} & set(text.split()), text
     assert "Latents" in driver.find_element(By.TAG_NAME, "h1").text
     assert driver.current_url.startswith(f"{url}/latents")
+    assert "Page not found" not in driver.find_element(By.TAG_NAME, "body").text  # no detour through another page
