@@ -125,7 +125,7 @@ def run_one(seed: int, variant: str, cfg: TrainConfig, runs_dir: str, info: dict
     rows = run.metrics()
     best = max(rows, key=lambda r: (r["val_acc"], -r["step"]))  # earliest of the best
     return {"dataset": info["dataset"], "ratio": info["ratio"], "model": info["model"], "method": cfg.method,
-            "variant": variant, "order": cfg.order, "procedure": cfg.procedure,
+            "variant": variant, "procedure": cfg.procedure,
             "mltp_variant": cfg.mltp_variant if cfg.procedure == "mltp" else None,
             "co_learner": cfg.co_learner, "finder": cfg.finder if cfg.uses_finder else None,
             "seed": seed, "steps": info["steps"], "batch_size": info["batch_size"], "best_step": best["step"],

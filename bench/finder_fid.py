@@ -61,7 +61,8 @@ def measure(run: Run, num: int, extractor: str, where: dict) -> dict:
     fin = f"{r['finder']:8.3f}" if r["finder"] is not None else "     n/a"
     print(f"{run.id}: FID uniform {r['uniform']:8.3f}  finder {fin}  (n={r['num']}, {r['extractor']})", flush=True)
     return {"run": str(run.path), "dataset": cfg["data"]["dataset"], "ratio": cfg["data"].get("ratio"),
-            "method": cfg["method"], "order": cfg.get("order"), "finder": cfg.get("finder"), "seed": cfg.get("seed"),
+            "method": cfg["method"], "order": cfg.get("order", "second"),  # a run without the field: exact
+            "finder": cfg.get("finder"), "seed": cfg.get("seed"),
             "co_learner": bool(cfg.get("co_learner")), "procedure": cfg.get("procedure", "standard"),
             "finder_lr": cfg.get("finder_lr"), "lam_kl": cfg.get("lam_kl"),
             "steps": cfg.get("steps"), "checkpoint_step": r["step"], "n": r["num"], "n_real": r["n_real"],

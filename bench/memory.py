@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from variants import VARIANTS, add_setting_options, method_names  # noqa: E402
 
-DEFAULT_METHODS = "base,gda,gda-mps,pcr,mgr-first,mgr-second,mltp-fo"
+DEFAULT_METHODS = "base,gda,gda-mps,pcr,mgr,mltp-fo"
 MiB = 2 ** 20
 
 
@@ -64,7 +64,7 @@ def main(argv=None):
     add_setting_options(p, methods=DEFAULT_METHODS)
     p.add_argument("--steps", type=int, default=10, help="training steps per method (the peak is reached in the first)")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--quick", action="store_true", help="2 steps, base and mgr-first, for the test suite")
+    p.add_argument("--quick", action="store_true", help="2 steps, base and mgr, for the test suite")
     p.add_argument("--out", default="bench/results/memory.json")
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure this one method and print JSON
     a = p.parse_args(argv)
@@ -74,7 +74,7 @@ def main(argv=None):
         return None
     if a.quick:
         a.steps = 2
-        names = names if a.methods != DEFAULT_METHODS else ["base", "mgr-first"]
+        names = names if a.methods != DEFAULT_METHODS else ["base", "mgr"]
     from records import stamp, write_json
     common = ["--dataset", a.dataset, "--ratio", str(a.ratio), "--model", a.model, "--batch-size", str(a.batch_size),
               "--steps", str(a.steps), "--device", a.device] + (["--compile"] if a.compile else []) + (

@@ -33,6 +33,12 @@ from mgr.checkpoint import atomic_write, atomic_write_text  # noqa: E402
 
 from variants import VARIANTS  # noqa: E402
 
+# Variants that records made before the finite-difference hypergradient was removed still name (claim 6 reads
+# them): listed with what they ran, after mgr, so the tables of those records keep their rows and order
+_AFTER_MGR = list(VARIANTS).index("mgr") + 1
+RECORDED_VARIANTS = dict([*list(VARIANTS.items())[:_AFTER_MGR], ("mgr-first", {"method": "mgr", "order": "first"}),
+                          ("mgr-second", {"method": "mgr", "order": "second"}), *list(VARIANTS.items())[_AFTER_MGR:]])
+
 MGR_CHOICES = ("mgr", "mgr-second", "mgr-first")  # which MGR a claim uses: the default (second order) first
 CRITERION = ("A beats B when the difference of their mean test accuracies (at the best validation step) exceeds "
              "the pooled sample standard deviation over seeds, √((s_A² + s_B²)/2), with at least 2 seeds each; "
@@ -95,7 +101,7 @@ def stats(records: list[dict]) -> dict[tuple, dict[str, Stat]]:
 
 
 def variant_order(names) -> list[str]:
-    known = [v for v in VARIANTS if v in names]
+    known = [v for v in RECORDED_VARIANTS if v in names]
     return known + sorted(set(names) - set(known))
 
 
@@ -457,7 +463,7 @@ def render(a) -> str:
             x = st[v]
             gain = "—" if "base" not in st or v == "base" else f"{x.mean - st['base'].mean:+.2f}"
             name, _, extra = v.partition("[")  # accuracy.py --set names variants e.g. mgr-first[finder_lr=1e-3]
-            what = ", ".join([f"{k}={val}" for k, val in VARIANTS.get(name, {}).items()]
+            what = ", ".join([f"{k}={val}" for k, val in RECORDED_VARIANTS.get(name, {}).items()]
                              + ([extra.rstrip("]")] if extra else []))
             final = f"{x.final:.2f}" if x.final is not None else "—"
             rows.append([v, what, f"{x.mean:.2f} ± {x.std:.2f}", x.n, gain, final])

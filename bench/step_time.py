@@ -41,7 +41,7 @@ from mgr.trainer.steps import train_step  # noqa: E402
 from records import stamp, write_json  # noqa: E402
 from variants import VARIANTS, add_setting_options, method_names  # noqa: E402
 
-DEFAULT_METHODS = "base,gda,pcr,mgr-first,mgr-second,mltp-fo"
+DEFAULT_METHODS = "base,gda,pcr,mgr,mltp-fo"
 
 
 def reference_model(name: str, num_classes: int, in_channels: int) -> tuple[nn.Module, str]:

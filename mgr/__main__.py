@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .finder import FINDERS
     from .models.classifier import MODELS
     from .models.co_learner import CO_LEARNER_ARCHS
-    from .trainer import FINDER_ACTIVATIONS, FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES
+    from .trainer import FINDER_ACTIVATIONS, FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES, SCHEDULES
     t = sub.add_parser("train", help="train a classifier (prints the run directory first)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(t)
@@ -257,10 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--meta-precision", default="float32", choices=META_PRECISIONS,
                    help="the finder's meta step on CUDA: float32 (exact) or bf16 autocast like the rest of the "
                         "step (faster; the hypergradient drifts to cosine 0.97 with the exact one)")
-    t.add_argument("--order", default="second", choices=ORDERS,
-                   help="hypergradient: second = exact; first = the retired finite-difference form, wrong on "
-                        "ReLU networks (kept to resume old runs; docs/method.md#hypergradient-modes)")
-    t.add_argument("--fd-eps", type=float, default=0.01, help="--order first only: finite-difference step / ‖v‖")
     m = t.add_argument_group("MLTP (meta-learning based training procedure; wraps any --method)")
     m.add_argument("--procedure", default="standard", choices=PROCEDURES,
                    help="mltp: two disjoint real batches per step, J = C(w; B_i) + η C(w − α∇C(w; B_i); B_j)")

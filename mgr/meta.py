@@ -147,18 +147,3 @@ def finder_hypergradient_parts(g_syn: list[torch.Tensor], v: list[torch.Tensor],
     data = fill(torch.autograd.grad(-lr * lam * dot, phi, allow_unused=True))
     return data, kl
 
-
-def finder_hypergradient_fd(model, params: dict, v: list[torch.Tensor], lr: float, finder, z_f, x_p, y_p, t, T, *,
-                            kind: str, lam: float, lam_kl: float, fd_eps: float = 0.01) -> list[torch.Tensor]:
-    """RETIRED (kept to resume and reproduce runs made with --order first): the DARTS-style central
-    finite difference ∇_φ ≈ −η λ (∇_φ ℓ(θ + εv) − ∇_φ ℓ(θ − εv)) / 2ε, ε = fd_eps / ‖v‖. On ReLU and
-    max-pool networks ∇_φ ℓ jumps across kinks and the error grows like 1/ε: measured on the real
-    SmallCNN its cosine with the exact hypergradient is far below 0.99 (docs/method.md#hypergradient-modes)."""
-    phi = list(finder.parameters())
-    kl = lam_kl * kl_batch(z_f)
-    eps = fd_eps / torch.sqrt(sum((g * g).sum() for g in v)).clamp_min(1e-12)
-    plus = {n: p.detach() + eps * g for (n, p), g in zip(params.items(), v)}
-    minus = {n: p.detach() - eps * g for (n, p), g in zip(params.items(), v)}
-    diff = (synthetic_loss(model, plus, x_p, y_p, t, T, kind)
-            - synthetic_loss(model, minus, x_p, y_p, t, T, kind)) / (2 * eps)
-    return list(torch.autograd.grad(-lr * lam * diff + kl, phi))

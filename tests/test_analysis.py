@@ -389,9 +389,9 @@ def config_runs(tmp_path_factory):
     for rid, kw in (("base-s0", dict(method="base")), ("base-s1", dict(method="base", seed=1)),
                     ("base-mltp-fo", dict(method="base", procedure="mltp")),
                     ("base-mltp-full", dict(method="base", procedure="mltp", mltp_variant="full")),
-                    ("mgr-first", dict(method="mgr", order="first")),
-                    ("mgr-first-co", dict(method="mgr", order="first", co_learner=True)),
-                    ("mgr-first-lam", dict(method="mgr", order="first", lam=0.5))):
+                    ("mgr", dict(method="mgr")),
+                    ("mgr-co", dict(method="mgr", co_learner=True)),
+                    ("mgr-lam", dict(method="mgr", lam=0.5))):
         train(TrainConfig(**tiny, **kw), d, rid, quiet=True)
     return d
 
@@ -405,18 +405,18 @@ def test_seed_table_groups_by_everything_but_the_seed(config_runs):
     names = {rid: r["config"] for r in table for rid in r["runs"]}
     assert names["base-mltp-fo"].startswith("base · mltp-fo · digits 0.1")
     assert names["base-mltp-full"].startswith("base · mltp-full")
-    assert names["mgr-first-co"].startswith("mgr (first) + co · digits 0.1")
-    assert "lam=0.5" in names["mgr-first-lam"] and "lam=1.0" in names["mgr-first"]
+    assert names["mgr-co"].startswith("mgr + co · digits 0.1")
+    assert "lam=0.5" in names["mgr-lam"] and "lam=1.0" in names["mgr"]
     assert "seed" not in "".join(names.values())
     # only what differs where it applies: λ means nothing to base, α nothing to a standard run
-    assert names["base-s0"] == "base · digits 0.1" and names["mgr-first"] == "mgr (first) · digits 0.1 · lam=1.0"
+    assert names["base-s0"] == "base · digits 0.1" and names["mgr"] == "mgr · digits 0.1 · lam=1.0"
 
 
 def test_a_run_from_an_older_version_gets_the_defaults_of_missing_keys(config_runs, tmp_path):
     """config.json written before procedure, co-learner and friends existed: summaries, the seed table
     and Compare's grouping use the TrainConfig defaults, never a KeyError."""
     import shutil
-    for rid in ("base-s0", "mgr-first-co"):
+    for rid in ("base-s0", "mgr-co"):
         shutil.copytree(config_runs / rid, tmp_path / rid)
     shutil.copytree(config_runs / "base-s1", tmp_path / "old-base")
     path = tmp_path / "old-base" / "config.json"
@@ -437,6 +437,34 @@ def test_a_run_from_an_older_version_gets_the_defaults_of_missing_keys(config_ru
     old = summarize(Run(tmp_path / "old-base"))
     assert old.state == "finished" and old.method == "mgr" and old.total_steps == 500  # TrainConfig's defaults
     assert long_metrics([Run(tmp_path / "old-base")])
+
+
+def test_a_run_of_the_removed_finite_difference_mode_reads_but_says_it_cannot_resume(config_runs, tmp_path):
+    """config.json of a run made before `order` and `fd_eps` were removed: with order "second" (what every
+    run computes now) it is a seed of today's configuration; with order "first" (the removed
+    finite-difference mode) it is listed under its own name, and a stopped one says why it cannot resume."""
+    import shutil
+
+    from mgr.launch import LaunchError, Launcher
+    from mgr.trainer import TrainConfig
+    for rid, order in (("old-second", "second"), ("old-first", "first")):
+        shutil.copytree(config_runs / "mgr", tmp_path / rid)
+        path = tmp_path / rid / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "order": order, "fd_eps": 0.01}))
+    shutil.copytree(config_runs / "mgr", tmp_path / "mgr")
+    second, first, today = (summarize(Run(tmp_path / rid)) for rid in ("old-second", "old-first", "mgr"))
+    assert second.config_key == today.config_key and "order" not in second.config and second.name == "mgr"
+    assert first.config_key != today.config_key and first.name == "mgr (finite difference)"
+    assert first.state == "finished" and first.error is None and first.best_val_acc == today.best_val_acc
+    with pytest.raises(ValueError, match="finite-difference hypergradient .* was removed") as e:
+        TrainConfig.from_dict(Run(tmp_path / "old-first").config)
+    assert "train it again" in str(e.value)
+    Run(tmp_path / "old-first").write_status(state="stopped")
+    assert "was removed" in summarize(Run(tmp_path / "old-first")).error
+    with pytest.raises(LaunchError, match="cannot be resumed: .*order='first'"):
+        Launcher(tmp_path).resume(Run(tmp_path / "old-first"))
+    with pytest.raises(ValueError, match="order='third' is not allowed; the field was removed"):
+        TrainConfig.from_dict({**Run(tmp_path / "mgr").config, "order": "third"})
 
 
 def test_group_curves_average_seeds_on_common_steps():

@@ -52,7 +52,7 @@ def test_accuracy_quick_records_every_variant_with_its_command(quick):
 def test_step_time_quick_times_the_reference_loop_against_base(quick):
     result = quick["speed"]
     rows = {r["method"]: r for r in result["results"]}
-    assert list(rows) == ["base", "gda", "pcr", "mgr-first", "mgr-second", "mltp-fo", "reference"]
+    assert list(rows) == ["base", "gda", "pcr", "mgr", "mltp-fo", "reference"]
     assert all(r["ms_per_step"] > 0 for r in rows.values())
     assert result["reference"]["model"] == "mgr SmallCNN class in the plain loop" and result["reference"]["dtype"] == "fp32"
     assert result["speedup_vs_reference"] == pytest.approx(rows["reference"]["ms_per_step"] / rows["base"]["ms_per_step"],
@@ -75,7 +75,7 @@ def test_step_time_reference_model_has_our_resnet18s_compute():
 def test_memory_quick_measures_each_method_in_its_own_process(quick):
     result = json.loads((quick["dir"] / "memory.json").read_text())
     assert result == quick["memory"]
-    assert [r["method"] for r in result["results"]] == ["base", "mgr-first"]
+    assert [r["method"] for r in result["results"]] == ["base", "mgr"]
     for r in result["results"]:
         assert 0 < r["import_rss_mib"] <= r["peak_rss_mib"]
     assert {"machine", "date", "command", "device", "dataset", "model", "batch_size"} <= set(result)
@@ -174,9 +174,9 @@ def test_accuracy_set_names_the_variant_and_refuses_bad_overrides_before_any_run
             acc.main(["--quick", "--methods", "base,mgr", "--out", str(out), "--runs-dir", str(tmp_path / "r"), *bad])
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "r").exists()
-    records = acc.main(["--quick", "--device", "cpu", "--methods", "mgr-first", "--set", "finder_lr=1e-3",
+    records = acc.main(["--quick", "--device", "cpu", "--methods", "mgr", "--set", "finder_lr=1e-3",
                         "--runs-dir", str(tmp_path / "r"), "--out", str(out)])
-    assert [r["variant"] for r in records] == ["mgr-first[finder_lr=1e-3]"]
+    assert [r["variant"] for r in records] == ["mgr[finder_lr=1e-3]"]
     from mgr.runstore import Run
     assert Run(records[0]["run"]).config["finder_lr"] == 1e-3
 

@@ -79,7 +79,7 @@ def test_every_train_config_field_round_trips_through_the_command_line():
     from mgr.trainer import TrainConfig
     changed = dict(method="gda-mps", model="smallcnn", width=8, steps=77, batch_size=33, lr=0.02, momentum=0.8,
                    weight_decay=1e-3, schedule="step", warmup_steps=3, lam=0.5, lam_kl=0.2, lam_kl_schedule="lr", finder="mlp",
-                   finder_lr=3e-4, finder_lr_schedule="lr", finder_activation="silu", syn_per_real=2, meta_every=1, meta_val="full", meta_precision="bf16", order="first", fd_eps=0.02, pcr_aug="translation,color", eval_every=7,
+                   finder_lr=3e-4, finder_lr_schedule="lr", finder_activation="silu", syn_per_real=2, meta_every=1, meta_val="full", meta_precision="bf16", pcr_aug="translation,color", eval_every=7,
                    log_every=3, probes_per_class=5, probe_real=90, seed=4, device="cpu", compile=True,
                    generator="x.pt", procedure="mltp", mltp_variant="full", mltp_eta=0.7, mltp_alpha=0.01,
                    co_learner=True, co_learner_arch="linear", co_learner_gamma=0.3, co_learner_lr=2e-3,
@@ -120,3 +120,26 @@ def test_meta_every_defaults_to_two_and_old_configs_keep_their_every_step_finder
     del old["meta_every"]
     assert TrainConfig.from_dict(old).meta_every == 1
     assert TrainConfig.from_dict(TrainConfig(meta_every=3).to_dict()).meta_every == 3
+
+
+def test_resuming_a_run_of_the_removed_finite_difference_mode_says_what_to_do(tmp_path, capsys):
+    """`--order first` (the finite-difference hypergradient) was removed: a stopped run that used it is refused
+    on --resume with what happened and what to do, and its files are left as they were."""
+    import json
+
+    from mgr.__main__ import main
+    from mgr.trainer import train
+    from tests.conftest import tiny_config
+    run = train(tiny_config("mgr", steps=2, eval_every=2), tmp_path, "old-fd", quiet=True)
+    cfg = {**run.config, "order": "first", "fd_eps": 0.01}
+    (run.path / "config.json").write_text(json.dumps(cfg))
+    run.write_status(state="stopped")
+    metrics = (run.path / "metrics.jsonl").read_text()
+    assert main(["train", "--resume", str(run.path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json: order='first'" in err and "finite-difference hypergradient (--order first)" in err
+    assert "was removed" in err and "train it again with the exact hypergradient" in err
+    assert (run.path / "metrics.jsonl").read_text() == metrics and run.status()["state"] == "stopped"
+    with pytest.raises(SystemExit):
+        main(["train", "--order", "first"])  # the option itself is gone: argparse refuses it
+    assert "unrecognized arguments: --order first" in capsys.readouterr().err

@@ -165,20 +165,6 @@ def test_bf16_meta_step_keeps_its_direction(smallcnn):
     assert 0.95 < cos < 0.9999, cos  # rounded, and only rounded
 
 
-def test_retired_finite_difference_mode_is_far_from_the_exact_one_on_the_real_smallcnn(smallcnn):
-    """Why --order first is retired: at its default step the central difference crosses ReLU and
-    max-pool kinks; its cosine with the exact hypergradient is far below the 0.99 the method needs."""
-    s, d, exact, _, _ = smallcnn
-    cfg = s.cfg
-    s.cfg = dataclasses.replace(cfg, order="first")
-    try:
-        fd = trainer_hypergradient(s, d)
-    finally:
-        s.cfg = cfg
-    cos = F.cosine_similarity(fd, exact, dim=0)
-    assert cos < 0.9, cos
-
-
 def test_exact_hypergradient_is_exact_for_a_silu_finder():
     """The hypergradient goes through the finder as a module: with SiLU hidden units (finder_activation) the
     trainer's float32 value matches the float64 autograd reference as the ReLU finder's does."""

@@ -64,22 +64,18 @@ def split_inner(s, kind):
     return z_f, x_p, params, g_ce, g_syn
 
 
-def hypergrad(s, kind, order, fd_eps=0.01, outer=None):
-    """The trainer's hypergradient: exact (order "second") or the retired finite difference ("first")."""
+def hypergrad(s, kind):
+    """The trainer's (exact) hypergradient."""
     z_f, x_p, params, g_ce, g_syn = split_inner(s, kind)
     ahead = meta.lookahead(params, [a + LAM * b.detach() for a, b in zip(g_ce, g_syn)], LR)
     v = meta.outer_grads(meta.val_ce(s["model"], ahead, s["x_val"], s["y_val"]), ahead).v
-    if order == "second":
-        g = meta.finder_hypergradient(g_syn, v, LR, LAM, s["finder"], z_f, LAM_KL)
-    else:
-        g = meta.finder_hypergradient_fd(s["model"], params, v, LR, s["finder"], z_f, x_p, s["y_p"], s["t"], s["T"],
-                                         kind=kind, lam=LAM, lam_kl=LAM_KL, fd_eps=fd_eps)
+    g = meta.finder_hypergradient(g_syn, v, LR, LAM, s["finder"], z_f, LAM_KL)
     return torch.cat([v.flatten() for v in g])
 
 
 @pytest.mark.parametrize("kind", ["pcr", "ce"])
 def test_second_order_hypergradient_matches_finite_difference(setup, kind):
-    analytic = hypergrad(setup, kind, "second")
+    analytic = hypergrad(setup, kind)
     torch.manual_seed(1)
     direction = [torch.randn_like(p) for p in setup["finder"].parameters()]
     h = 1e-6
@@ -97,21 +93,12 @@ def test_second_order_hypergradient_matches_finite_difference(setup, kind):
     assert abs(exact - numeric) / abs(numeric) < 1e-4, (exact, numeric)
 
 
-@pytest.mark.parametrize("kind", ["pcr", "ce"])
-def test_first_order_finite_difference_hvp_converges_to_second_order(setup, kind):
-    # on this ~1k-parameter toy net the default step (0.01 / ‖v‖) crosses ReLU and max-pool kinks;
-    # the formula itself must agree with the exact hypergradient once the step is small
-    second, first = hypergrad(setup, kind, "second"), hypergrad(setup, kind, "first", fd_eps=1e-5)
-    assert F.cosine_similarity(second, first, dim=0) > 0.9999
-    assert (first.norm() / second.norm() - 1).abs() < 1e-3
-
-
 def test_plain_first_order_would_give_the_finder_no_gradient_but_ours_does(setup):
     # without the HVP, CE(f_θ'(B_val)) does not depend on φ: only λ_KL's term would move the finder
-    first = hypergrad(setup, "pcr", "first")
+    ours = hypergrad(setup, "pcr")
     kl_only = torch.cat([g.flatten() for g in torch.autograd.grad(LAM_KL * kl_batch(setup["finder"](setup["z"])),
                                                                    list(setup["finder"].parameters()))])
-    assert (first - kl_only).norm() > 1e-3 * first.norm()
+    assert (ours - kl_only).norm() > 1e-3 * ours.norm()
 
 
 def test_pcr_leaves_the_head_without_gradient(setup):
@@ -178,11 +165,10 @@ def test_kl_batch_is_zero_for_the_prior_and_grows_away_from_it():
     assert kl_batch(z) < 0.01 < kl_batch(z + 1) and kl_batch(z) < kl_batch(3 * z)
 
 
-@pytest.mark.parametrize("order", ["second", "first"])
-def test_lookahead_leaves_batchnorm_statistics_unchanged(setup, order):
+def test_lookahead_leaves_batchnorm_statistics_unchanged(setup):
     model = setup["model"]
     before = {n: b.clone() for n, b in model.named_buffers()}
-    hypergrad(setup, "pcr", order)
+    hypergrad(setup, "pcr")
     assert all(torch.equal(before[n], b) for n, b in model.named_buffers())
 
 
@@ -208,7 +194,7 @@ def test_co_learner_term_joins_the_finder_meta_loss_and_trains_only_the_co_learn
     phi = meta.finder_hypergradient(g_syn, out.v, LR, LAM, s["finder"], z_f, LAM_KL)
     got = phi + out.co_grads
     assert len(got) == len(want) and all(torch.allclose(g, w, rtol=1e-9, atol=1e-13) for g, w in zip(got, want))
-    without = hypergrad(s, "pcr", "second")  # the co-learner's term does move the finder
+    without = hypergrad(s, "pcr")  # the co-learner's term does move the finder
     assert (torch.cat([g.flatten() for g in phi]) - without).norm() > 1e-6 * without.norm()
     assert -1 <= out.co_cos <= 1 and out.co_cos != 0
 
@@ -222,7 +208,7 @@ def test_hypergradient_parts_are_the_kl_pull_and_the_lookahead_which_vanishes_wi
     v = meta.outer_grads(meta.val_ce(setup["model"], ahead, setup["x_val"], setup["y_val"]), ahead).v
     data, kl = meta.finder_hypergradient_parts(g_syn, v, LR, LAM, setup["finder"], z_f, LAM_KL)
     total = torch.cat([(a + b).flatten() for a, b in zip(data, kl)])
-    assert torch.allclose(total, hypergrad(setup, "pcr", "second"), rtol=1e-10, atol=1e-12)
+    assert torch.allclose(total, hypergrad(setup, "pcr"), rtol=1e-10, atol=1e-12)
     own_kl = torch.autograd.grad(LAM_KL * kl_batch(setup["finder"](setup["z"])), list(setup["finder"].parameters()))
     assert torch.allclose(torch.cat([g.flatten() for g in kl]), torch.cat([g.flatten() for g in own_kl]))
     assert float(torch.cat([g.flatten() for g in data]).norm()) > 1e-3 * float(total.norm())

@@ -227,8 +227,8 @@ VARIANTS = [dict(method="base", procedure="mltp", mltp_variant="fo"),
             dict(method="base", procedure="mltp", mltp_variant="fc", co_learner=True, co_learner_arch="linear"),
             dict(method="gda", procedure="mltp", mltp_variant="fo"),
             dict(method="mgr", procedure="mltp", mltp_variant="fo", co_learner=True),
-            dict(method="mgr", procedure="mltp", mltp_variant="full", order="first"),
-            dict(method="mgr", co_learner=True, order="first", meta_every=1)]  # hg_cos needs 2 meta steps by the first evaluation
+            dict(method="mgr", procedure="mltp", mltp_variant="full"),
+            dict(method="mgr", co_learner=True, meta_every=1)]  # hg_cos needs 2 meta steps by the first evaluation
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(str(v) for v in kw.values()))

@@ -13,7 +13,7 @@ from mgr.trainer.state import MAX_LATENT_SHIFT
 
 
 def tiny(**kw):
-    return TrainConfig(**{**dict(data=DataConfig("digits", ratio=0.1), method="mgr", order="first", steps=12,
+    return TrainConfig(**{**dict(data=DataConfig("digits", ratio=0.1), method="mgr", steps=12,
                                  eval_every=2, log_every=1, batch_size=16, probes_per_class=2, probe_real=40,
                                  device="cpu"), **kw})
 

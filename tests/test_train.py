@@ -30,10 +30,9 @@ def tiny(**kw):
                                  probe_real=40, device="cpu"), **kw})
 
 
-@pytest.mark.parametrize("method, order", [("base", "second"), ("gda", "second"), ("gda-mps", "second"),
-                                           ("pcr", "second"), ("mgr", "second"), ("mgr", "first")])
-def test_each_method_writes_a_valid_run_directory(tmp_path, method, order):
-    run = train(tiny(method=method, order=order), tmp_path, quiet=True)
+@pytest.mark.parametrize("method", ["base", "gda", "gda-mps", "pcr", "mgr"])
+def test_each_method_writes_a_valid_run_directory(tmp_path, method):
+    run = train(tiny(method=method), tmp_path, quiet=True)
     cfg = json.loads((run.path / "config.json").read_text())
     assert cfg["method"] == method and cfg["lr"] == 0.05 and cfg["pcr_aug"] == "translation,color,cutout"
     st = run.status()

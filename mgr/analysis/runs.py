@@ -50,11 +50,11 @@ def resolved_config(raw: dict) -> dict:
 
 
 def config_name(cfg: dict) -> str:
-    """A configuration's short name: method, hypergradient order where a finder uses one, MLTP variant,
-    co-learner; e.g. "mgr (first) + co", "base · mltp-fo", "pcr"."""
+    """A configuration's short name: method, MLTP variant, co-learner; e.g. "mgr + co", "base · mltp-fo",
+    "pcr"; "(finite difference)" after the method of a run made with the removed hypergradient mode."""
     name = str(cfg.get("method", "?"))
-    if cfg.get("method") in ("gda-mps", "mgr"):
-        name += f" ({cfg.get('order', '?')})"
+    if cfg.get("method") in ("gda-mps", "mgr") and cfg.get("order") == "first":
+        name += " (finite difference)"
     if cfg.get("procedure") == "mltp":
         name += f" · mltp-{cfg.get('mltp_variant', '?')}"
     if cfg.get("co_learner"):
@@ -67,10 +67,10 @@ def _applies(name: str, cfg: dict) -> bool:
     method = cfg.get("method")
     if name == "finder_activation":  # the linear finder has no hidden units
         return method in ("gda-mps", "mgr") and cfg.get("finder") != "linear"
-    if name in ("lam_kl", "lam_kl_schedule", "finder", "finder_lr", "finder_lr_schedule", "order", "meta_every",
+    if name in ("lam_kl", "lam_kl_schedule", "finder", "finder_lr", "finder_lr_schedule", "meta_every",
                 "meta_val", "meta_precision"):
         return method in ("gda-mps", "mgr")
-    if name == "fd_eps":
+    if name in ("order", "fd_eps"):  # removed fields: only a run of the removed finite-difference mode differs
         return method in ("gda-mps", "mgr") and cfg.get("order") == "first"
     if name in ("lam", "generator", "pcr_aug"):
         return method != "base" and (name != "pcr_aug" or method in ("pcr", "mgr"))
@@ -97,7 +97,7 @@ _NAMED = {"method", "order", "procedure", "mltp_variant", "co_learner", "co_lear
 
 def group_labels(keys: list[tuple]) -> dict[tuple, str]:
     """Readable names for configuration keys shown together: the short name, then dataset and size,
-    then every other field whose value differs between the groups, e.g. "mgr (first) + co · digits 0.1 · lam=0.5"."""
+    then every other field whose value differs between the groups, e.g. "mgr + co · digits 0.1 · lam=0.5"."""
     dicts = [dict(k) for k in keys]
     varying = [f for f in dict.fromkeys(f for d in dicts for f in d)  # among the groups where the field applies
                if f not in _NAMED and f not in ("data.dataset", "data.ratio")
@@ -121,7 +121,6 @@ class RunSummary:
     ratio: float | None = None
     method: str = "?"
     model: str = "?"
-    order: str = "?"
     seed: int | None = None
     step: int = 0
     total_steps: int = 0
@@ -179,13 +178,16 @@ def _summarize(run: Run) -> RunSummary:
     data = cfg["data"]
     s = RunSummary(run.id, run.path, run.state(st), dataset=str(data.get("dataset")),
                    ratio=data.get("ratio") or (1.0 if data.get("per_class") is None else None),
-                   method=str(cfg.get("method")), model=str(cfg.get("model")), order=str(cfg.get("order")),
+                   method=str(cfg.get("method")), model=str(cfg.get("model")),
                    seed=cfg.get("seed"), step=rows[-1]["step"] if rows else st.get("step", 0),
                    total_steps=cfg.get("steps") or 0, error=st.get("error"), batch_size=cfg.get("batch_size") or 0,
                    images_per_step=_images_per_step(cfg), status=st, config=cfg)
     if s.state == "killed":
         s.error = (f"the trainer (pid {st.get('pid')}) is gone without finishing (killed, or the machine restarted) "
                    f"at step {st.get('step', s.step)}; Resume continues it from its last checkpoint")
+    if cfg.get("order") == "first" and s.state in ("stopped", "failed", "killed"):  # it cannot be resumed
+        from ..trainer.config import FINITE_DIFFERENCE_REMOVED
+        s.error = FINITE_DIFFERENCE_REMOVED
     if rows:
         best = max(rows, key=lambda r: (r["val_acc"], -r["step"]))  # the earliest of the best
         s.best_val_acc, s.best_step, s.test_at_best = best["val_acc"], best["step"], _num(best.get("test_acc"))
@@ -222,7 +224,7 @@ def seed_table(summaries: list[RunSummary]) -> list[dict]:
         last = [r.test_last for r in runs if r.test_last is not None]
         first = runs[0]
         table.append({"config": labels[key], "name": first.name, "dataset": first.dataset, "ratio": first.ratio,
-                      "method": first.method, "model": first.model, "order": first.order,
+                      "method": first.method, "model": first.model,
                       "procedure": first.config.get("procedure", "standard"),
                       "mltp_variant": first.config.get("mltp_variant") if first.config.get("procedure") == "mltp" else None,
                       "co_learner": bool(first.config.get("co_learner")), "seeds": len(runs),

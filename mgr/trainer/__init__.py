@@ -11,8 +11,8 @@ torchvision and numpy, so it runs the same from the app, a shell or a GPU box.
     distributed.py  torchrun: process group, ranks, the gradients' all-reduce (no-ops in one process)
 """
 from .checkpoints import CKPT_KIND, CKPT_VERSION, load_classifier, load_co_learner
-from .config import FINDER_ACTIVATIONS, FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, ORDERS, PROCEDURES, SCHEDULES, TrainConfig
+from .config import FINDER_ACTIVATIONS, FINDER_LR_SCHEDULES, LAM_KL_SCHEDULES, META_PRECISIONS, META_VALS, METHODS, MLTP_VARIANTS, PROCEDURES, SCHEDULES, TrainConfig
 from .loop import resume, train
 
-__all__ = ["CKPT_KIND", "CKPT_VERSION", "FINDER_ACTIVATIONS", "FINDER_LR_SCHEDULES", "LAM_KL_SCHEDULES", "META_PRECISIONS", "META_VALS", "METHODS", "MLTP_VARIANTS", "ORDERS", "PROCEDURES", "SCHEDULES", "TrainConfig", "load_classifier",
+__all__ = ["CKPT_KIND", "CKPT_VERSION", "FINDER_ACTIVATIONS", "FINDER_LR_SCHEDULES", "LAM_KL_SCHEDULES", "META_PRECISIONS", "META_VALS", "METHODS", "MLTP_VARIANTS", "PROCEDURES", "SCHEDULES", "TrainConfig", "load_classifier",
            "load_co_learner", "resume", "train"]

@@ -18,7 +18,6 @@ from ..runtime import DEVICES
 METHODS = ("base", "gda", "gda-mps", "pcr", "mgr")
 PROCEDURES = ("standard", "mltp")
 MLTP_VARIANTS = ("fo", "full", "conv", "fc")  # first order; second order on all, conv or fully-connected tensors
-ORDERS = ("second", "first")  # exact; "first" is the retired finite-difference form (old runs only)
 META_VALS = ("auto", "batch", "full")  # auto: the full split when it holds at most two batches
 META_PRECISIONS = ("float32", "bf16")  # the meta step's arithmetic on CUDA (the CPU always runs float32)
 SCHEDULES = ("cosine", "step", "constant")
@@ -27,6 +26,15 @@ FINDER_LR_SCHEDULES = ("constant", "lr")  # lr: the finder's Adam lr scaled like
 # What a config.json written before a field existed ran, where that differs from today's default: such a
 # config must resume, compare and be labelled as what it ran, not as today's default
 BEFORE_FIELD = {"meta_every": 1, "finder_lr_schedule": "constant", "finder_activation": "relu"}
+# Fields a config.json written before their removal holds: `order` ("second", the exact hypergradient, is
+# what every run computes now; "first", the finite-difference hypergradient, was removed) and its `fd_eps`
+REMOVED_FIELDS = ("order", "fd_eps")
+FINITE_DIFFERENCE_REMOVED = (
+    "order='first': this run used the finite-difference hypergradient (--order first), which was removed "
+    "(it is wrong on ReLU networks; docs/method.md#hypergradient-modes). Its files still read, but it cannot be "
+    "resumed or rebuilt: train it again with the exact hypergradient (the only mode: the same config without "
+    "`order` and `fd_eps`), or resume it with a checkout from before the removal (the commits before the one "
+    "`git log -S fd_eps -- mgr/trainer/config.py` lists first)")
 DEFAULT_LR = {"smallcnn": 0.05, "resnet18": 0.1}
 KEEP_WEIGHTS = ("auto", "all", "last")  # weights per evaluation: auto = all while the classifier's state is small
 KEEP_WEIGHTS_AUTO_MIB = 8  # auto: SmallCNN (1.1 MiB at width 32) keeps every evaluation, ResNet-18 (42.7 MiB) does not
@@ -67,8 +75,6 @@ class TrainConfig:
     meta_every: int | None = None
     meta_val: str = "auto"  # the finder's validation term: a "batch" drawn from the split, the "full" split, or auto
     meta_precision: str = "float32"  # bf16 autocast drifts the hypergradient to cosine 0.97 (docs/method.md)
-    order: str = "second"  # hypergradient
-    fd_eps: float = 0.01  # first order: the finite difference steps fd_eps / ‖v‖ along v
     pcr_aug: str | None = None  # None: the dataset's default T
     eval_every: int = 50
     log_every: int = 10  # steps between training-scalar lines (scalars.jsonl): one host sync each
@@ -91,8 +97,7 @@ class TrainConfig:
     def __post_init__(self):
         def bad(name, allowed):
             return ValueError(f"{name}={getattr(self, name)!r} is not allowed; {allowed}")
-        for name, options in (("method", METHODS), ("model", MODELS), ("finder", FINDERS), ("order", ORDERS),
-                              ("schedule", SCHEDULES), ("procedure", PROCEDURES), ("mltp_variant", MLTP_VARIANTS),
+        for name, options in (("method", METHODS), ("model", MODELS), ("finder", FINDERS), ("schedule", SCHEDULES), ("procedure", PROCEDURES), ("mltp_variant", MLTP_VARIANTS),
                               ("co_learner_arch", CO_LEARNER_ARCHS), ("lam_kl_schedule", LAM_KL_SCHEDULES),
                               ("finder_lr_schedule", FINDER_LR_SCHEDULES),
                               ("finder_activation", FINDER_ACTIVATIONS)):
@@ -113,7 +118,7 @@ class TrainConfig:
                 continue
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise bad(name, "it must be a positive integer")
-        for name in ("lr", "finder_lr", "fd_eps", "co_learner_lr"):
+        for name in ("lr", "finder_lr", "co_learner_lr"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, "it must be a number > 0")
@@ -193,5 +198,17 @@ class TrainConfig:
         written before a field existed gets what it ran (BEFORE_FIELD), not today's default: e.g. the
         finder's meta step every iteration (meta_every 1), a constant finder lr and a ReLU finder."""
         if isinstance(d, dict):
-            d = {**BEFORE_FIELD, **d}
+            d = {**BEFORE_FIELD, **without_removed_fields(d, where)}
         return typecheck.from_json(cls, d, where, required=("data", "method", "model", "steps"))
+
+
+def without_removed_fields(d: dict, where: str = "config") -> dict:
+    """A config dict without the fields that were removed (REMOVED_FIELDS); a ValueError saying what to do
+    for a run that used the removed finite-difference hypergradient (order 'first')."""
+    order = d.get("order", "second")
+    if order == "first":
+        raise ValueError(f"{where}: {FINITE_DIFFERENCE_REMOVED}")
+    if order != "second":
+        raise ValueError(f"{where}: order={order!r} is not allowed; the field was removed: every run uses the "
+                         "exact hypergradient (leave the field out)")
+    return {k: v for k, v in d.items() if k not in REMOVED_FIELDS}

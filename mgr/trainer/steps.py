@@ -194,7 +194,7 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
         # ∇_θ L(θ; φ) in two parts: φ enters θ' only through the synthetic term's gradient, so only
         # that one keeps a graph for the hypergradient's second derivative
         g_ce = meta.grads_of(ce, params)
-        g_syn = meta.grads_of(syn, params, create_graph=cfg.order == "second")
+        g_syn = meta.grads_of(syn, params, create_graph=True)
         grads = [a + cfg.lam * b.detach() for a, b in zip(g_ce, g_syn)]
         ahead = meta.lookahead(params, grads, lr)  # θ' = θ − η ∇_θ L(θ; φ)
         logits, fmap = meta.call(s.model, ahead, meta.clone_buffers(s.model), x_val, feature_map=True)
@@ -202,7 +202,7 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
         co_ce, co_acc = co_learner_loss(s, fmap, y_val)
         out = meta.outer_grads(ce_val, ahead, None if co_ce is None else cfg.co_learner_gamma * co_ce,
                                list(s.co_learner.parameters()) if s.co_learner else [])
-        phi, phi_data = finder_grads(s, params, g_syn, out.v, lr, z_f, x_p, y_p, t)
+        phi, phi_data = finder_grads(s, g_syn, out.v, lr, z_f)
     logged = {"ce": ce, **finder_logs(z, z_f), "meta_val_ce": ce_val,
               "pcr" if cfg.synthetic_kind == "pcr" else "syn_ce": syn, "kl_share": kl_share(phi, phi_data)}
     if co_ce is not None:
@@ -210,19 +210,11 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
     return MetaGrads(phi, phi_data, grads, out.co_grads, buffers, ce + cfg.lam * syn, logged)
 
 
-def finder_grads(s: State, params: dict, g_syn, v, lr: float, z_f, x_p, y_p, t):
-    """The finder's hypergradient given v = ∇_θ' of its meta-loss, and its lookahead part alone (the
-    KL term's pull left out): exact (order "second", the default) or the retired finite-difference
-    form (order "first", kept for old runs; its lookahead part is the total less λ_KL ∇KL)."""
-    cfg = s.cfg
-    lam_kl = lam_kl_now(s)
-    if cfg.order == "second":
-        data, kl = meta.finder_hypergradient_parts(g_syn, v, lr, cfg.lam, s.finder, z_f, lam_kl)
-        return [a + b for a, b in zip(data, kl)], data
-    kl = torch.autograd.grad(lam_kl * kl_batch(z_f), list(s.finder.parameters()), retain_graph=True)
-    total = meta.finder_hypergradient_fd(s.model, params, v, lr, s.finder, z_f, x_p, y_p, t, s.T,
-                                         kind=cfg.synthetic_kind, lam=cfg.lam, lam_kl=lam_kl, fd_eps=cfg.fd_eps)
-    return total, [a - b for a, b in zip(total, kl)]
+def finder_grads(s: State, g_syn, v, lr: float, z_f):
+    """The finder's exact hypergradient given v = ∇_θ' of its meta-loss, and its lookahead part alone
+    (the KL term's pull left out)."""
+    data, kl = meta.finder_hypergradient_parts(g_syn, v, lr, s.cfg.lam, s.finder, z_f, lam_kl_now(s))
+    return [a + b for a, b in zip(data, kl)], data
 
 
 def finder_logs(z: torch.Tensor, z_f: torch.Tensor) -> dict:
@@ -288,7 +280,7 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
         if s.finder is None:
             g_i = meta.grads_of(c_i, params, create_graph=second)
         else:  # the finder's hypergradient needs the synthetic term's gradient apart, with its graph
-            g_syn_i = meta.grads_of(syn_term, params, create_graph=second or cfg.order == "second")
+            g_syn_i = meta.grads_of(syn_term, params, create_graph=True)
             g_i = [a + cfg.lam * b for a, b in zip(meta.grads_of(ce_i, params, create_graph=second), g_syn_i)]
         ahead = meta.lookahead(params, g_i if second else [g.detach() for g in g_i], s.alpha)  # w'
         # task j at w' (throwaway BatchNorm buffers); the co-learner reads the same looked-ahead features
@@ -305,8 +297,7 @@ def mltp_step(s: State, x_i, y_i, x_j, y_j, x_val, y_val) -> None:
         if s.finder is not None:  # MPS: the finder's meta step, through the lookahead at the learning rate
             mps_ahead = meta.lookahead(params, [g.detach() for g in g_i], lr)
             ce_val = F.cross_entropy(meta.call(s.model, mps_ahead, meta.clone_buffers(s.model), x_val), y_val)
-            phi_grads, phi_data = finder_grads(s, params, g_syn_i, meta.outer_grads(ce_val, mps_ahead).v, lr,
-                                               syn_i.z_f, syn_i.x, syn_i.y, syn_i.t)
+            phi_grads, phi_data = finder_grads(s, g_syn_i, meta.outer_grads(ce_val, mps_ahead).v, lr, syn_i.z_f)
     if s.finder is not None:
         hg_cos = s.remember_hypergradient(phi_data)
         step_finder(s, phi_grads)
