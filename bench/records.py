@@ -17,9 +17,10 @@ from mgr.checkpoint import atomic_write_text  # noqa: E402
 
 
 def command(script: str, argv: list[str] | None) -> str:
-    """The command line that reproduces a result (argv as given to main, else the process's)."""
+    """The command line that reproduces a result (argv as given to main, else the process's). `script`: a
+    file of bench/ by its name, or a path from the repository's root (research/meta_cost.py)."""
     args = sys.argv[1:] if argv is None else argv
-    return shlex.join(["python", f"bench/{script}", *args])
+    return shlex.join(["python", script if "/" in script else f"bench/{script}", *args])
 
 
 def machine() -> str:

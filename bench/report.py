@@ -8,7 +8,7 @@ its `<!-- findings:start -->` and `<!-- findings:end -->` markers). Never edit t
 
 Reads, whichever exist: accuracy.json (or the --accuracy files), speed.json and speed_*.json (one
 table each, e.g. speed_cuda.json), memory.json and memory_*.json, app_speed.json, finder_fid.json,
-claims.json, demos*.json and meta_cost.json.
+claims.json and demos*.json; and research/results/meta_cost.json (--research-dir) for the step cost.
 Every claim of the papers is judged by code from these records, with a stated criterion
 (`beats`); a claim whose records are absent is "not measured".
 """
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+RESEARCH_RESULTS = REPO / "research" / "results"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.checkpoint import atomic_write, atomic_write_text  # noqa: E402
@@ -738,8 +739,9 @@ def _rows(fs: list[Finding], with_setting: bool = False) -> list[list]:
             + ([f.setting] if with_setting else []) + [f"`{f.command}`"] for f in fs]
 
 
-def render_findings(rdir: Path, records: list[dict], cmdline: str) -> tuple[str, list[str]]:
-    """docs/findings.md, and the README's block."""
+def render_findings(rdir: Path, records: list[dict], cmdline: str,
+                    research: Path | None = None) -> tuple[str, list[str]]:
+    """docs/findings.md, and the README's block. `research`: the research records (research/results)."""
     today, other = demo_findings(rdir)
     claims_ = claim_findings(read_json(rdir / "claims.json"))
     pairs = accuracy_pairs(records)
@@ -781,7 +783,7 @@ def render_findings(rdir: Path, records: list[dict], cmdline: str) -> tuple[str,
         L += md_table(head + ["seeds", "other settings", "reproduce"],
                       [r[:6] + [f.seeds, f.differs or f.setting, r[6]] for f, r in zip(other, _rows(other))])
         L += _machines(other)
-    L += _step_cost(rdir)
+    L += _step_cost(research if research is not None else RESEARCH_RESULTS)
     return "\n".join(L), readme_table(today, claims_)
 
 
@@ -792,7 +794,7 @@ def _machines(fs: list[Finding]) -> list[str]:
 
 
 def _step_cost(rdir: Path) -> list[str]:
-    """bench/meta_cost.py's last measurement per setting: each arm's step time against pcr's."""
+    """research/meta_cost.py's last measurement per setting: each arm's step time against pcr's."""
     recs = read_json(rdir / "meta_cost.json") or []
     last: dict[tuple, str] = {}
     for r in recs:
@@ -810,10 +812,16 @@ def _step_cost(rdir: Path) -> list[str]:
                   f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}", f"{r['ms_per_step']:.0f}"] for r in rs]
         cmds.append((cmd, rs[0]))
     L += md_table(["setting", "arm", "step time / pcr", "rounds", "ms per step"], rows)
-    L += ["Reproduce with:", "", "```bash", *(re.sub(r" --out \S+", "", c) for c, _ in cmds), "```",
+    L += ["Reproduce with:", "", "```bash", *(re.sub(r" --out \S+", "", moved(c)) for c, _ in cmds), "```",
           *_machines([Finding("", "", "", "", "", "", 0, "", "", r.get("machine", ""), r.get("date", ""))
                       for _, r in cmds])]
     return L
+
+
+def moved(command: str) -> str:
+    """A record's command with a script that has since moved from bench/ to research/ named where it is now."""
+    return re.sub(r"^python bench/(\w+\.py)\b",
+                  lambda m: f"python research/{m[1]}" if (REPO / "research" / m[1]).exists() else m[0], command)
 
 
 def write_readme_block(readme: Path, block: list[str]) -> bool:
@@ -832,6 +840,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results-dir", default=str(REPO / "bench/results"))
     p.add_argument("--accuracy", nargs="+", help="accuracy record files (default: RESULTS_DIR/accuracy.json)")
+    p.add_argument("--research-dir", default=str(RESEARCH_RESULTS),
+                   help="the research records (research/results: meta_cost.json, for findings.md's step cost)")
     p.add_argument("--out", default=str(REPO / "docs/RESULTS.md"))
     p.add_argument("--figures-dir", help="default: results/ beside --out")
     p.add_argument("--readme", help="the README whose findings block to rewrite (default: README.md when --out is "
@@ -846,7 +856,7 @@ def main(argv=None):
     print(f"-> {a.out}")
     acc_files = [Path(x) for x in a.accuracy] if a.accuracy else [Path(a.results_dir) / "accuracy.json"]
     findings, block = render_findings(Path(a.results_dir), load_accuracy(acc_files)[0],
-                                      shlex.join(["python", "bench/report.py", *a.argv]))
+                                      shlex.join(["python", "bench/report.py", *a.argv]), Path(a.research_dir))
     findings_out = Path(a.out).parent / "findings.md"
     atomic_write_text(findings_out, findings + "\n")
     print(f"-> {findings_out}")

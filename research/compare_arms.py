@@ -3,15 +3,15 @@ default one, from two `bench/demos.py` records of the same demo (the second run 
 
     python bench/demos.py --demos finder-helps-pcr --seeds 10 --out bench/results/demos_10seeds.json
     python bench/demos.py --demos finder-helps-pcr --seeds 10 --set finder_activation=silu \\
-        --set finder_lr=0.001 --out bench/results/finder_silu.json
-    python bench/compare_arms.py bench/results/finder_silu.json bench/results/demos_10seeds.json \\
+        --set finder_lr=0.001 --out research/results/finder_silu.json
+    python research/compare_arms.py research/results/finder_silu.json bench/results/demos_10seeds.json \\
         --demo finder-helps-pcr --label silu-1e-3
 
 Arm `--arm` (0: the demo's first arm, mgr in finder-helps-pcr) of record A minus the same arm of record B,
 seed by seed, with the 95% interval and verdict of mgr.paired. The pairing is checked, not assumed: both
 records must hold the same seeds, and the other arm (pcr there, which no finder option touches) must have
 the same value in both, seed for seed; otherwise the two runs did not share data, initialisation and
-batches, and the script refuses. Appends one record to bench/results/compare_arms.json.
+batches, and the script refuses. Appends one record to research/results/compare_arms.json.
 """
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr import paired  # noqa: E402
 
-from records import append_record, stamp  # noqa: E402
+from bench.records import append_record, stamp  # noqa: E402
 
 
 def find(path: Path, demo: str, dataset: str) -> dict:
@@ -59,10 +58,10 @@ def main(argv=None):
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--arm", type=int, choices=(0, 1), default=0, help="which arm of the demo is compared")
     p.add_argument("--label", default="", help="a name for the comparison in the record")
-    p.add_argument("--out", default="bench/results/compare_arms.json")
+    p.add_argument("--out", default="research/results/compare_arms.json")
     a = p.parse_args(argv)
     ra, rb = find(a.a, a.demo, a.dataset), find(a.b, a.demo, a.dataset)
-    rec = {**stamp("compare_arms.py", argv), "label": a.label, "demo": a.demo, "dataset": a.dataset,
+    rec = {**stamp("research/compare_arms.py", argv), "label": a.label, "demo": a.demo, "dataset": a.dataset,
            "statistic": ra["statistic"], "a": {"file": str(a.a), "command": ra["command"]},
            "b": {"file": str(a.b), "command": rb["command"]}, **compare(ra, rb, a.arm)}
     interval = f"95% interval {rec['ci95'][0]:+.2f} to {rec['ci95'][1]:+.2f}" if rec["ci95"] else "one seed: no interval"

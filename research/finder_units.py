@@ -1,16 +1,16 @@
 """Does the finder still depend on z? Its hidden units and the z-dependent part of its shift
 (docs/method.md#a-finder-that-adds-one-vector).
 
-    python bench/finder_units.py 'runs/*-mgr-*'                                    # finished runs' last.pt
-    python bench/finder_units.py --trace --dataset fashion-mnist --ratio 0.01 --steps 100 --threads 1
-    python bench/finder_units.py --trace --steps 100 --set finder_lr=1e-3 --threads 1
+    python research/finder_units.py 'runs/*-mgr-*'                                    # finished runs' last.pt
+    python research/finder_units.py --trace --dataset fashion-mnist --ratio 0.01 --steps 100 --threads 1
+    python research/finder_units.py --trace --steps 100 --set finder_lr=1e-3 --threads 1
 
 For each finder: the share of each hidden layer's units that fire for at least one of 2 000 fixed
 latents z ~ N(0, I) (a unit that fires for none gets no gradient and stays silent), the mean shift
 ‖F(z) − z‖ and its part that depends on z, mean ‖(F(z) − z) − mean_z (F(z) − z)‖ (the trainer's
 `shift_spread`). `--trace` trains a run in this process (the trainer's own train_step) and measures its
 finder after each of the first 6 steps and every --every steps after. Appends records to
-bench/results/finder_units.json.
+research/results/finder_units.json.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.data import DataConfig  # noqa: E402
 from mgr.finder import Finder  # noqa: E402
 from mgr.trainer import TrainConfig  # noqa: E402
@@ -31,8 +30,8 @@ from mgr.trainer.config import BEFORE_FIELD  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
 from mgr.trainer.steps import finder_logs, train_step  # noqa: E402
 
-from records import append_record, stamp  # noqa: E402
-from variants import parse_overrides  # noqa: E402
+from bench.records import append_record, stamp  # noqa: E402
+from bench.variants import parse_overrides  # noqa: E402
 
 PROBES = 2000
 
@@ -97,12 +96,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], help="training options FIELD=VALUE (e.g. finder_lr=1e-3)")
     p.add_argument("--threads", type=int)
-    p.add_argument("--out", default="bench/results/finder_units.json")
+    p.add_argument("--out", default="research/results/finder_units.json")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.trace:
-        rec = {**stamp("finder_units.py", sys.argv[1:] if argv is None else argv), "dataset": a.dataset,
+        rec = {**stamp("research/finder_units.py", sys.argv[1:] if argv is None else argv), "dataset": a.dataset,
                "ratio": a.ratio, "seed": a.seed, "train_set": a.set, "trace": trace(a, p)}
         append_record(Path(a.out), rec)
         return
@@ -112,7 +111,7 @@ def main(argv=None):
     rows = [r for r in map(of_run, paths) if r is not None]
     for r in rows:
         print(json.dumps(r), flush=True)
-    append_record(Path(a.out), {**stamp("finder_units.py", sys.argv[1:] if argv is None else argv), "runs": rows})
+    append_record(Path(a.out), {**stamp("research/finder_units.py", sys.argv[1:] if argv is None else argv), "runs": rows})
 
 
 if __name__ == "__main__":

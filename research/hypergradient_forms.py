@@ -1,8 +1,8 @@
 """Two exact ways to take the mixed derivative the finder needs, ∇_φ⟨∇_θ ℓ_PCR(θ; φ), v⟩, timed on a
 real run's state, and where the time of the trainer's way goes (docs/method.md#hypergradient-modes).
 
-    python bench/hypergradient_forms.py --dataset fashion-mnist --ratio 0.01 --threads 1
-    python bench/hypergradient_forms.py --quick        # smoke test (seconds)
+    python research/hypergradient_forms.py --dataset fashion-mnist --ratio 0.01 --threads 1
+    python research/hypergradient_forms.py --quick        # smoke test (seconds)
 
   reverse-over-reverse  the trainer's: ∇_θ ℓ_PCR with create_graph=True, then ⟨·, v⟩ differentiated into φ
   forward-over-reverse  ∇_θ ℓ_PCR without a graph (the classifier's step needs it anyway); u = the
@@ -14,7 +14,7 @@ median per call; one torch.profiler pass of the trainer's way, its ops grouped b
 Last, one BatchNorm layer (256×32×28×28, float32) through forward, backward with a graph and the
 double backward: aten's batch_norm against one written with its scale folded into a per-channel factor,
 (x − μ)·(w/√(σ² + ε)) + b, the candidate for cutting the profile's largest item.
-Writes bench/results/hypergradient_forms.json (one record per setting).
+Writes research/results/hypergradient_forms.json (one record per setting).
 """
 from __future__ import annotations
 
@@ -30,14 +30,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr import meta  # noqa: E402
 from mgr.data import DataConfig  # noqa: E402
 from mgr.trainer import TrainConfig  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
 from mgr.trainer.steps import batches, latents, train_step  # noqa: E402
 
-from records import stamp, update_records, write_json  # noqa: E402
+from bench.records import stamp, update_records, write_json  # noqa: E402
 
 
 def batchnorm_layer_ms(repeats: int, shape=(256, 32, 28, 28)) -> dict:
@@ -75,7 +74,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--threads", type=int)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default="bench/results/hypergradient_forms.json")
+    p.add_argument("--out", default="research/results/hypergradient_forms.json")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -143,7 +142,7 @@ def main(argv=None):
     bn_dd = sum(e.cpu_time_total for e in events if e.key == "NativeBatchNormBackwardBackward0")
     ms = {k: round(1000 * statistics.median(v), 1) for k, v in times.items()}
     ratios = [f / r for r, f in zip(times["reverse-over-reverse"], times["forward-over-reverse"])]  # per round
-    record = {**stamp("hypergradient_forms.py", argv), "dataset": a.dataset, "ratio": a.ratio,
+    record = {**stamp("research/hypergradient_forms.py", argv), "dataset": a.dataset, "ratio": a.ratio,
               "batch_size": a.batch_size, "threads": torch.get_num_threads(), "rounds": a.rounds,
               "ms_per_call": ms, "forward_over_reverse_over_trainer": round(statistics.median(ratios), 3),
               "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],

@@ -2,15 +2,15 @@
 arms interleaved (each round runs a few steps of every arm in turn), so that a busy machine slows
 all arms alike and the per-round ratios stay comparable.
 
-    python bench/meta_cost.py --dataset digits --ratio 0.1 --threads 1
-    python bench/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-every1,mgr-syn4
-    python bench/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-torch-2nd,mgr-every1,mgr-every1-torch-2nd
-    python bench/meta_cost.py --quick            # smoke test (seconds)
+    python research/meta_cost.py --dataset digits --ratio 0.1 --threads 1
+    python research/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-every1,mgr-syn4
+    python research/meta_cost.py --dataset fashion-mnist --ratio 0.01 --arms pcr,mgr,mgr-torch-2nd,mgr-every1,mgr-every1-torch-2nd
+    python research/meta_cost.py --quick            # smoke test (seconds)
 
 Arms ending in -torch-2nd run the same step with PyTorch's own second derivatives (the trainer before
 mgr/models/second_order.py), for a paired A/B of that change.
 
-Appends one record per (setting, arm) to bench/results/meta_cost.json: the median step time, the
+Appends one record per (setting, arm) to research/results/meta_cost.json: the median step time, the
 median and range of its per-round ratio to pcr (the first arm), and the setting.
 """
 from __future__ import annotations
@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr.data import DataConfig  # noqa: E402
 from mgr.trainer import TrainConfig  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
 from mgr.trainer import steps as trainer_steps  # noqa: E402
 from mgr.trainer.steps import train_step  # noqa: E402
 
-from records import append_record, stamp, write_json  # noqa: E402
+from bench.records import append_record, stamp, write_json  # noqa: E402
 
 ARMS = {"base": {"method": "base"}, "pcr": {"method": "pcr"}, "mgr": {"method": "mgr"},  # the default: meta_every 2
         "mgr-every1": {"method": "mgr", "meta_every": 1}, "mgr-every2": {"method": "mgr", "meta_every": 2},
@@ -78,7 +77,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=4, help="steps of each arm per round")
     p.add_argument("--threads", type=int)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default="bench/results/meta_cost.json")
+    p.add_argument("--out", default="research/results/meta_cost.json")
     a = p.parse_args(argv)
     arms = a.arms.split(",")
     unknown = [x for x in arms if x not in ARMS]
@@ -102,7 +101,7 @@ def main(argv=None):
     records = []
     for arm in arms:
         ratios = [t / r for t, r in zip(times[arm], times[ref])]
-        rec = {**stamp("meta_cost.py", argv), "dataset": a.dataset, "ratio": a.ratio, "batch_size": a.batch_size,
+        rec = {**stamp("research/meta_cost.py", argv), "dataset": a.dataset, "ratio": a.ratio, "batch_size": a.batch_size,
                "width": a.width or 32, "threads": torch.get_num_threads(), "arm": arm, "arm_fields": ARMS[arm],
                "reference": ref, "rounds": a.rounds, "steps_per_round": a.steps,
                "ms_per_step": round(1000 * statistics.median(times[arm]), 1),

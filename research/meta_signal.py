@@ -1,8 +1,8 @@
 """Does the finder follow a signal? Measured at checkpoints of a real mgr run (docs/method.md#the-signal).
 
-    python bench/meta_signal.py --dataset fashion-mnist --ratio 0.01 --steps 200 --at 60,200 --threads 1
-    python bench/meta_signal.py --dataset digits --ratio 0.1 --levers batch-val,full-val,syn4,full-val+syn4
-    python bench/meta_signal.py --quick            # smoke test (seconds)
+    python research/meta_signal.py --dataset fashion-mnist --ratio 0.01 --steps 200 --at 60,200 --threads 1
+    python research/meta_signal.py --dataset digits --ratio 0.1 --levers batch-val,full-val,syn4,full-val+syn4
+    python research/meta_signal.py --quick            # smoke test (seconds)
 
 The run trains with the default configuration (or --set FIELD=VALUE ...). At each checkpoint in --at,
 for each lever (a change of the meta step only: validation term, synthetic samples per meta step),
@@ -25,7 +25,7 @@ exact hypergradient for each (mps_grads; the state is not changed). Two measures
 
 Beside them: the trainer's online estimate (hg_cos: the cosine of consecutive steps' hypergradients,
 logged every log interval) over the steps before each checkpoint, and the time of one hypergradient.
-Appends one record per (dataset, ratio, lever, checkpoint) to bench/results/meta_signal.json.
+Appends one record per (dataset, ratio, lever, checkpoint) to research/results/meta_signal.json.
 """
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mgr import meta  # noqa: E402
 from mgr.data import DataConfig  # noqa: E402
 from mgr.finder import FINDER_ACTIVATIONS, kl_batch  # noqa: E402
@@ -52,8 +51,8 @@ from mgr.trainer import TrainConfig  # noqa: E402
 from mgr.trainer.state import build  # noqa: E402
 from mgr.trainer.steps import batches, finder_logs, lam_kl_now, latents, mps_grads, train_step  # noqa: E402
 
-from records import append_record, stamp, write_json  # noqa: E402
-from variants import parse_overrides  # noqa: E402
+from bench.records import append_record, stamp, write_json  # noqa: E402
+from bench.variants import parse_overrides  # noqa: E402
 
 # a lever changes only how one meta step is estimated, so all are measured on the same trained state
 BATCH = {"meta_val": "batch"}  # the paper's setting: a validation batch drawn each step
@@ -212,7 +211,7 @@ def main(argv=None):
                    help="the finder's hidden activation (the trainer's finder_activation; the same as --set "
                         "finder_activation=...; docs/method.md#a-finder-that-adds-one-vector)")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default="bench/results/meta_signal.json")
+    p.add_argument("--out", default="research/results/meta_signal.json")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -241,7 +240,7 @@ def main(argv=None):
                 online.append(s.flush().get("hg_cos"))
         recent = [c for c in online[-5:] if c is not None]
         for lever in levers:
-            rec = {**stamp("meta_signal.py", argv), "dataset": a.dataset, "ratio": a.ratio,
+            rec = {**stamp("research/meta_signal.py", argv), "dataset": a.dataset, "ratio": a.ratio,
                    "val_fraction": a.val_fraction, "n_val": len(s.data.y_val), "batch_size": a.batch_size,
                    "seed": a.seed, "train_set": a.set, "finder_activation": cfg.finder_activation,
                    "train_meta_val": cfg.meta_val, "lever": lever, "lever_fields": LEVERS[lever], "step": s.step,

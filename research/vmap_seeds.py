@@ -27,8 +27,8 @@ parameters, momentum buffers and BN running stats (max abs difference, float32 t
 Timing: rounds interleave the arms (order alternating each round), so the machine's load falls on both
 alike; per-round ratio = sequential / vmap median ms of the round.
 
-    python bench/vmap_seeds.py                      # K = 2 and 5, 10 rounds x 4 steps per arm
-    python bench/vmap_seeds.py --quick --out X.json # smoke test (seconds)
+    python research/vmap_seeds.py                      # K = 2 and 5, 10 rounds x 4 steps per arm
+    python research/vmap_seeds.py --quick --out X.json # smoke test (seconds)
 """
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="smoke test: K=2, the plain step, a 1-step check, 2 rounds of 1 step")
-    p.add_argument("--out", help="default bench/results/vmap_seeds.json (a --quick run writes only to an --out)")
+    p.add_argument("--out", help="default research/results/vmap_seeds.json (a --quick run writes only to an --out)")
     a = p.parse_args(argv)
     ks = [int(k) for k in a.ks.split(",")]
     kinds = a.kinds.split(",")
@@ -272,7 +272,7 @@ def main(argv=None):
                   f"({rec['vmap_ms_per_model']:.1f} ms per model): speed-up {rec['speedup']:.2f}x, per round median "
                   f"{rec['round_ratio_median']:.2f}x ({rec['round_ratio_min']:.2f}-{rec['round_ratio_max']:.2f})",
                   flush=True)
-    out = {**stamp("vmap_seeds.py", argv), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    out = {**stamp("research/vmap_seeds.py", argv), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "load_average_at_end": list(os.getloadavg()),
            "dataset": "fashion-mnist", "ratio": 0.01, "model": "smallcnn", "width": a.width,
            "batch_size": a.batch_size, "device": "cpu", "rounds": a.rounds, "steps_per_round": a.steps,
