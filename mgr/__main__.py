@@ -248,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the finder's hidden units (residual, mlp); silu units cannot fall silent for good")
     t.add_argument("--syn-per-real", type=int, default=1,
                    help="synthetic samples per real sample in the synthetic term and the finder's meta step")
+    t.add_argument("--latent-psi", type=float, default=1.0,
+                   help="synthetic latents z ~ N(0, psi^2 I): below 1 the truncation trick, less variety")
+    t.add_argument("--syn-label-noise", type=float, default=0.0,
+                   help="fraction of the synthetic CE's labels replaced by a random class (gda, gda-mps): "
+                        "wrong-class samples")
+    t.add_argument("--leaky-generator", action="store_true",
+                   help="accept a --generator trained on another split of the dataset, which saw images this "
+                        "run must not: a leak, for the leakage demo; the run is marked leaky wherever it is shown")
     t.add_argument("--meta-every", type=int, default=None,
                    help="the finder's meta step every k-th iteration (between them: PCR steps on its latents); "
                         "default 2, and 1 under --procedure mltp")

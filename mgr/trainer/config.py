@@ -64,12 +64,21 @@ class TrainConfig:
     # The finder's defaults, chosen together (docs/method.md#a-finder-that-keeps-what-it-learnt): SiLU hidden
     # units, Adam lr 1e-3, and that lr × η/η_peak ("lr"), so the finder slows down with the classifier and
     # keeps what it learnt instead of being pulled back to uniform sampling at the end. Measured on
-    # Fashion-MNIST 1%: what it holds at step 450 lowers the held-out CE of 23 of 24 draws (3 seeds); the
-    # ReLU finder at lr 1e-2 (the default until 2026-12-05) loses its z-dependence in its first ten updates
+    # Fashion-MNIST 1%: what it holds at step 450 lowers the held-out CE of 23 of 24 draws (3 seeds); a
+    # ReLU finder at lr 1e-2 loses its z-dependence in its first ten updates
     finder_lr: float = 1e-3
     finder_lr_schedule: str = "lr"
     finder_activation: str = "silu"  # the hidden units of the residual and mlp finders (the linear one has none)
     syn_per_real: int = 1  # synthetic samples per real sample in the synthetic term (and the finder's meta step)
+    # Dials of the failure-mode demos (docs/demos.md). latent_psi: synthetic latents z ~ N(0, ψ² I); below 1 the
+    # truncation trick, typical samples of less variety (Brock et al. 2019). syn_label_noise: the fraction of the
+    # synthetic CE's labels replaced by a class drawn uniformly (the asked-for one 1/K of the time): wrong-class
+    # samples, for the methods whose synthetic term is a CE (gda, gda-mps). leaky_generator: accept a generator
+    # trained on another split of the dataset, i.e. on images this run's classifier must not see; the run is
+    # then marked leaky everywhere it is shown (the leakage demo)
+    latent_psi: float = 1.0
+    syn_label_noise: float = 0.0
+    leaky_generator: bool = False
     # the finder's meta step every k-th iteration; None: 2 (measured: held-out quality within noise of every
     # step's at two thirds of the cost, 2.29× instead of 3.43× a pcr step, docs/method.md#the-signal), 1 under MLTP, whose finder steps within each MLTP iteration
     meta_every: int | None = None
@@ -131,6 +140,19 @@ class TrainConfig:
                 raise bad(name, "it must be a number >= 0")
         if not isinstance(self.co_learner, bool):
             raise bad("co_learner", "it must be true or false")
+        if isinstance(self.latent_psi, bool) or not (isinstance(self.latent_psi, (int, float))
+                                                     and math.isfinite(self.latent_psi) and 0 < self.latent_psi <= 4):
+            raise bad("latent_psi", "it must be a number in (0, 4]: the scale of the synthetic latents (1: the prior)")
+        if isinstance(self.syn_label_noise, bool) or not (isinstance(self.syn_label_noise, (int, float))
+                                                          and 0 <= self.syn_label_noise <= 1):
+            raise bad("syn_label_noise", "it must be a fraction in [0, 1]")
+        if self.syn_label_noise > 0 and self.synthetic_kind != "ce":
+            raise bad("syn_label_noise", f"method {self.method!r} uses no synthetic labels (PCR's consistency loss "
+                                         "reads none); use method gda or gda-mps")
+        if not isinstance(self.leaky_generator, bool):
+            raise bad("leaky_generator", "it must be true or false")
+        if self.leaky_generator and not self.generator:
+            raise bad("leaky_generator", "it accepts a generator of another split, so name one with --generator")
         if self.co_learner and not self.uses_lookahead:
             raise bad("co_learner", f"the co-learner reads looked-ahead features, and method {self.method!r} under "
                                     "procedure 'standard' takes no lookahead; use method gda-mps or mgr, or "

@@ -23,7 +23,7 @@ def probe_static(s: State) -> dict:
     out = {"real_images": _u8(real["images"]), "real_labels": real["labels"].cpu().numpy(),
            "real_split": np.array(["train"] * n_train + ["test"] * n_test), "classes": np.array(d.classes)}
     if s.G is not None:
-        out["probe_z"] = torch.randn(k * C, s.G.z_dim, generator=gen).numpy()
+        out["probe_z"] = (torch.randn(k * C, s.G.z_dim, generator=gen) * s.cfg.latent_psi).numpy()  # as the run draws
         out["probe_y"] = np.repeat(np.arange(C), k)
     return out
 

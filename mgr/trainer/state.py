@@ -207,7 +207,8 @@ def checked_generator(cfg: TrainConfig) -> tuple[str, dict]:
     app's pre-launch check both ask this."""
     path = find_generator(cfg)
     meta = checkpoint.load(path, "mgr-generator", 1)["meta"]
-    check_val_fraction(path, meta, cfg.data)
+    if not cfg.leaky_generator:  # another split's generator saw images this run must not (the leakage demo)
+        check_val_fraction(path, meta, cfg.data)
     return path, meta
 
 
@@ -268,9 +269,11 @@ def build(cfg: TrainConfig) -> State:
         s.alpha_groups = {g: names for g, names in s.alpha_groups.items() if names}
 
     if cfg.uses_generator:
-        s.G, _ = load_generator(gen_path, device=device, expect={
-            "dataset": cfg.data.dataset, "split_hash": data.split_hash, "resolution": data.resolution,
-            "channels": data.channels, "num_classes": data.num_classes})
+        expect = {"dataset": cfg.data.dataset, "split_hash": data.split_hash, "resolution": data.resolution,
+                  "channels": data.channels, "num_classes": data.num_classes}
+        if cfg.leaky_generator:
+            del expect["split_hash"]
+        s.G, _ = load_generator(gen_path, device=device, expect=expect)
         s.T = Augment(cfg.pcr_aug)
     s.batch_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     if cfg.uses_finder:

@@ -55,8 +55,21 @@ def mltp_batches(s: State):
 
 
 def latents(s: State, n: int):
+    """n latents z ~ N(0, ψ² I) (ψ = latent_psi, 1 by default) and their classes, uniform."""
     z = torch.randn(n, s.G.z_dim, device=s.device)
+    if s.cfg.latent_psi != 1:
+        z = z * s.cfg.latent_psi
     return z, torch.randint(s.data.num_classes, (n,), device=s.device)  # y uniform over classes
+
+
+def told(s: State, y: torch.Tensor) -> torch.Tensor:
+    """The labels the synthetic CE is told for images generated for classes y: y itself, or with
+    syn_label_noise p a class drawn uniformly instead (draws nothing when p is 0, so runs stay paired)."""
+    p = s.cfg.syn_label_noise
+    if p == 0:
+        return y
+    swap = torch.rand(len(y), device=y.device) < p
+    return torch.where(swap, torch.randint_like(y, s.data.num_classes), y)
 
 
 @dataclass
@@ -77,7 +90,7 @@ def synthetic(s: State, n: int, through_finder: bool) -> Synthetic | None:
     with torch.set_grad_enabled(through_finder and s.finder is not None):
         z_f = s.finder(z) if s.finder is not None else z
         x = s.G(z_f, y)
-    return Synthetic(z, z_f, x, y, s.T.draw(x) if s.cfg.synthetic_kind == "pcr" else None)
+    return Synthetic(z, z_f, x, told(s, y), s.T.draw(x) if s.cfg.synthetic_kind == "pcr" else None)
 
 
 def synthetic_term(s: State, params: dict, syn: Synthetic | None):
@@ -130,7 +143,7 @@ def plain_step(s: State, x, y) -> None:
                 x_p = s.G(z_f, y_p)  # syn_per_real per real sample
             params = dict(s.model.named_parameters())
             t = s.T.draw(x_p) if cfg.synthetic_kind == "pcr" else None
-            syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
+            syn = meta.synthetic_loss(s.model, params, x_p, told(s, y_p), t, s.T, cfg.synthetic_kind)
             loss = ce + cfg.lam * syn
             # between meta steps the finder's latents are still watched (the guard) and logged
             finder = {} if s.finder is None else finder_logs(z, z_f)
@@ -190,7 +203,7 @@ def mps_grads(s: State, x, y, x_val, y_val, z, y_p, t=None) -> MetaGrads:
         params, buffers = dict(s.model.named_parameters()), meta.clone_buffers(s.model)
         ce = F.cross_entropy(meta.call(s.model, params, buffers, x), y)
         with differentiated_twice(weights=False):  # its second derivative goes to φ only, through x_p
-            syn = meta.synthetic_loss(s.model, params, x_p, y_p, t, s.T, cfg.synthetic_kind)
+            syn = meta.synthetic_loss(s.model, params, x_p, told(s, y_p), t, s.T, cfg.synthetic_kind)
         # ∇_θ L(θ; φ) in two parts: φ enters θ' only through the synthetic term's gradient, so only
         # that one keeps a graph for the hypergradient's second derivative
         g_ce = meta.grads_of(ce, params)
