@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from mgr.__main__ import main
+from tests.waiting import TIMEOUT
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -36,7 +37,7 @@ def test_train_generator_command_end_to_end(tmp_path):
     out = tmp_path / "g.pt"
     r = subprocess.run([sys.executable, "-m", "mgr", "train-generator", "--dataset", "digits", "--ratio", "0.1",
                         "--steps", "2", "--width", "8", "--batch-size", "8", "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == f"generator -> {out}"
     assert '"fid":' in r.stdout and '"split_hash":' in r.stdout
@@ -83,7 +84,7 @@ def test_every_train_config_field_round_trips_through_the_command_line():
                    log_every=3, probes_per_class=5, probe_real=90, seed=4, device="cpu", compile=True,
                    generator="x.pt", procedure="mltp", mltp_variant="full", mltp_eta=0.7, mltp_alpha=0.01,
                    co_learner=True, co_learner_arch="linear", co_learner_gamma=0.3, co_learner_lr=2e-3,
-                   keep_weights="last")
+                   keep_weights="last", latent_psi=0.5, syn_label_noise=0.2, leaky_generator=True)
     untested = {f.name for f in dataclasses.fields(TrainConfig)} - set(changed) - {"data", "pretrained"}
     assert not untested, f"add these fields to this test: {untested}"
     data = dict(ratio=0.25, data_seed=3, test_subset=300, val_fraction=0.3, root="elsewhere", download=False)

@@ -20,6 +20,7 @@ from mgr.trainer.state import build, layer_group
 from mgr.trainer.steps import mltp_batches, mltp_indices, mltp_step
 
 from killed import kill_after_first_evaluation
+from tests.waiting import TIMEOUT
 
 DIGITS = DataConfig("digits", ratio=0.1)
 ETA = 0.7
@@ -302,7 +303,7 @@ def test_killed_mltp_run_with_co_learner_resumes_to_the_same_numbers(tmp_path):
     run_dir = str(run.path)
     assert run.status()["state"] == "running" and run.status()["step"] < 24
     r = subprocess.run([sys.executable, "-m", "mgr", "train", "--resume", run_dir, "--quiet"], capture_output=True,
-                       text=True, timeout=300)
+                       text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     straight = train(TrainConfig.from_dict(run.config), tmp_path / "straight", quiet=True)
     drop = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "elapsed")} for r in rows]  # noqa: E731

@@ -14,7 +14,7 @@ from mgr import checkpoint
 from mgr.__main__ import main
 from mgr.data import DataConfig
 from mgr.runstore import PROBE_FIELDS, Run
-from tests.waiting import wait_paused
+from tests.waiting import TIMEOUT, wait_paused
 from mgr.trainer import TrainConfig, load_classifier, resume, train
 from mgr.trainer.checkpoints import CKPT_KIND, CKPT_VERSION, load_step_weights
 from mgr.trainer.state import build
@@ -196,7 +196,7 @@ def test_stop_or_kill_then_resume_keeps_every_metric_line_once(tmp_path, sig, st
     assert run.status()["state"] == state
     assert run.status()["step"] == 13
     r = subprocess.run([sys.executable, "-m", "mgr", "train", "--resume", run_dir, "--quiet"],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == run_dir
     steps = [m["step"] for m in run.metrics()]
