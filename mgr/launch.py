@@ -98,6 +98,10 @@ def form_fields() -> list[Field]:
               "mgr: pcr + finder (MPS); gda-mps: gda + finder"),
         Field("model", "model", "select", "smallcnn", MODELS, "smallcnn is the fast CPU model"),
         Field("lam", "λ", "float", 1.0, (), "weight of the synthetic term", when=lambda v: v.get("method") != "base"),
+        Field("latent_psi", "latent scale ψ", "float", 1.0, (), "synthetic latents z ~ N(0, ψ² I): below 1 the "
+              "truncation trick, typical samples of less variety", when=lambda v: v.get("method") != "base"),
+        Field("syn_label_noise", "wrong synthetic labels", "float", 0.0, (), "fraction of the synthetic CE's "
+              "labels replaced by a random class", when=lambda v: v.get("method") in ("gda", "gda-mps")),
         Field("lam_kl", "λ_KL", "float", 0.1, (), "weight of the finder's batch KL", when=_finder),
         Field("lam_kl_schedule", "λ_KL schedule", "select", "constant", LAM_KL_SCHEDULES, "lr: λ_KL scaled like the "
               "classifier's learning rate, so the KL's pull does not outweigh the finder's signal as η decays",

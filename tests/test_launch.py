@@ -246,3 +246,14 @@ def test_fashion_mnist_on_a_fresh_clone_is_accepted_for_the_bundled_splits_only(
         launch.build_config({**fm, "method": "base", "data.ratio": 0.2})
     assert e.value.field == "data.ratio" and "needs the full dataset" in str(e.value)
     assert "apt-get install dataset-fashion-mnist" in str(e.value)
+
+
+def test_the_failure_dials_from_the_form_reach_the_trainer_flags():
+    assert "syn_label_noise" in shown(method="gda") and "syn_label_noise" not in shown(method="pcr")
+    assert "latent_psi" in shown(method="pcr") and "latent_psi" not in shown(method="base")
+    cfg = launch.build_config({**TINY, "method": "gda", "latent_psi": 0.5, "syn_label_noise": 0.1})
+    args = launch.cli_args(cfg)
+    assert args[args.index("--latent-psi") + 1] == "0.5" and args[args.index("--syn-label-noise") + 1] == "0.1"
+    with pytest.raises(launch.LaunchError) as e:
+        launch.build_config({**TINY, "method": "gda", "latent_psi": 0.0})
+    assert e.value.field == "latent_psi"
