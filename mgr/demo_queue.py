@@ -10,15 +10,20 @@ A launch writes a manifest, then starts one detached supervisor that runs the qu
                                           the supervisor ends)
     <runs dir>/.demos/<launch id>.log    the supervisor's output
 
-The supervisor (`python -m mgr.demo_queue run <manifest>`) keeps at most `parallel` trainers
-running, each a plain `python -m mgr train` with one torch thread started by mgr.launch.Launcher,
-and starts the next when one ends. It outlives the app; the app restarts it when it died with work
-left (`ensure_supervisor`). The run directories stay the only truth about the runs.
+The supervisor (`python -m mgr.demo_queue run <manifest>`) trains the runs on a pool of `parallel` worker
+processes (the standard library's ProcessPoolExecutor, spawn context), each with one torch thread: a worker
+imports torch once and trains run after run in its own process, exactly as `python -m mgr train` (the
+manifest's `command`) would, so a demo no longer pays a process start-up per run. A worker's trainer
+handles SIGTERM as any trainer does (Stop saves and ends the run `stopped`); a worker that dies breaks the
+pool, which is made anew, and the runs it held are resumed, so no run is lost. The supervisor outlives the
+app; the app restarts it when it died with work left (`ensure_supervisor`). The run directories stay the
+only truth about the runs.
 """
 from __future__ import annotations
 
 import fcntl
 import json
+import multiprocessing
 import os
 import secrets
 import shlex
@@ -26,6 +31,8 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +191,47 @@ def _continues(runs_dir, m: dict, r: dict, state: str) -> bool:
     return False
 
 
+def _worker_init() -> None:
+    """A pool worker: one torch thread (the workers share the cores), and torch imported once, here."""
+    os.environ["MGR_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)
+    from . import trainer  # noqa: F401 (the import a run would otherwise pay)
+
+
+def train_one(runs_dir: str, run_id: str, values: dict, resume: bool) -> str:
+    """In a pool worker: train (or resume) one run of the demo, as `python -m mgr train` would; what
+    happened is in its run directory, and a line for the supervisor's log is returned."""
+    from .trainer import resume as resume_run, train
+    try:
+        if resume:
+            run = resume_run(run_path(runs_dir, run_id), quiet=True)
+        else:
+            run = train(build_config(values), runs_dir, run_id, quiet=True)
+        return f"{run_id}: {run.status().get('state')}"
+    except Exception as e:  # noqa: BLE001 (the run directory holds the failure; the queue goes on)
+        return f"{run_id}: {type(e).__name__}: {e}"
+
+
+def _pool(parallel: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+
+
+def _stop_inflight(runs_dir, inflight: dict[str, Future], wait_s: float = 60.0) -> None:
+    """SIGTERM the trainers of the runs on the pool (each saves and ends `stopped`), waiting for a run that
+    is still loading until its trainer has written its status, at most wait_s."""
+    launcher = Launcher(runs_dir)
+    deadline = time.time() + wait_s
+    for run_id, fut in inflight.items():
+        run = Run(run_path(runs_dir, run_id))
+        while not fut.done() and time.time() < deadline:
+            try:
+                launcher.stop(run)
+                break
+            except LaunchError:  # not running yet (loading, resuming) or already ended
+                time.sleep(0.1)
+
+
 def supervise(path: str | Path) -> int:
     """The queue of one demo launch, until every run is done or the demo is stopped."""
     path = Path(path)
@@ -199,36 +247,47 @@ def supervise(path: str | Path) -> int:
     else:
         print(f"another supervisor runs demo launch {launch_id}", flush=True)
         return 0
-    os.environ["MGR_THREADS"] = "1"  # one torch thread per trainer: `parallel` of them share the cores
-    launcher = Launcher(runs_dir)
-    # Each run is started at most once per supervisor, and a trainer we started counts as running until
-    # its process has exited: a resumed run still reads `stopped` until its trainer has loaded its
-    # checkpoint, and must not be started again meanwhile (nor retried forever if it fails at once).
-    tried = set()
-    while True:
-        m = read_manifest(runs_dir, launch_id)
-        if m["stopped"]:
-            return 0
-        launcher.reap()  # forget the children that have exited
-        states = run_states(runs_dir, m)
-        active = sum(s in ACTIVE or r["run_id"] in launcher.children for r, s in zip(m["runs"], states))
-        todo = [(r, s) for r, s in zip(m["runs"], states)
-                if r["run_id"] not in tried and _continues(runs_dir, m, r, s)]
-        if not todo and active == 0:
-            print(f"demo launch {launch_id}: every run has ended", flush=True)
-            return 0
-        for r, state in todo[:max(0, m["parallel"] - active)]:
-            tried.add(r["run_id"])
-            try:
-                if state == "queued":
-                    launcher.dismiss(r["run_id"])  # a launch record left by a stop during start-up
-                    launcher.launch(r["values"], run_id=r["run_id"])
-                else:
-                    launcher.resume(Run(run_path(runs_dir, r["run_id"])))
-                print(f"started {r['run_id']} ({state})", flush=True)
-            except (LaunchError, RunError) as e:
-                print(f"cannot start {r['run_id']}: {e}", flush=True)
-        time.sleep(POLL_S)
+    pool = _pool(m["parallel"])
+    inflight: dict[str, Future] = {}  # run id -> its task on the pool, until it has ended
+    # Each run is started at most once per supervisor (a resumed run still reads `stopped` until its trainer
+    # has loaded its checkpoint, and must not be started again meanwhile, nor retried forever if it fails at
+    # once), except the runs a broken pool took down, which are resumed.
+    tried, retry = set(), set()
+    try:
+        while True:
+            m = read_manifest(runs_dir, launch_id)
+            if m["stopped"]:
+                _stop_inflight(runs_dir, inflight)
+                return 0
+            for run_id, fut in list(inflight.items()):
+                if fut.done():
+                    del inflight[run_id]
+                    if isinstance(fut.exception(), BrokenProcessPool):  # a worker died: its runs resume
+                        retry.add(run_id)
+                        print(f"{run_id}: its worker died; it resumes", flush=True)
+                    else:
+                        print(f"ended {fut.result()}", flush=True)
+            if retry and not inflight:
+                pool.shutdown(wait=True)
+                pool = _pool(m["parallel"])
+            states = run_states(runs_dir, m)
+            active = sum(r["run_id"] in inflight or s in ACTIVE for r, s in zip(m["runs"], states))
+            todo = [(r, s) for r, s in zip(m["runs"], states) if r["run_id"] not in inflight and (
+                    (r["run_id"] in retry and s in ("stopped", "killed"))
+                    or (r["run_id"] not in tried and _continues(runs_dir, m, r, s)))]
+            if not todo and active == 0:
+                print(f"demo launch {launch_id}: every run has ended", flush=True)
+                return 0
+            if not (retry and inflight):  # a broken pool takes no work until it is made anew
+                for r, state in todo[:max(0, m["parallel"] - active)]:
+                    tried.add(r["run_id"])
+                    retry.discard(r["run_id"])
+                    inflight[r["run_id"]] = pool.submit(train_one, str(runs_dir), r["run_id"], r["values"],
+                                                        state != "queued")
+                    print(f"started {r['run_id']} ({state})", flush=True)
+            time.sleep(POLL_S)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ensure_supervisor(runs_dir, launch_id: str) -> bool:

@@ -31,13 +31,14 @@ def runs_command(pid, name: str) -> bool:
 
 def is_trainer(pid, run_id: str, started: float | None = None) -> bool:
     """Whether `pid` is alive and is the trainer of run `run_id`, never a recycled pid: its command line
-    is `... -m mgr train ...` naming the run (its id or its directory), or it started no later than
-    the run's status says the trainer did (a recycled pid starts after the trainer has died)."""
+    is `... -m mgr train ...` naming the run (its id or its directory), or it is such a command or a demo's
+    pool worker (mgr/demo_queue.py: a multiprocessing child) that started no later than the run's status
+    says the trainer did (a recycled pid starts after the trainer has died)."""
     found = start_and_argv(pid)
     if found is None:
         return False
     t0, argv = found
-    if "mgr" not in argv or "train" not in argv:
+    if not ("mgr" in argv and "train" in argv) and "--multiprocessing-fork" not in argv:
         return False
     if any(run_id in a for a in argv):
         return True
