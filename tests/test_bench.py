@@ -238,3 +238,18 @@ def test_demos_resummarize_recomputes_a_records_verdict_from_its_values_and_trai
     assert bench.main(["--resummarize", str(f)]) == []  # already today's: nothing changes
     with pytest.raises(SystemExit):
         bench.main(["--resummarize", str(tmp_path / "nope.json")])
+
+
+def test_generators_quick_judges_the_samples_and_tests_for_copying(tmp_path):
+    out = tmp_path / "generators.json"
+    assert load("generators").main(["--quick", "--psi", "1,0.5", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [(r["generator"], r["psi"]) for r in records] == [("digits_ratio0.1_seed0.pt", 1.0),
+                                                              ("digits_ratio0.1_seed0.pt", 0.5)]
+    for r in records:
+        assert r["samples"] == 200 and len(r["label_acc_per_class"]) == 10 and 0 < r["label_acc"] <= 1
+        assert r["train_images"] == 116 and r["command"].startswith("python bench/generators.py --quick")
+        assert isinstance(r["copying_z"], float) and r["median_heldout_to_train"] > 0
+    with pytest.raises(SystemExit):
+        load("generators").main(["--psi", "0", "--out", str(tmp_path / "never.json")])
+    assert not (tmp_path / "never.json").exists()
