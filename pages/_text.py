@@ -90,7 +90,32 @@ def demo_finding(demo: demos.Demo, record: dict | None, data: str = demos.DEFAUL
         return Finding("out of date", "gray", "Out of date: the demo's configuration has changed since it was "
                                               "measured.",
                        f"Re-run `python bench/demos.py --data {data} --demos {demo.id}`. The record: {details}")
-    mean = demo.statistic.shown(summary.mean)
-    value = f"×{mean:.3g}" if demo.statistic.ratio else f"{mean:+.2f} {demo.statistic.unit}".rstrip()
     return Finding(summary.verdict, VERDICT_COLOUR.get(summary.verdict, "gray"),
-                   f"{demo.diff_label} = {value}, positive in {summary.holds_in} of {summary.n} seeds.", details)
+                   f"{demo.diff_label} = {_value(demo, summary)}, positive in {summary.holds_in} of {summary.n} "
+                   "seeds.", details)
+
+
+def _value(demo: demos.Demo, summary, interval: bool = False) -> str:
+    """The mean difference (for a ratio statistic the typical factor), with its 95% interval if asked."""
+    stat = demo.statistic
+    mean = stat.shown(summary.mean)
+    value = f"×{mean:.3g}" if stat.ratio else f"{mean:+.2f} {stat.unit}".rstrip()
+    if interval and summary.ci95 is not None:
+        lo, hi = (stat.shown(x) for x in summary.ci95)
+        value += f" (95% interval ×{lo:.3g} to ×{hi:.3g})" if stat.ratio else f" (95% interval {lo:+.2f} to {hi:+.2f})"
+    return value
+
+
+def live_finding(demo: demos.Demo, summary, done: bool, seeds: int) -> Finding:
+    """A launched demo's verdict as its seeds finish: the verdict ("so far" until every seed is in), the
+    mean difference with its interval and wins in one sentence; the verdict's reading in the details."""
+    details = f"{demos.describe(demo, summary)}. Statistic: {demo.statistic.label}. How a demo is judged: `{DEMO_DOC}`."
+    if summary.n == 0:
+        return Finding("waiting", "gray", "No seed has both arms finished yet.", "")
+    if summary.ci95 is None:
+        return Finding("1 seed", "gray", f"{demo.diff_label} = {_value(demo, summary)} on 1 seed: an interval needs 2.",
+                       details)
+    verdict = summary.verdict if done else f"so far: {summary.verdict}"
+    return Finding(verdict, VERDICT_COLOUR.get(summary.verdict, "gray"),
+                   f"{demo.diff_label} = {_value(demo, summary, interval=True)}, positive in {summary.holds_in} of "
+                   f"{summary.n} seeds" + ("." if done else f" of the {seeds} launched."), details)

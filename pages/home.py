@@ -7,12 +7,10 @@ import streamlit as st
 from mgr import demo_queue, demo_records, demos, figures, launch
 from mgr.runstore import Run
 from pages._diagram import mgr_svg
-from pages._text import demo_finding
-from pages._ui import CHART_CONFIG, STATE_ICON, launcher, overview, runs_dir, state_text, through_app
+from pages._text import demo_finding, live_finding
+from pages._ui import CHART_CONFIG, STATE_ICON, finding, launcher, overview, runs_dir, state_text, through_app
 
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
-
-VERDICT_BOX = {"holds": st.success, "opposite": st.error, "inconclusive": st.warning}
 
 st.title("🧪 MGR Lab")
 st.markdown("**Generative data augmentation** adds a generator's images to a small training set. **Meta Generative "
@@ -163,9 +161,7 @@ def verdict_panel(launch_id: str) -> None:
                 query_params={"runs": ",".join(r["run_id"] for r in m["runs"])})
 
     s = out.summary
-    box = VERDICT_BOX[s.verdict] if s.ci95 is not None else st.info
-    prefix = "" if out.done else f"So far ({s.n} of {out.seeds} seeds): "
-    box(f"{prefix}{demos.describe(demo, s)}. Statistic: {demo.statistic.label}.")
+    finding(live_finding(demo, s, out.done, out.seeds))
     if out.guard_stops:
         st.warning(f"The finder's guard stopped {len(out.guard_stops)} run(s): the latents left the generator's "
                    "prior (the shift it stopped at is their value).")

@@ -84,8 +84,12 @@ def test_home_shows_a_failure_mode_demo_as_factors_on_a_log_axis(tmp_path, monke
         time.sleep(0.5)
     out = demo_queue.outcome(tmp_path, m)
     at = open_page(None, tmp_path, monkeypatch)
-    verdict = demos.describe(out.demo, out.summary)
-    assert verdict.startswith("lr-1e-1 / lr-1e-3 = ×") and any(verdict in t for t in text(at).splitlines())
+    from pages._text import live_finding
+    shown = live_finding(out.demo, out.summary, True, 2)  # a verdict badge and one sentence, the rest in details
+    assert shown.sentence.startswith("lr-1e-1 / lr-1e-3 = ×") and "95% interval ×" in shown.sentence
+    assert f":{shown.colour}-badge[{out.summary.verdict}] {shown.sentence}" in [m.value for m in at.markdown]
+    assert demos.describe(out.demo, out.summary) in shown.details
+    assert shown.details in [m.value for e in at.expander if e.label == "details" for m in e.markdown]
     (strip,) = [c for c in charts(at) if "factor on a log axis" in chart_title(c)]
     spec = json.loads(strip.proto.spec)
     assert spec["layout"]["xaxis"]["type"] == "log"
