@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -259,6 +260,28 @@ def explore_times(run_path: Path, moves: int = 40) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def trainer_beside(runs_dir: Path):
+    """A default Fashion-MNIST 1% mgr trainer running on every core (a lone trainer's threads) for the
+    duration of the block; yields what it is. Timed work starts once it has logged its first steps."""
+    from mgr.runstore import Run
+    threads = os.cpu_count() or 1
+    argv = [sys.executable, "-m", "mgr", "train", "--dataset", "fashion-mnist", "--ratio", "0.01", "--method", "mgr",
+            "--steps", "100000", "--log-every", "5", "--threads", str(threads), "--runs-dir", str(runs_dir), "--quiet"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        run = Run(proc.stdout.readline().strip())
+        while not run.scalars():
+            if proc.poll() is not None:
+                raise RuntimeError("the load's trainer exited before its first steps")
+            time.sleep(0.2)
+        yield {"command": " ".join(argv[1:]), "threads": threads}
+    finally:
+        proc.terminate()
+        proc.wait(120)
+        shutil.rmtree(runs_dir, ignore_errors=True)
+
+
 def quick_run(runs_dir: Path) -> Path:
     """A finished 4-step digits mgr run (with probes) for the smoke test."""
     from mgr.data import DataConfig
@@ -279,6 +302,11 @@ def main(argv=None) -> dict:
     p.add_argument("--explore-run", default=None, help="a finished run with a generator: time the Explore page's "
                    "slider move (in-process and AppTest)")
     p.add_argument("--moves", type=int, default=40, help="slider moves timed with --explore-run (>= 20)")
+    p.add_argument("--under-load", action="store_true", help="with --explore-run: time the move again while a "
+                   "trainer runs beside it on every core (a lone trainer's thread count), as when a user explores "
+                   "one run while another trains")
+    p.add_argument("--app-threads", type=int, default=1, help="torch threads of this process while it times the "
+                   "Explore move: 1, what app.py gives the app's process (MGR_APP_THREADS)")
     p.add_argument("--runs", type=int, default=0, help="also time every page with this many runs in the runs "
                    "folder (hard-linked copies of the finished runs beside --run, e.g. 200)")
     a = p.parse_args(argv)
@@ -301,7 +329,12 @@ def main(argv=None) -> dict:
     if run is None:
         skip |= {"pages", "many"}
     if a.explore_run:
+        import torch
+        torch.set_num_threads(a.app_threads)  # the app process's setting (app.py), not torch's default
         result["explore"] = explore_times(Path(a.explore_run), a.moves)
+        if a.under_load:
+            with trainer_beside(Path(tempfile.mkdtemp(prefix="mgr-load-"))) as load:
+                result["explore_under_load"] = {**explore_times(Path(a.explore_run), a.moves), "load": load}
     if "pages" not in skip:
         result["pages"] = page_times(run.parent, run.name)
     if a.runs and "many" not in skip:
