@@ -15,8 +15,8 @@ from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, pro
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🗺️ Feature space")
-st.caption("The classifier's features g_ψ in 2-D: real images (dots, a colour per class) beside the uniform (○) "
-           "and finder (◇) samples. Select points to see their images.")
+st.caption("The classifier's features g_ψ in 2-D: real images (a colour per class), uniform (○) and finder (◇) "
+           "samples. Select points to see their images.")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -48,7 +48,7 @@ with guarded(s):
     method = c[1].radio("projection", ["umap", "pca"], horizontal=True, key="projection",
                         help="UMAP keeps local neighbourhoods (seconds to fit, then cached); PCA is instant and linear")
     if method == "pca" and not warm["done"]:
-        c[1].caption("UMAP is compiling in the background (once per app process)")
+        c[1].caption("UMAP is compiling (once per app process)")
     elif warm["error"]:
         c[1].caption(f"UMAP unavailable: {warm['error']}")
     settings = st.expander("map settings")
@@ -76,7 +76,7 @@ with guarded(s):
 
     path_xy = None
     if has_syn and (run.path / "last.pt").exists():
-        with st.expander("Interpolate: walk the generator from one class to another"):
+        with st.expander("Interpolate between two classes"):
             i = st.columns([1, 1, 1, 1, 1])
             ca = i[0].selectbox("from class", range(len(names)), format_func=lambda k: names[k], key="ia")
             cb = i[1].selectbox("to class", range(len(names)), index=min(1, len(names) - 1),

@@ -18,8 +18,7 @@ from pages._ui import (CHART_CONFIG, finding, guarded, overview, pick_run, pick_
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
 st.title("🎲 Latents — uniform vs finder")
-st.caption("Uniform samples G(z, y) beside the finder's G(F(z), y) for the same probe latents z, and what the "
-           "classifier makes of them.")
+st.caption("The finder's samples G(F(z), y) beside uniform ones G(z, y) from the same probe latents z.")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

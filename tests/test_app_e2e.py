@@ -4,6 +4,7 @@ until the accuracy chart shows points; launch a tiny demo from Home and watch it
 fill in. .ci/run installs what this needs; without it the tests skip. With $MGR_SCREENSHOTS set
 (by hand, not in CI) the screenshots are copied there, e.g. MGR_SCREENSHOTS=docs/screenshots."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,8 +35,17 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path):
+    yield from streamlit_server(tmp_path, tmp_path / "runs")
+
+
+@pytest.fixture
+def server_on_app_runs(tmp_path, app_runs):
+    yield from streamlit_server(tmp_path, app_runs)
+
+
+def streamlit_server(tmp_path, runs_dir):
     port = free_port()
-    env = {**os.environ, "MGR_RUNS_DIR": str(tmp_path / "runs")}
+    env = {**os.environ, "MGR_RUNS_DIR": str(runs_dir)}
     log = open(tmp_path / "streamlit.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
@@ -51,7 +61,7 @@ def server(tmp_path):
             pass
         assert proc.poll() is None and time.time() < deadline, (tmp_path / "streamlit.log").read_text()
         time.sleep(0.5)
-    yield url, tmp_path / "runs"
+    yield url, runs_dir
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(20)
@@ -213,3 +223,56 @@ def test_a_page_url_opened_first_goes_through_the_apps_navigation(server, browse
     assert "Latents" in driver.find_element(By.TAG_NAME, "h1").text
     assert driver.current_url.startswith(f"{url}/latents")
     assert "Page not found" not in driver.find_element(By.TAG_NAME, "body").text  # no detour through another page
+
+
+# The visible text of the page's main column before its first figure (an image, a chart or the diagram),
+# in reading order; text in a closed expander is not visible, its summary is.
+WORDS_BEFORE_FIRST_FIGURE = """
+const main = document.querySelector('[data-testid="stMain"]');
+const figure = 'img, canvas, .js-plotly-plot, svg.main-svg';
+const walker = document.createTreeWalker(main, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
+const words = [];
+let n, found = false;
+while ((n = walker.nextNode())) {
+  if (n.nodeType === 1) {
+    if (n.matches(figure) && n.getBoundingClientRect().width > 60) { found = true; break; }
+    continue;
+  }
+  const el = n.parentElement;
+  if (!el || !el.getClientRects().length || getComputedStyle(el).visibility === 'hidden') continue;
+  if (el.closest('details:not([open])') && !el.closest('summary')) continue;
+  if (el.closest('[data-testid="stIconMaterial"]')) continue;  // an icon's name is not read
+  const t = n.textContent.trim();
+  if (t) words.push(t);
+}
+return [found, words.join(' ')];
+"""
+
+
+def test_every_page_shows_its_first_figure_after_a_few_words(server_on_app_runs, browser):
+    """Show, then tell: on every page, with real runs, the first figure comes after at most about 60 visible
+    words (title, one or two sentences, the run picker and the controls above it), and no page shows a
+    development date."""
+    from selenium.webdriver.common.by import By
+
+    url, _ = server_on_app_runs
+    driver = browser
+    driver.get(url)  # the entry page first: the app's navigation is then set for the whole server
+    pages = {"": "", "train": "?run=t-mgr", "latents": "?run=t-mgr", "feature_space": "?run=t-mgr",
+             "consistency": "?run=t-mgr", "explore": "?run=t-mgr", "compare": "?runs=t-mgr", "data": ""}
+    counts = {}
+    for page, query in pages.items():
+        driver.get(f"{url}/{page}{query}")
+        deadline, idle = time.time() + 120, 0
+        while time.time() < deadline:  # read the page once its script run has ended (no "Running…" widget)
+            time.sleep(1.0)
+            busy = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+            idle = 0 if busy else idle + 1
+            found, text = driver.execute_script(WORDS_BEFORE_FIRST_FIGURE)
+            if idle >= 2 and found:
+                break
+        counts[page or "home"] = len(text.split())
+        assert found, (page, text)
+        assert len(text.split()) <= 60, (page, len(text.split()), text)
+        assert not re.search(r"\b20\d\d-\d\d-\d\d\b", driver.find_element(By.TAG_NAME, "body").text), page
+    print("words before the first figure:", counts)
