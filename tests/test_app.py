@@ -245,8 +245,8 @@ def test_compare_page_overlays_runs_and_tabulates_seeds(app_runs, monkeypatch):
     assert list(runs["run"]) == ["t-base", "t-mgr", "t-mltp"]
     assert "Mean ± std over the seeds" in text(at) and "Configurations side by side" in [h.value for h in at.subheader]
     names = list(configs["configuration"])
-    assert names[0].startswith("base · digits 0.1") and names[1].startswith("mgr (second) · digits 0.1")
-    assert names[2].startswith("mgr (first) · mltp-fo + co · digits 0.1")
+    assert names[0].startswith("base · digits 0.1") and names[1].startswith("mgr · digits 0.1")
+    assert names[2].startswith("mgr · mltp-fo + co · digits 0.1")
     assert list(configs["procedure"]) == ["standard", "standard", "mltp (fo)"] and list(configs["co-learner"])[2] == "yes"
     # digits 10% has 10 validation images: the stable last-step accuracy leads, the selected one beside it
     assert list(configs["val images"]) == [10, 10, 10]
@@ -267,7 +267,7 @@ def test_compare_groups_seeds_of_one_configuration_into_one_curve(app_runs, tmp_
     spec = json.loads(charts(at)[0].proto.spec)
     names = [t["name"] for t in spec["data"] if t.get("showlegend", True)]
     assert any(n.startswith("pcr · digits 0.1") and n.endswith("(n=2)") for n in names)
-    assert any(n.startswith("mgr (second)") and n.endswith("(n=1)") for n in names)
+    assert any(n.startswith("mgr · digits 0.1") and n.endswith("(n=1)") for n in names)
     assert any(t.get("fill") == "toself" for t in spec["data"])  # the ± std band of the two pcr seeds
     configs = at.dataframe[0].value
     assert sorted(configs["seeds"]) == [1, 2]
