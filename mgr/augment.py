@@ -9,7 +9,6 @@ real and fake images alike, Zhao et al. 2020).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def _uniform(n, lo, hi, x):

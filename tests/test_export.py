@@ -40,7 +40,7 @@ def test_scalars_and_embeddings_read_back(runs, tmp_path, capsys):
     static, probe = run.load_probe("static"), run.load_probe(4)
     n_real, n_syn = len(static["real_labels"]), len(static["probe_y"])
     folder = out / "00004" / "features"
-    assert f'metadata_path: "00004/features/metadata.tsv"' in config and "sprite {" in config
+    assert 'metadata_path: "00004/features/metadata.tsv"' in config and "sprite {" in config
     rows = [line.split("\t") for line in (folder / "metadata.tsv").read_text().splitlines()]
     assert rows[0] == ["class", "kind", "split"] and len(rows) == 1 + n_real + 2 * n_syn
     kinds = [r[1] for r in rows[1:]]
