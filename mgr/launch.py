@@ -29,7 +29,7 @@ from .checkpoint import atomic_write_text
 from .data import DataConfig, DataError, dataset_info, fashion_mnist_missing
 from . import processes
 from .paths import REPO
-from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, new_run_id, run_path
+from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, list_runs, new_run_id, run_path
 
 LAUNCHES = ".launches"
 
@@ -273,11 +273,19 @@ def is_trainer(pid, run: Run, started: float | None = None) -> bool:
     return processes.is_trainer(pid, run.id, started)
 
 
-def trainer_threads() -> str:
-    """Torch threads of an app-launched trainer: $MGR_THREADS, else half the cores. The app launches runs
-    in pairs (presets) beside its own analysis work, and oversubscribed cores make small convolutions
-    many times slower (mgr/runtime.py: set_threads)."""
-    return os.environ.get("MGR_THREADS") or str(max(1, (os.cpu_count() or 2) // 2))
+def trainer_threads(runs_dir: str | Path | None = None) -> str:
+    """Torch threads of an app-launched trainer: $MGR_THREADS, else the cores left over by the trainers
+    already training in the runs folder (a held one costs no CPU), at least 1: a trainer alone uses every
+    core. The app's own process computes on one thread (app.py) in short bursts between them; more threads
+    than free cores make small convolutions many times slower (mgr/runtime.py: set_threads)."""
+    if os.environ.get("MGR_THREADS"):
+        return os.environ["MGR_THREADS"]
+    busy = 0
+    for run in list_runs(runs_dir):
+        st = run.status()
+        if st.get("state") == "running" and not st.get("paused") and run.state(st) == "running":
+            busy += 1
+    return str(max(1, (os.cpu_count() or 1) - busy))
 
 
 class Launcher:
@@ -291,11 +299,10 @@ class Launcher:
     def _spawn(self, run_id: str, args: list[str]) -> subprocess.Popen:
         logs = self.runs_dir / LAUNCHES
         logs.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "mgr", "train", *args, "--quiet"]
+        cmd = [sys.executable, "-m", "mgr", "train", *args, "--quiet", "--threads", trainer_threads(self.runs_dir)]
         with open(logs / f"{run_id}.log", "ab") as log:
             p = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                                              "MGR_THREADS": trainer_threads()})
+                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.children[run_id] = p
         atomic_write_text(logs / f"{run_id}.json", json.dumps(
             {"run_id": run_id, "pid": p.pid, "command": cmd, "started": time.time()}))

@@ -257,3 +257,21 @@ def test_the_failure_dials_from_the_form_reach_the_trainer_flags():
     with pytest.raises(launch.LaunchError) as e:
         launch.build_config({**TINY, "method": "gda", "latent_psi": 0.0})
     assert e.value.field == "latent_psi"
+
+
+def test_a_launched_trainer_gets_the_cores_the_running_trainers_leave(tmp_path, monkeypatch, spawn):
+    """No trainer running: every core. One training: one core fewer (at least one). A held one uses none."""
+    monkeypatch.delenv("MGR_THREADS", raising=False)
+    cores = os.cpu_count() or 1
+    assert launch.trainer_threads(tmp_path) == str(cores)
+    cli = [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--method", "base",
+           "--steps", "100000", "--eval-every", "50", "--batch-size", "16", "--device", "cpu", "--quiet",
+           "--threads", "1", "--runs-dir", str(tmp_path)]
+    busy = Run(spawn(cli).stdout.readline().strip())
+    wait_for(lambda: busy.status().get("state") == "running", "the other trainer to start")
+    assert launch.trainer_threads(tmp_path) == str(max(1, cores - 1))
+    busy.pause()
+    wait_paused(busy)
+    assert launch.trainer_threads(tmp_path) == str(cores)
+    monkeypatch.setenv("MGR_THREADS", "3")
+    assert launch.trainer_threads(tmp_path) == "3"
