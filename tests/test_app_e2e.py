@@ -162,10 +162,11 @@ def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, bro
         wait.until(lambda d: d.find_elements(By.XPATH, "//summary[contains(., 'Demo settings')]"))
         driver.find_element(By.XPATH, "//summary[contains(., 'Demo settings')]").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'input[aria-label="seeds per arm"]'))
-        type_into(driver, "seeds per arm", "2")
+        # steps first: script runs take the values in order, so once a button reads "2 seeds" the run that took
+        # the steps has ended too
         type_into(driver, "steps per run (empty: the demo's)", "4")
+        type_into(driver, "seeds per arm", "2")
         wait.until(lambda d: any(b.text.strip() == "Launch 2 seeds × 2 arms" for b in d.find_elements(By.TAG_NAME, "button")))
-        time.sleep(1.0)  # the script run that took the typed values
 
         def click_launch(d):  # Home's runs list reruns every few seconds: a button found may be replaced before its click
             try:
