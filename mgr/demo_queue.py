@@ -232,6 +232,25 @@ def _stop_inflight(runs_dir, inflight: dict[str, Future], wait_s: float = 60.0) 
                 time.sleep(0.1)
 
 
+def _end_broken_workers(runs_dir, run_ids, wait_s: float = 120.0) -> None:
+    """A broken pool SIGTERMs its surviving workers; one that was training stops its run cleanly (the trainer
+    catches SIGTERM) and then waits forever for work from the dead pool. Once each of those runs has ended
+    (its trainer let go of the run), SIGKILL the worker that trained it, so the pool can be shut down."""
+    from .processes import start_and_argv
+    deadline = time.time() + wait_s
+    for run_id in run_ids:
+        run = Run(run_path(runs_dir, run_id))
+        while run.state() == "running" and time.time() < deadline:
+            time.sleep(0.1)
+        pid = run.status().get("pid")
+        found = start_and_argv(pid)
+        if found is not None and "--multiprocessing-fork" in found[1] and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def supervise(path: str | Path) -> int:
     """The queue of one demo launch, until every run is done or the demo is stopped."""
     path = Path(path)
@@ -268,6 +287,7 @@ def supervise(path: str | Path) -> int:
                     else:
                         print(f"ended {fut.result()}", flush=True)
             if retry and not inflight:
+                _end_broken_workers(runs_dir, retry)
                 pool.shutdown(wait=True)
                 pool = _pool(m["parallel"])
             states = run_states(runs_dir, m)
