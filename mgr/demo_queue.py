@@ -236,17 +236,16 @@ def _end_broken_workers(runs_dir, run_ids, wait_s: float = 120.0) -> None:
     """A broken pool SIGTERMs its surviving workers; one that was training stops its run cleanly (the trainer
     catches SIGTERM) and then waits forever for work from the dead pool. Once each of those runs has ended
     (its trainer let go of the run), SIGKILL the worker that trained it, so the pool can be shut down."""
-    from .processes import start_and_argv
+    from .processes import is_trainer
     deadline = time.time() + wait_s
     for run_id in run_ids:
         run = Run(run_path(runs_dir, run_id))
         while run.state() == "running" and time.time() < deadline:
             time.sleep(0.1)
-        pid = run.status().get("pid")
-        found = start_and_argv(pid)
-        if found is not None and "--multiprocessing-fork" in found[1] and pid != os.getpid():
+        st = run.status()
+        if is_trainer(st.get("pid"), run_id, st.get("started")):  # alive, and the worker that trained it
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(st["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
 

@@ -283,7 +283,7 @@ def trainer_threads(runs_dir: str | Path | None = None) -> str:
     busy = 0
     for run in list_runs(runs_dir):
         st = run.status()
-        if st.get("state") == "running" and not st.get("paused") and run.state(st) == "running":
+        if not st.get("paused") and run.state(st) == "running":
             busy += 1
     return str(max(1, (os.cpu_count() or 1) - busy))
 

@@ -274,10 +274,6 @@ class Run:
     def pause_requested(self) -> bool:
         return os.path.exists(self.path / PAUSE_FILE)
 
-    def paused(self) -> bool:
-        """Whether the trainer says it is holding now (it has seen the pause file and stopped stepping)."""
-        return bool(self.status().get("paused"))
-
     # -------------------------------------------------------------- data report
 
     def write_data_report(self, skipped: list[dict], summary: str) -> None:

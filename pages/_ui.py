@@ -22,7 +22,7 @@ CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", 
 BROKEN = (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile)
 
 
-_THROUGH_APP = "_mgr_through_app"  # session state: this session's runs go through app.py's st.navigation
+_THROUGH_APP = "_mgr_through_app"  # st.session_state key: this tab has been through app.py's st.navigation
 
 
 def through_app(page: str) -> None:
