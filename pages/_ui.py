@@ -109,8 +109,18 @@ def no_runs() -> None:
     st.stop()
 
 
+LEAKY_MARK = "🟥 leaky"  # before a leaky run's name in pickers, tables and legends
+LEAKY_SENTENCE = "Its generator saw images this classifier must not: its accuracy is inflated and not comparable."
+
+
 def run_label(s: RunSummary) -> str:
-    return f"{STATE_ICON.get(s.state, '❓')} {s.label} · {s.id}"
+    return f"{STATE_ICON.get(s.state, '❓')} {LEAKY_MARK + ' · ' if s.leaky else ''}{s.label} · {s.id}"
+
+
+def leaky_badge(s: RunSummary) -> None:
+    """A run trained with --leaky-generator says so, in red, wherever it is shown (state_banner calls this)."""
+    if s.leaky:
+        st.markdown(f":red-badge[leaky generator] {LEAKY_SENTENCE}")
 
 
 def pick_run(summaries: list[RunSummary], key: str = "run", need=None, why: str = "") -> RunSummary:
@@ -134,6 +144,7 @@ def pick_run(summaries: list[RunSummary], key: str = "run", need=None, why: str 
 
 
 def state_banner(s: RunSummary) -> None:
+    leaky_badge(s)
     if s.state == "running" and s.status.get("paused"):
         st.info(f"⏸️ Held at step {s.status.get('step', s.step)} of {s.total_steps}: **Continue** on the Train page "
                 "lets it go on.")

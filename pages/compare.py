@@ -9,7 +9,7 @@ from mgr.analysis.curves import curve_fields, curves, group_curves, long_metrics
 from mgr.analysis.files import file_signature
 from mgr.analysis.runs import group_labels, lead_statistic, seed_table, validation_size
 from mgr.runstore import Run
-from pages._ui import CHART_CONFIG, STATE_ICON, no_runs, overview, state_text, through_app
+from pages._ui import CHART_CONFIG, LEAKY_MARK, no_runs, overview, run_label, state_text, through_app
 
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
@@ -22,13 +22,23 @@ if "compare" not in st.session_state:
     wanted = [i for i in st.query_params.get("runs", "").split(",") if i in by_id]
     st.session_state["compare"] = wanted or [s.id for s in summaries[:4]]
 st.session_state["compare"] = [i for i in st.session_state["compare"] if i in by_id]
-chosen = st.multiselect("runs", list(by_id), key="compare",
-                        format_func=lambda i: f"{STATE_ICON.get(by_id[i].state, '❓')} {by_id[i].label} · {i}")
+chosen = st.multiselect("runs", list(by_id), key="compare", format_func=lambda i: run_label(by_id[i]))
 st.query_params["runs"] = ",".join(chosen)
 if not chosen:
     st.info("Pick one or more runs.")
     st.stop()
 picked = [by_id[i] for i in chosen]
+leaky = [s.id for s in picked if s.leaky]
+if leaky:
+    st.markdown(f":red-badge[leaky generator] {', '.join(f'`{i}`' for i in leaky)}: "
+                f"{'its generator' if len(leaky) == 1 else 'their generators'} saw images "
+                f"{'this classifier' if len(leaky) == 1 else 'these classifiers'} must not: "
+                f"{'its' if len(leaky) == 1 else 'their'} accuracy is inflated and not comparable.")
+
+
+def mark(key: tuple, label: str) -> str:
+    """A configuration's name, with the leaky mark in front where its runs' generator saw another split."""
+    return f"{LEAKY_MARK} · {label}" if dict(key).get("leaky_generator") is True else label
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -44,7 +54,7 @@ for s in picked:
         st.warning(f"{s.id}: metrics unreadable ({e})")
 fields = sorted({k for c in cols.values() for k in curve_fields(c)})
 keys = {s.id: s.config_key for s in picked}
-labels = group_labels(list(dict.fromkeys(keys.values())))
+labels = {k: mark(k, v) for k, v in group_labels(list(dict.fromkeys(keys.values()))).items()}
 n_configs = len(set(keys.values()))
 c1, c2, c3 = st.columns([3, 1, 1])
 shown = c1.multiselect("metrics", fields, default=[k for k in ("val_acc", "test_acc") if k in fields], key="cmp-fields")
@@ -61,7 +71,8 @@ for k in shown:
         series = [(f"{labels[g['key']]} (n={g['n']})", g["steps"], g["mean"]) for g in agg]
         bands = {name: (g["mean"] - g["std"], g["mean"] + g["std"]) for (name, _, _), g in zip(series, agg) if g["n"] > 1}
     else:
-        series = [(by_id[i].label if sum(p.label == by_id[i].label for p in picked) == 1 else f"{by_id[i].label} · {i[-4:]}",
+        series = [((f"{LEAKY_MARK} · " if by_id[i].leaky else "")
+                   + (by_id[i].label if sum(p.label == by_id[i].label for p in picked) == 1 else f"{by_id[i].label} · {i[-4:]}"),
                    c["step"], c[k]) for i, c in cols.items() if k in c]
         bands = None
     fig = figures.curves(series, smoothing if smoothable(k) else 0.0, k, markers=True, height=340, bands=bands)
@@ -80,7 +91,7 @@ if table:
     st.markdown("Mean ± std over the seeds of each configuration (everything that defines a run but its seed) of "
                 f"test accuracy, **{order[0]}** first; std with ddof 1, 0 for a single seed.")
     st.info(lead["why"], icon="🎯")
-    st.dataframe([{"configuration": r["config"], "procedure": r["procedure"] + (f" ({r['mltp_variant']})"
+    st.dataframe([{"configuration": mark(r["key"], r["config"]), "procedure": r["procedure"] + (f" ({r['mltp_variant']})"
                                                                                  if r["mltp_variant"] else ""),
                    "co-learner": "yes" if r["co_learner"] else "no", "model": r["model"], "seeds": r["seeds"],
                    **{k: {"test @ best val": f"{r['test_at_best_mean']:.3f} ± {r['test_at_best_std']:.3f}",

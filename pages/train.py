@@ -6,8 +6,8 @@ import streamlit as st
 from mgr import figures, launch
 from mgr.analysis.curves import curve_fields, curves, scalar_curves, smoothable
 from mgr.runstore import Run
-from pages._ui import (CHART_CONFIG, ago, fmt_seconds, guarded, launcher, overview, pick_run, skipped_files,
-                       state_banner, state_text, through_app)
+from pages._ui import (CHART_CONFIG, ago, fmt_seconds, guarded, launcher, leaky_badge, overview, pick_run,
+                       skipped_files, state_banner, state_text, through_app)
 
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
@@ -103,6 +103,7 @@ if not summaries:
             "CPU), or start a teaching preset on **Home**.")
     st.stop()
 s = pick_run(summaries)
+leaky_badge(s)
 if s.state == "unknown":
     state_banner(s)  # says why it cannot be read, and stops
 run = Run(s.path)

@@ -143,6 +143,12 @@ class RunSummary:
         return f"{self.name} · {self.dataset} {self.ratio:g} · seed {self.seed}" if self.ratio else self.id
 
     @property
+    def leaky(self) -> bool:
+        """Trained with --leaky-generator: its generator saw images this run must not (another split), so its
+        accuracy is inflated and not comparable with runs whose generator saw only their own split."""
+        return self.config.get("leaky_generator") is True
+
+    @property
     def config_key(self) -> tuple:
         """Runs that differ only in their training seed (and how they were logged) share this key."""
         return config_items(self.config) if self.config else (("method", self.method),)
