@@ -31,18 +31,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def measure(path: Path, per_class: int, psi: float, heldout: int, seed: int) -> dict:
     import numpy as np
 
-    from mgr.analysis.memorization import data_copying
+    from mgr.analysis.generators import copying_test, training_split
     from mgr.analysis.oracle import sample_and_judge
-    from mgr.data import DataConfig, load
     from mgr.gan import load_generator
     G, meta = load_generator(path)
-    subset = {"ratio": meta["ratio"]} if meta.get("ratio") is not None else {"per_class": meta["per_class"]}
-    val = {"val_fraction": meta["val_fraction"]} if meta.get("val_fraction") is not None else {}
-    data = load(DataConfig(meta["dataset"], data_seed=meta["data_seed"], **subset, **val))
-    if data.split_hash != meta["split_hash"]:
-        raise ValueError(f"{path}: its split could not be rebuilt here (split_hash differs)")
+    data = training_split(path, meta)
     images, reading = sample_and_judge(G, meta["dataset"], per_class=per_class, seed=seed, psi=psi)
-    copying = data_copying(images, data.x_train.numpy(), data.x_test.numpy()[:heldout])
+    copying = copying_test(images, data, heldout)
     return {"generator": path.name, "dataset": meta["dataset"], "train_images": int(len(data.y_train)),
             "psi": psi, "samples": int(len(reading.asked)),
             "label_acc": round(reading.label_accuracy, 4),
