@@ -245,3 +245,50 @@ def explore_map(fmap: FeatureMap, classes: list[str], here: np.ndarray, walk: np
                              marker=dict(symbol="star", size=18, color="gold", line=dict(color="black", width=1.5))))
     fig = _layout(fig, "", 520, dragmode="select")
     return fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.08))
+
+
+# ----------------------------------------------------------------------------- a generator's samples (Data page)
+
+def label_accuracy_bars(per_class: np.ndarray, classes: list[str], overall: float, real: float,
+                        title: str = "") -> go.Figure:
+    """Label accuracy of each asked-for class (an oracle.OracleReading's per_class()), with the overall
+    accuracy and the oracle's accuracy on real test images as lines across."""
+    fig = go.Figure(go.Bar(x=list(classes), y=per_class, name="per class", marker_color=colour(0),
+                           hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    for y, name, dash in ((overall, f"all classes: {overall:.1%}", "dash"), (real, f"real test images: {real:.1%}", "dot")):
+        fig.add_trace(go.Scatter(x=list(classes), y=[y] * len(classes), mode="lines", name=name, hoverinfo="skip",
+                                 line=dict(color="#7f7f7f" if dash == "dot" else colour(1), dash=dash, width=1.5)))
+    fig.update_yaxes(title_text="judged the class asked for", range=[0, 1], tickformat=".0%")
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, 380)
+
+
+def confusion_heatmap(counts: np.ndarray, classes: list[str], title: str = "") -> go.Figure:
+    """Counts of (asked for, judged as), coloured by each row's share: rows are the class asked for, top to
+    bottom, columns the class judged as; the diagonal is on class."""
+    counts = np.asarray(counts)
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig = go.Figure(go.Heatmap(z=share, x=list(classes), y=list(classes), text=counts, texttemplate="%{text}",
+                               colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="share", tickformat=".0%"),
+                               customdata=counts,
+                               hovertemplate="asked %{y} → judged %{x}: %{customdata} (%{z:.0%})<extra></extra>"))
+    fig.update_xaxes(title_text="judged as", type="category")
+    fig.update_yaxes(title_text="asked for", type="category", autorange="reversed")
+    return _layout(fig, title, 380)
+
+
+def distance_histograms(generated: np.ndarray, heldout: np.ndarray, title: str = "") -> go.Figure:
+    """Overlaid histograms of distances to the nearest training image (memorization.CopyingTest): generated
+    images against held-out real ones, each as a share of its own sample, with their medians marked."""
+    fig = go.Figure()
+    lo = float(min(np.min(generated), np.min(heldout)))
+    hi = float(max(np.max(generated), np.max(heldout)))
+    bins = dict(start=lo, end=hi, size=max((hi - lo) / 40, 1e-6))
+    for i, (name, d) in enumerate((("generated → nearest training image", generated),
+                                   ("held-out test image → nearest training image", heldout))):
+        fig.add_trace(go.Histogram(x=d, name=name, histnorm="percent", xbins=bins, opacity=0.55,
+                                   marker_color=colour(3 if i == 0 else 0)))
+        fig.add_vline(x=float(np.median(d)), line=dict(color=colour(3 if i == 0 else 0), dash="dash", width=1.5))
+    fig.update_xaxes(title_text="pixel distance to the nearest training image (median dashed)")
+    fig.update_yaxes(title_text="% of the sample")
+    return _layout(fig, title, 360, barmode="overlay")
