@@ -101,8 +101,10 @@ def label_finding(reading, classes: list[str]) -> tuple[str, str, str]:
     worst = int(np.nanargmin(pc))
     colour, verdict = (("green", "on class") if acc >= real - 0.05 else ("orange", "often off class")
                        if acc >= real - 0.30 else ("red", "badly off class"))
+    worst_part = ("every class at 100%" if pc[worst] == 1 else
+                  f"the worst class, {classes[worst]}, at {pc[worst]:.0%}")
     return colour, verdict, (f"The oracle judges {acc:.1%} of {len(reading.asked)} samples to be the class asked for "
-                             f"(real test images: {real:.1%}); {classes[worst]} fares worst at {pc[worst]:.0%}.")
+                             f"(real test images: {real:.1%}); {worst_part}.")
 
 
 def copying_finding(test) -> tuple[str, str, str]:

@@ -85,7 +85,7 @@ def test_the_data_page_reads_the_demos_generator_with_the_oracle_and_the_copying
     assert f"{reading.label_accuracy:.1%} of 500 samples" in finding and f"{reading.oracle_test_acc:.1%}" in finding
     assert finding.startswith(":orange-badge[often off class]")  # 67% against the oracle's 91% on real images
     worst = int(np.nanargmin(reading.per_class()))
-    assert f"{classes[worst]} fares worst at {reading.per_class()[worst]:.0%}" in finding
+    assert f"the worst class, {classes[worst]}, at {reading.per_class()[worst]:.0%}" in finding
 
     # the most confidently off-class samples, each captioned with what was asked and what the oracle saw
     off = reading.off_class(limit=10)
