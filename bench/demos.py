@@ -9,10 +9,13 @@ one trainer per core), and its measured verdict.
 
 Writes bench/results/demos.json: one record per demo (a re-run replaces that demo's record) with
 demo, question, dataset, ratio, methods, steps, statistic, seeds, values (per seed: arm A, arm B),
-compare ("difference": each seed's number is A − B; "log ratio": log(A / B)), diffs (those numbers),
-mean_diff, ci95 [lo, hi], holds_in, verdict ("holds" exactly when lo > 0), failed (runs without a
-statistic), seconds (wall time of the whole demo), cores, parallel, machine, date, command. The app's
-demo texts read these records (pages/_text.py).
+kind ("failure", "repair" or "method"), data_seeds (the split of each seed: seed k uses data seed k mod 3 on
+Fashion-MNIST), values (per seed, each arm's statistic in `methods` order), compare ("difference": each seed's
+number is A − B; "log ratio": log(A / B)), diffs (the first pair's numbers), mean_diff, ci95 [lo, hi],
+holds_in, verdict ("holds" exactly when lo > 0; a demo of several pairs: when some pair holds), per_pair
+(each pair's a, b, family, dose and summary) and, for a sweep, doses and per_dose, also (further
+statistics beside the verdict), failed (runs without a statistic), seconds (wall time of the whole demo),
+cores, parallel, machine, date, command. The app's demo texts read these records (pages/_text.py).
 """
 from __future__ import annotations
 
@@ -53,20 +56,43 @@ def run_demo(demo_id: str, seeds: int, runs_dir: Path, overrides: dict, parallel
                                f"(runs in {runs_dir}, supervisor log {demo_queue.demos_dir(runs_dir)})")
 
 
+def _summary(s) -> dict:
+    return {"diffs": list(s.diffs), "mean_diff": s.mean, "ci95": list(s.ci95) if s.ci95 else None,
+            "holds_in": s.holds_in, "verdict": s.verdict}
+
+
 def summary_fields(demo: demos.Demo, values) -> dict:
-    """A record's summary of its per-seed values [A, B] (None where a run has no value), as the demo
-    compares them today (mgr.demos.summarize_seeds, as the app's live panel)."""
-    s = demos.summarize_seeds(demo.statistic, values)
-    return {"compare": demo.statistic.compare, "diffs": list(s.diffs), "mean_diff": s.mean,
-            "ci95": list(s.ci95) if s.ci95 else None, "holds_in": s.holds_in, "verdict": s.verdict}
+    """A record's summary of its per-seed values (one per arm, demo.arms order; None where a run has no value),
+    as the demo compares them today (mgr.demos.summarize_pairs, as the app's live panel): the first pair's
+    summary at the top level; a sweep adds `doses` and `per_dose`, any demo of several pairs `per_pair`
+    (each with its arms, family, dose, interval and verdict) and its headline `verdict`."""
+    summaries = demos.summarize_pairs(demo, values)
+    fields = {"compare": demo.statistic.compare, **_summary(summaries[0])}
+    if demo.sweep:
+        per = [{"a": p.a.label, "b": p.b.label, "family": p.family, "dose": p.dose, **_summary(s)}
+               for p, s in zip(demo.pairs, summaries)]
+        fields.update(verdict=demos.overall_verdict(summaries), per_pair=per)
+        if demo.doses:
+            fields.update(doses=list(demo.doses), per_dose=per)
+    return fields
+
+
+def also_fields(demo: demos.Demo, out: demo_queue.Outcome) -> dict:
+    """The further statistics a demo shows beside its verdict (mgr.demos.Demo.also): per statistic, its per-seed
+    values and one summary per pair."""
+    return {"also": {name: {"values": [list(v) for v in vals], "per_pair": [_summary(s) for s in sums]}
+                     for name, (vals, sums) in out.also.items()}} if out.also else {}
 
 
 def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv, runs_dir: Path) -> dict:
     demo = out.demo
     first = m["runs"][0]["values"]
-    return {"demo": demo.id, "question": demo.question, "dataset": first["data.dataset"], "ratio": first["data.ratio"],
-            "methods": [arm.label for arm in demo.arms], "steps": first["steps"], "statistic": demo.statistic.label,
-            "seeds": out.seeds, "values": [list(v) for v in out.values], **summary_fields(demo, out.values),
+    data_seeds = [next(r["values"].get("data.data_seed", 0) for r in m["runs"] if r["seed"] == k)
+                  for k in range(out.seeds)]
+    return {"demo": demo.id, "kind": demo.kind, "question": demo.question, "dataset": first["data.dataset"],
+            "ratio": first["data.ratio"], "methods": [arm.label for arm in demo.arms], "steps": first["steps"],
+            "statistic": demo.statistic.label, "seeds": out.seeds, "data_seeds": data_seeds,
+            "values": [list(v) for v in out.values], **summary_fields(demo, out.values), **also_fields(demo, out),
             "failed": list(out.failed), "guard_stops": len(out.guard_stops), "seconds": round(seconds, 1),
             "cores": os.cpu_count(), "parallel": m["parallel"], "launch": m["id"],
             "test_images": first.get("data.test_subset"), "arms": arms_of(m, runs_dir),
@@ -84,7 +110,8 @@ def resummarize(path: Path, argv) -> list[dict]:
         new = []
         for r in old:
             demo = demos.DEMOS.get(r.get("demo"))
-            fields = summary_fields(demo, r["values"]) if demo and isinstance(r.get("values"), list) else None
+            ok = demo and isinstance(r.get("values"), list) and all(len(v) == len(demo.arms) for v in r["values"])
+            fields = {**summary_fields(demo, r["values"]), "kind": demo.kind} if ok else None
             if fields and any({**r, "compare": demo_records.record_compare(r)}.get(k) != v for k, v in fields.items()):
                 r = {**r, **fields, "resummarized": note}
                 done.append(r)
@@ -142,7 +169,7 @@ def main(argv=None):
         for f in files:
             for r in resummarize(f, argv):
                 changed.append(r)
-                summary = demos.describe(demos.DEMOS[r["demo"]], demo_records.record_summary(r))
+                summary = demo_records.headline(demos.DEMOS[r["demo"]], r)
                 print(f"{f}: {r['demo']} on {r['dataset']}, {r['seeds']} seeds: {summary}", flush=True)
         return changed
     ids = [d for d in a.demos.split(",") if d]
@@ -177,7 +204,7 @@ def main(argv=None):
         rec = record_of(m, out, seconds, argv, runs_dir)
         save(Path(a.out), rec)
         records.append(rec)
-        print(f"{demo_id}: {demos.describe(out.demo, out.summary)} [{seconds:.0f} s, {a.seeds} seeds, "
+        print(f"{demo_id}: {demo_records.headline(out.demo, rec)} [{seconds:.0f} s, {a.seeds} seeds, "
               f"runs in {runs_dir}]", flush=True)
     return records
 

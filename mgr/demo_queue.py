@@ -38,8 +38,8 @@ from pathlib import Path
 
 from . import paired
 from .checkpoint import atomic_write_text
-from .demos import (DEMOS, Demo, arm_values, check_seeds, get_demo, statistic_value, stopped_by_guard,
-                    summarize_seeds)
+from .demos import (DEMOS, Demo, arm_values, check_data, check_seeds, get_demo, overall_verdict, statistic_value,
+                    stopped_by_guard, summarize_pairs)
 from .launch import LAUNCHES, LaunchError, Launcher, build_config, cli_args
 from .paths import REPO
 from .processes import runs_command
@@ -105,6 +105,7 @@ def launch(demo_id: str, seeds: int = 5, runs_dir=None, overrides: dict | None =
     for seed in range(seeds):
         for i, arm in enumerate(demo.arms):
             values = arm_values(demo, arm, seed, overrides)
+            check_data(demo, values)
             cfg = build_config(values)  # a bad override fails here, naming the field
             run_id = f"{launch_id}.{arm.label}.s{seed}"
             command = ["python", "-m", "mgr", "train", "--threads", "1", *cli_args(cfg), "--run-id", run_id]
@@ -365,15 +366,26 @@ def resume(runs_dir, launch_id: str) -> None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """Where a demo launch stands: each seed's values of both arms (None while missing), the
-    paired summary of the seeds that have both, and the runs' states."""
+    """Where a demo launch stands: each seed's value of every arm (None while missing), the paired summary
+    of each pair over the seeds that have both, and the runs' states."""
     demo: Demo
     seeds: int
-    values: tuple  # per seed: (statistic of arm A, statistic of arm B)
-    summary: paired.Paired
+    values: tuple  # per seed: the statistic of each arm, in demo.arms order
+    summaries: tuple  # per pair of the demo: its paired summary
+    also: dict  # per further statistic (demo.also) by name: (per-seed values, per-pair summaries)
     states: tuple  # per manifest run
     failed: tuple  # run ids that ended without a statistic
     guard_stops: tuple  # run ids the finder's guard stopped (latents off the generator's prior)
+    run_ids: tuple  # per seed: the run id of each arm (None where the manifest has none)
+
+    @property
+    def summary(self) -> paired.Paired:
+        """The first pair's summary: a two-arm demo's only one."""
+        return self.summaries[0]
+
+    @property
+    def verdict(self) -> str:
+        return overall_verdict(self.summaries)
 
     @property
     def done(self) -> bool:
@@ -384,20 +396,30 @@ def outcome(runs_dir, m: dict) -> Outcome:
     demo = get_demo(m["demo"])
     runs_dir = Path(runs_dir or default_runs_dir())
     states = run_states(runs_dir, m)
-    values = [[None, None] for _ in range(m["seeds"])]
+    k = len(demo.arms)
+    values = [[None] * k for _ in range(m["seeds"])]
+    extra = {stat.name: [[None] * k for _ in range(m["seeds"])] for stat in demo.also}
+    ids = [[None] * k for _ in range(m["seeds"])]
     failed, guard_stops = [], []
     for r, state in zip(m["runs"], states):
+        if r["arm"] >= k:  # a manifest of an older version of the demo, with arms it no longer has
+            continue
+        ids[r["seed"]][r["arm"]] = r["run_id"]
         v = None
         if state in ("finished", "failed"):
             run = Run(run_path(runs_dir, r["run_id"]))
             v = statistic_value(demo.statistic, run)
+            for stat in demo.also:
+                extra[stat.name][r["seed"]][r["arm"]] = statistic_value(stat, run)
             if stopped_by_guard(run):
                 guard_stops.append(r["run_id"])
         if v is None and state in DONE:
             failed.append(r["run_id"])
         values[r["seed"]][r["arm"]] = v
-    return Outcome(demo, m["seeds"], tuple(map(tuple, values)), summarize_seeds(demo.statistic, values), tuple(states),
-                   tuple(failed), tuple(guard_stops))
+    also = {stat.name: (tuple(map(tuple, extra[stat.name])), summarize_pairs(demo, extra[stat.name], stat))
+            for stat in demo.also}
+    return Outcome(demo, m["seeds"], tuple(map(tuple, values)), summarize_pairs(demo, values), also, tuple(states),
+                   tuple(failed), tuple(guard_stops), tuple(map(tuple, ids)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from . import paired
-from .demos import DEFAULT_DATA, DEMOS, SETTINGS, Demo, arm_values, data_overrides
+from .demos import DEFAULT_DATA, DEMOS, SETTINGS, Demo, arm_values, data_overrides, describe
 from .paths import REPO
 
 MEASURED = REPO / "bench" / "results" / "demos.json"  # bench/demos.py writes it; the app shows it
@@ -70,3 +70,30 @@ def record_summary(record: dict) -> paired.Paired:
     """The paired summary a bench record stores (bench/demos.py)."""
     return paired.Paired(tuple(record["diffs"]), record["mean_diff"], tuple(record["ci95"]) if record.get("ci95")
                          else None, record["holds_in"], record["verdict"])
+
+
+def record_pairs(record: dict) -> list[paired.Paired]:
+    """Each pair's paired summary in a record (a two-arm demo's record has the one at its top level)."""
+    per = record.get("per_pair")
+    if not per:
+        return [record_summary(record)]
+    return [paired.Paired(tuple(p["diffs"]), p["mean_diff"], tuple(p["ci95"]) if p.get("ci95") else None,
+                          p["holds_in"], p["verdict"]) for p in per]
+
+
+def same_splits(demo: Demo, record: dict, data: str = DEFAULT_DATA) -> bool:
+    """Whether a record's seeds trained on the splits today's demo gives them (seed k: data seed k mod 3 on
+    Fashion-MNIST); a record that lacks the field was made when every seed used data seed 0."""
+    extra = data_overrides(data) or None
+    want = [arm_values(demo, demo.arms[0], k, extra).get("data.data_seed", 0) for k in range(record.get("seeds", 0))]
+    return record.get("data_seeds", [0] * record.get("seeds", 0)) == want
+
+
+def headline(demo: Demo, record: dict) -> str:
+    """A record in one line: a two-arm demo's `describe`; for several pairs each pair's mean and verdict."""
+    pairs = record_pairs(record)
+    if len(pairs) == 1:
+        return describe(demo, pairs[0])
+    return "; ".join(f"{demo.pair_label(p)}: "
+                     f"{s.mean:+.2f} {s.verdict}" if s.mean is not None else f"{demo.pair_label(p)}: no value"
+                     for p, s in zip(demo.pairs, pairs))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mgr import demos
 from mgr.analysis.finder_view import SIGNAL_THRESHOLD, OneVector, SignalReading
-from mgr.demo_records import arm_configs, record_compare, record_summary, same_arms
+from mgr.demo_records import arm_configs, headline, record_compare, record_pairs, same_arms, same_splits
 
 SIGNAL_DOC = "docs/method.md#the-signal"
 ONE_VECTOR_DOC = "docs/method.md#a-finder-that-adds-one-vector"
@@ -76,28 +76,60 @@ VERDICT_COLOUR = {"holds": "green", "opposite": "red", "inconclusive": "orange"}
 
 def demo_finding(demo: demos.Demo, record: dict | None, data: str = demos.DEFAULT_DATA) -> Finding:
     """What this project measured for a demo (its bench/results record), or that it has not measured it.
-    A record made with other arms than today's is named out of date, never passed off as this demo's result."""
+    A record made with other arms or splits than today's is named out of date, never passed off as this demo's
+    result."""
     if not record:
         return Finding("not measured", "gray", "Not measured yet.", "Run `python bench/demos.py` to measure it.")
     if record_compare(record) != demo.statistic.compare:
         return Finding("out of date", "gray", "Out of date: the record summarises its seeds another way.",
                        f"The record compares seeds as a {record_compare(record)}, the demo as a "
                        f"{demo.statistic.compare}: `python bench/demos.py --resummarize` recomputes it.")
-    summary = record_summary(record)
-    details = (f"{record['dataset']} {record['ratio']:g}, {record['seeds']} seeds, {record['steps']} steps, "
-               f"{demo.statistic.label}: {demos.describe(demo, summary)}. How a demo is judged: `{DEMO_DOC}`.")
+    rerun = f"`python bench/demos.py --data {data} --demos {demo.id}`"
+    details = (f"{record['dataset']} {record['ratio']:g}, {record['seeds']} seeds over data seeds "
+               f"{sorted(set(record.get('data_seeds', [0])))}, {record['steps']} steps, {demo.statistic.label}: "
+               f"{headline(demo, record)}. {record.get('seconds', '?')} s on {record.get('cores', '?')} cores. "
+               f"How a demo is judged: `{DEMO_DOC}`.")
     if not same_arms(record.get("arms"), arm_configs(demo, data)):
         return Finding("out of date", "gray", "Out of date: the demo's configuration has changed since it was "
-                                              "measured.",
-                       f"Re-run `python bench/demos.py --data {data} --demos {demo.id}`. The record: {details}")
+                                              "measured.", f"Re-run {rerun}. The record: {details}")
+    if not same_splits(demo, record, data):
+        return Finding("out of date", "gray", "Out of date: measured on other data splits than the demo's seeds use.",
+                       f"Re-run {rerun}. The record: {details}")
+    summaries = record_pairs(record)
+    if len(summaries) > 1:
+        verdict = record.get("verdict", demos.overall_verdict(summaries))
+        return Finding(verdict, VERDICT_COLOUR.get(verdict, "gray"), pairs_sentence(demo, summaries), details)
+    summary = summaries[0]
     return Finding(summary.verdict, VERDICT_COLOUR.get(summary.verdict, "gray"),
                    f"{demo.diff_label} = {_value(demo, summary)}, positive in {summary.holds_in} of {summary.n} "
                    "seeds.", details)
 
 
-def _value(demo: demos.Demo, summary, interval: bool = False) -> str:
+def pairs_sentence(demo: demos.Demo, summaries) -> str:
+    """A demo of several pairs in one sentence: the pairs whose interval excludes 0, each with its mean."""
+    def named(verdict):
+        return [f"{_pair_name(demo, p)} ({_value(demo, s)})" for p, s in zip(demo.pairs, summaries)
+                if s.verdict == verdict]
+    held, opposite = named("holds"), named("opposite")
+    if held:
+        return f"Holds for {', '.join(held)}" + (f"; the opposite for {', '.join(opposite)}." if opposite else ".")
+    if opposite:
+        return f"The opposite holds for {', '.join(opposite)}."
+    known = [(abs(s.mean), p, s) for p, s in zip(demo.pairs, summaries) if s.mean is not None]
+    if not known:
+        return "No seed has both runs of a pair finished yet."
+    _, p, s = max(known, key=lambda t: t[0])
+    return f"No pair's interval excludes 0; the largest is {_pair_name(demo, p)} ({_value(demo, s)})."
+
+
+def _pair_name(demo: demos.Demo, pair: demos.Pair) -> str:
+    """A pair in few words: its family at its dose in a sweep ("gda at 4"), else its arms ("gda − gda-weak")."""
+    return f"{pair.family} at {pair.dose:g}" if pair.dose is not None else demo.pair_label(pair)
+
+
+def _value(demo: demos.Demo, summary, interval: bool = False, stat: demos.Statistic | None = None) -> str:
     """The mean difference (for a ratio statistic the typical factor), with its 95% interval if asked."""
-    stat = demo.statistic
+    stat = stat or demo.statistic
     mean = stat.shown(summary.mean)
     value = f"×{mean:.3g}" if stat.ratio else f"{mean:+.2f} {stat.unit}".rstrip()
     if interval and summary.ci95 is not None:
@@ -106,9 +138,18 @@ def _value(demo: demos.Demo, summary, interval: bool = False) -> str:
     return value
 
 
-def live_finding(demo: demos.Demo, summary, done: bool, seeds: int) -> Finding:
+def live_finding(demo: demos.Demo, summary, done: bool, seeds: int, summaries=None) -> Finding:
     """A launched demo's verdict as its seeds finish: the verdict ("so far" until every seed is in), the
-    mean difference with its interval and wins in one sentence; the verdict's reading in the details."""
+    mean difference with its interval and wins in one sentence; the verdict's reading in the details. A demo of
+    several pairs (`summaries`) names the pairs whose interval excludes 0."""
+    if summaries is not None and len(summaries) > 1:
+        if not any(s.n for s in summaries):
+            return Finding("waiting", "gray", "No seed has both runs of a pair finished yet.", "")
+        verdict = demos.overall_verdict(summaries)
+        details = "; ".join(demos.describe(demo, s, p) for p, s in zip(demo.pairs, summaries)) + \
+            f". Statistic: {demo.statistic.label}. How a demo is judged: `{DEMO_DOC}`."
+        return Finding(verdict if done else f"so far: {verdict}", VERDICT_COLOUR.get(verdict, "gray"),
+                       pairs_sentence(demo, summaries), details)
     details = f"{demos.describe(demo, summary)}. Statistic: {demo.statistic.label}. How a demo is judged: `{DEMO_DOC}`."
     if summary.n == 0:
         return Finding("waiting", "gray", "No seed has both arms finished yet.", "")
@@ -119,3 +160,10 @@ def live_finding(demo: demos.Demo, summary, done: bool, seeds: int) -> Finding:
     return Finding(verdict, VERDICT_COLOUR.get(summary.verdict, "gray"),
                    f"{demo.diff_label} = {_value(demo, summary, interval=True)}, positive in {summary.holds_in} of "
                    f"{summary.n} seeds" + ("." if done else f" of the {seeds} launched."), details)
+
+
+def also_sentence(demo: demos.Demo, stat: demos.Statistic, summaries) -> str:
+    """A further statistic beside the verdict (the finder demos' harm), per pair: its mean difference and interval."""
+    parts = [f"{demo.pair_label(p)} = {_value(demo, s, interval=True, stat=stat)} over {s.n} seeds"
+             for p, s in zip(demo.pairs, summaries) if s.mean is not None]
+    return f"{stat.label[0].upper()}{stat.label[1:]}: " + ("; ".join(parts) if parts else "no seed has both yet") + "."

@@ -7,7 +7,8 @@ import streamlit as st
 from mgr import demo_queue, demo_records, demos, figures, launch
 from mgr.runstore import Run
 from pages._diagram import mgr_svg
-from pages._text import demo_finding, live_finding
+from pages._text import also_sentence, demo_finding, live_finding
+from pages._why import why_panel
 from pages._ui import CHART_CONFIG, STATE_ICON, finding, launcher, overview, runs_dir, state_text, through_app
 
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
@@ -37,11 +38,13 @@ st.markdown("Each demo answers one question with a **paired experiment**: its tw
             "and the verdict is what the 95% interval of their differences supports.")
 with st.expander("how a demo is judged"):
     st.markdown(
-        "Seed k of both arms shares the data and the initialisation, so each seed gives one difference. The "
-        "verdict: **holds** when the whole interval is above 0, **opposite** when below, otherwise "
-        "**inconclusive**. The failure-mode demos measure how far the finder moves the latents, a size: there each "
-        "seed gives a factor A / B, and the verdict is on their geometric mean (above ×1). Each card shows what "
-        "this project measured, not what the paper claims: `docs/demos.md`, `docs/findings.md`.")
+        "Seed k of every arm shares the data split (data seed k mod 3 on Fashion-MNIST, so a verdict covers "
+        "several draws of the 540 images) and the initialisation, so each seed gives one difference per pair of "
+        "arms. The verdict: **holds** when the whole 95% interval is above 0, **opposite** when below, otherwise "
+        "**inconclusive**. A sweep compares several doses of one dial with one reference and holds where some dose "
+        "holds. The finder demos measure how far the finder moves the latents, a size: there each seed gives a "
+        "factor A / B, and the verdict is on their geometric mean (above ×1). Each card shows what this project "
+        "measured, not what the paper claims: `docs/demos.md`, `docs/findings.md`.")
 with st.expander("Demo settings"):
     data = st.radio("data", list(demos.SETTINGS), format_func=demos.DATA_LABELS.get, horizontal=True, key="demo_data",
                     help="Fashion-MNIST shows what a generator gets wrong; digits is the fastest")
@@ -52,25 +55,41 @@ with st.expander("Demo settings"):
                                  "demo's own step count")
 records = demo_records.measured(data=data)
 more_seeds = demo_records.measured(demo_records.MEASURED_10_SEEDS, data=data)
-items = list(demos.DEMOS.values())
-cols = [c for i in range(0, len(items), 3) for c in st.columns(3)]  # rows of three cards
-for col, demo in zip(cols, items):
-    with col.container(border=True):
-        st.markdown(f"{'⚠️ ' if demo.failure_mode else ''}**{demo.question}**")
-        shown = demo_finding(demo, records.get(demo.id), data)
-        st.markdown(f":{shown.colour}-badge[{shown.verdict}] {shown.sentence}")
-        with st.expander("details"):
-            st.markdown(demo.about)
-            st.caption(shown.details)
-            if demo.id in more_seeds:  # the same demo re-run with more seeds
-                more = demo_finding(demo, more_seeds[demo.id], data)
-                st.caption(f":{more.colour}-badge[{more.verdict}] {more.sentence} {more.details}")
-        if st.button(f"Launch {seeds} seeds × 2 arms", key=f"demo-{demo.id}", type="primary"):
-            try:
-                overrides = {**demos.data_overrides(data), **({"steps": int(steps)} if steps else {})} or None
-                st.session_state["demo_launch"] = demo_queue.launch(demo.id, seeds, runs_dir(), overrides)
-            except launch.LaunchError as e:
-                st.error(str(e))
+SECTIONS = (("How generative augmentation fails", lambda d: d.kind == "failure" and d.subject == "augmentation"),
+            ("Repairs and methods", lambda d: d.kind != "failure"),
+            ("How the finder fails", lambda d: d.kind == "failure" and d.subject != "augmentation"))
+
+
+def demo_card(demo: demos.Demo) -> None:
+    st.markdown(f"{'⚠️ ' if demo.kind == 'failure' else ''}**{demo.question}**")
+    if data not in demo.datasets:
+        st.caption(f"Runs on {', '.join(demos.DATA_LABELS[d] for d in demo.datasets)} only: its arms use that "
+                   "data's generators.")
+        return
+    shown = demo_finding(demo, records.get(demo.id), data)
+    st.markdown(f":{shown.colour}-badge[{shown.verdict}] {shown.sentence}")
+    with st.expander("details"):
+        st.markdown(demo.about)
+        st.caption(shown.details)
+        if demo.id in more_seeds:  # the same demo re-run with more seeds
+            more = demo_finding(demo, more_seeds[demo.id], data)
+            st.caption(f":{more.colour}-badge[{more.verdict}] {more.sentence} {more.details}")
+    runs = len(demo.arms)
+    if st.button(f"Launch {seeds} seeds × {runs} arms", key=f"demo-{demo.id}", type="primary"):
+        try:
+            overrides = {**demos.data_overrides(data), **({"steps": int(steps)} if steps else {})} or None
+            st.session_state["demo_launch"] = demo_queue.launch(demo.id, seeds, runs_dir(), overrides)
+        except launch.LaunchError as e:
+            st.error(str(e))
+
+
+for title, belongs in SECTIONS:
+    items = [d for d in demos.DEMOS.values() if belongs(d)]
+    st.markdown(f"##### {title}")
+    cols = [c for i in range(0, len(items), 3) for c in st.columns(3)]  # rows of three cards
+    for col, demo in zip(cols, items):
+        with col.container(border=True):
+            demo_card(demo)
 
 launches = {m["id"]: m for m in demo_queue.list_launches(runs_dir())}  # newest first
 if launches:
@@ -107,30 +126,69 @@ def seed_number(demo: demos.Demo, va, vb) -> float | None:
     return None if d is None else demo.statistic.shown(d)
 
 
-def strip_chart(demo: demos.Demo, summary) -> go.Figure:
-    """Each seed's difference as a dot, the mean with its 95% interval beside them, and 0; for a ratio
-    statistic each seed's factor A / B on a log axis, the geometric mean with its interval, and ×1."""
+def strip_chart(demo: demos.Demo, summaries) -> go.Figure:
+    """Each seed's difference as a dot, the mean with its 95% interval beside them, and 0, one row per pair; for
+    a ratio statistic each seed's factor A / B on a log axis, the geometric mean with its interval, and ×1."""
     ratio = demo.statistic.ratio
 
     def shown(xs):
         return [demo.statistic.shown(x) for x in xs]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=shown(summary.diffs), y=["seeds"] * summary.n, mode="markers", name="one seed",
-                             marker=dict(size=11, color=figures.colour(0), opacity=0.8)))
-    if summary.ci95 is not None:
-        (mean,), (lo, hi) = shown([summary.mean]), shown(summary.ci95)
-        fig.add_trace(go.Scatter(x=[mean], y=["mean"], mode="markers", name="mean, 95% interval",
-                                 marker=dict(size=12, color=figures.colour(3), symbol="diamond"),
-                                 error_x=dict(type="data", symmetric=False, array=[hi - mean],
-                                              arrayminus=[mean - lo])))
+    for pair, summary in zip(demo.pairs, summaries):
+        row = demo.pair_label(pair) if demo.sweep else "seeds"
+        fig.add_trace(go.Scatter(x=shown(summary.diffs), y=[row] * summary.n, mode="markers", name="one seed",
+                                 marker=dict(size=11, color=figures.colour(0), opacity=0.7)))
+        if summary.ci95 is not None:
+            (mean,), (lo, hi) = shown([summary.mean]), shown(summary.ci95)
+            fig.add_trace(go.Scatter(x=[mean], y=[row if demo.sweep else "mean"], mode="markers",
+                                     name="mean, 95% interval",
+                                     marker=dict(size=12, color=figures.colour(3), symbol="diamond"),
+                                     error_x=dict(type="data", symmetric=False, array=[hi - mean],
+                                                  arrayminus=[mean - lo])))
     fig.add_vline(x=1 if ratio else 0, line=dict(color="#888", dash="dash"))
     unit = f" ({demo.statistic.unit})" if demo.statistic.unit else ""
-    fig.update_layout(height=200, margin=dict(l=10, r=44, t=30, b=10), showlegend=False,
-                      title=dict(text=f"{demo.diff_label}: {demo.statistic.label}{unit}"
-                                      f"{', factor on a log axis' if ratio else ''}", x=0, font=dict(size=14)),
-                      modebar=dict(orientation="v"))
+    what = "difference per pair" if demo.sweep else demo.diff_label
+    fig.update_layout(height=120 + 45 * (len(demo.pairs) if demo.sweep else 2), margin=dict(l=10, r=44, t=30, b=10),
+                      showlegend=False, modebar=dict(orientation="v"),
+                      title=dict(text=f"{what}: {demo.statistic.label}{unit}{', factor on a log axis' if ratio else ''}",
+                                 x=0, font=dict(size=14)))
     if ratio:
         fig.update_xaxes(type="log")
+    return fig
+
+
+def dose_chart(demo: demos.Demo, summaries) -> go.Figure:
+    """A sweep as curves: per family, the mean paired difference at each dose with its 95% band, each seed a dot."""
+    fig = go.Figure()
+    for f, family in enumerate(demo.families):
+        pts = [(p.dose, s) for p, s in zip(demo.pairs, summaries) if p.family == family and s.mean is not None]
+        if not pts:
+            continue
+        colour = figures.colour(f)
+        pts.sort(key=lambda t: t[0])
+        with_ci = [(d, s) for d, s in pts if s.ci95 is not None]
+        if with_ci:
+            xs = [d for d, _ in with_ci]
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[s.ci95[1] for _, s in with_ci] + [s.ci95[0] for _, s in
+                                                                                           with_ci][::-1],
+                                     fill="toself", fillcolor=colour, opacity=0.18, line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False))
+        ref = demo.pairs[[p.family for p in demo.pairs].index(family)].a.label
+        fig.add_trace(go.Scatter(x=[d for d, _ in pts], y=[s.mean for _, s in pts], mode="lines+markers",
+                                 name=f"{ref} − {family}", line=dict(color=colour, width=3), marker=dict(size=9)))
+        dots = [(d, x) for d, s in pts for x in s.diffs]
+        fig.add_trace(go.Scatter(x=[d for d, _ in dots], y=[x for _, x in dots], mode="markers", showlegend=False,
+                                 marker=dict(color=colour, size=6, opacity=0.45), hoverinfo="y"))
+    fig.add_hline(y=0, line=dict(color="#888", dash="dash"))
+    unit = f" ({demo.statistic.unit})" if demo.statistic.unit else ""
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=36, b=10), modebar=dict(orientation="v"),
+                      legend=dict(orientation="h", y=-0.25), xaxis_title=demo.dose, yaxis_title=f"difference{unit}",
+                      title=dict(text=f"{demo.statistic.label}: reference − arm at each dose, mean and 95% band "
+                                      "(above 0: the dose costs accuracy)", x=0, font=dict(size=14)))
+    if demo.log_dose:
+        fig.update_xaxes(type="log", tickvals=list(demo.doses), ticktext=[f"{d:g}" for d in demo.doses])
+    else:
+        fig.update_xaxes(tickvals=list(demo.doses), ticktext=[f"{d:g}" for d in demo.doses])
     return fig
 
 
@@ -160,28 +218,39 @@ def verdict_panel(launch_id: str) -> None:
     c.page_link("pages/compare.py", label="Compare these runs", icon="📊",
                 query_params={"runs": ",".join(r["run_id"] for r in m["runs"])})
 
-    s = out.summary
-    finding(live_finding(demo, s, out.done, out.seeds))
+    finding(live_finding(demo, out.summary, out.done, out.seeds, out.summaries))
     if out.guard_stops:
         st.warning(f"The finder's guard stopped {len(out.guard_stops)} run(s): the latents left the generator's "
                    "prior (the shift it stopped at is their value).")
     if out.failed:
         st.warning(f"{len(out.failed)} run(s) ended without a value (their seeds are left out): "
                    f"{', '.join(out.failed)}")
-    if s.n:
-        st.plotly_chart(strip_chart(demo, s), width="stretch", config=CHART_CONFIG)
-    unit = demo.statistic.unit or "value"
-    st.dataframe([{"seed": k, f"{demo.arms[0].label} ({unit})": va, f"{demo.arms[1].label} ({unit})": vb,
-                   f"{demo.diff_label}": seed_number(demo, va, vb)}
-                  for k, (va, vb) in enumerate(out.values)], hide_index=True, width="stretch",
-                 column_config={demo.diff_label: st.column_config.NumberColumn(format="×%.2f")}
-                 if demo.statistic.ratio else None)
-    field = "test_acc" if demo.statistic is demos.TEST_ACC else "latent_shift"
-    series, bands = arm_curves(m, demo, field)
-    if series:
-        label = "test accuracy (%)" if field == "test_acc" else "latent shift ‖F(z) − z‖"
-        st.plotly_chart(figures.curves(series, title=f"{label}, mean ± std over seeds", ytitle=label, markers=True,
-                                       bands=bands), width="stretch", config=CHART_CONFIG)
+    if any(a.values.get("leaky_generator") for a in demo.arms):
+        st.markdown(":red-badge[leaky generator] An arm of this demo trains on a generator that saw images its "
+                    "classifier must not: its accuracy is inflated, on purpose, to show why the trainer refuses it.")
+    if any(s.n for s in out.summaries):
+        chart = dose_chart(demo, out.summaries) if demo.doses else strip_chart(demo, out.summaries)
+        st.plotly_chart(chart, width="stretch", config=CHART_CONFIG)
+    for stat in demo.also:
+        st.caption(also_sentence(demo, stat, out.also[stat.name][1]))
+    why_panel(runs_dir(), out, launch_id)
+    with st.expander("per-seed values and accuracy curves"):
+        unit = demo.statistic.unit or "value"
+        rows = []
+        for k, vals in enumerate(out.values):
+            row = {"seed": k, **{f"{arm.label} ({unit})": v for arm, v in zip(demo.arms, vals)}}
+            for pair in demo.pairs:
+                row[demo.pair_label(pair)] = seed_number(demo, vals[demo.arm_index(pair.a)], vals[demo.arm_index(pair.b)])
+            rows.append(row)
+        st.dataframe(rows, hide_index=True, width="stretch",
+                     column_config={demo.pair_label(p): st.column_config.NumberColumn(format="×%.2f")
+                                    for p in demo.pairs} if demo.statistic.ratio else None)
+        field = "test_acc" if demo.statistic is demos.TEST_ACC else "latent_shift"
+        series, bands = arm_curves(m, demo, field)
+        if series:
+            label = "test accuracy (%)" if field == "test_acc" else "latent shift ‖F(z) − z‖"
+            st.plotly_chart(figures.curves(series, title=f"{label}, mean ± std over seeds", ytitle=label, markers=True,
+                                           bands=bands), width="stretch", config=CHART_CONFIG)
 
 
 if launches:

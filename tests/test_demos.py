@@ -77,7 +77,7 @@ def test_a_size_is_compared_as_a_ratio_so_one_guard_stop_does_not_hide_a_failure
 # ----------------------------------------------------------------------------- definitions
 
 def test_bad_seeds_unknown_demo_or_bad_override_are_refused_before_any_work(tmp_path):
-    with pytest.raises(LaunchError, match="unknown demo 'gda'.*gda-hurts, pcr-repairs"):
+    with pytest.raises(LaunchError, match="unknown demo 'gda'.*gda-hurts, synthetic-weight"):
         demo_queue.launch("gda", 5, tmp_path)
     for bad in (0, 1, 32, "5", 2.5, True):
         with pytest.raises(LaunchError, match="2 to 31 seeds"):
@@ -89,19 +89,57 @@ def test_bad_seeds_unknown_demo_or_bad_override_are_refused_before_any_work(tmp_
     assert not (tmp_path / demo_queue.DEMOS_DIR).exists() and not any(tmp_path.iterdir())
 
 
-def test_each_demo_asks_a_question_and_its_arms_differ_in_what_it_asks_only():
+def test_each_demo_asks_a_question_and_its_pairs_differ_in_what_it_asks_only():
     for demo in demos.DEMOS.values():
-        a, b = demo.arms
-        assert demo.question.endswith("?") or demo.failure_mode, demo.id
-        assert a.label != b.label and demo.diff_label == f"{a.label} {'/' if demo.statistic.ratio else '−'} {b.label}"
-        assert {k: v for k, v in a.values.items() if k.startswith("data.")} == \
-               {k: v for k, v in b.values.items() if k.startswith("data.")}
-        assert a.values["steps"] == b.values["steps"] and "seed" not in a.values
-    differ = {d.id: sorted(k for k in {**d.arms[0].values, **d.arms[1].values}
-                           if d.arms[0].values.get(k) != d.arms[1].values.get(k)) for d in demos.DEMOS.values()}
-    assert differ == {"gda-hurts": ["method"], "pcr-repairs": ["method"], "finder-helps-pcr": ["method"],
-                      "mltp-helps": ["mltp_variant", "procedure"], "co-learner-helps": ["co_learner"],
-                      "mlp-finder-leaves-support": ["finder"], "finder-lr-too-high": ["finder_lr"]}
+        assert demo.question.endswith("?") and demo.kind in demos.KINDS, demo.id
+        assert len({a.label for a in demo.arms}) == len(demo.arms)
+        for pair in demo.pairs:
+            a, b = pair.a, pair.b
+            assert a.label != b.label and demo.pair_label(pair) == \
+                f"{a.label} {'/' if demo.statistic.ratio else '−'} {b.label}"
+            assert {k: v for k, v in a.values.items() if k.startswith("data.")} == \
+                   {k: v for k, v in b.values.items() if k.startswith("data.")}
+            assert a.values["steps"] == b.values["steps"] and "seed" not in a.values
+    differ = {d.id: [sorted(k for k in {**p.a.values, **p.b.values} if p.a.values.get(k) != p.b.values.get(k))
+                     for p in d.pairs] for d in demos.DEMOS.values()}
+    assert differ == {"gda-hurts": [["method"]], "pcr-repairs": [["method"]], "finder-helps-pcr": [["method"]],
+                      "mltp-helps": [["mltp_variant", "procedure"]], "co-learner-helps": [["co_learner"]],
+                      "mlp-finder-leaves-support": [["finder"]], "finder-lr-too-high": [["finder_lr"]],
+                      "synthetic-weight": [["lam", "method"]] * 6,
+                      "weak-generator": [["generator"]] * 2,
+                      "wrong-labels": [["syn_label_noise"]] * 3,
+                      "low-diversity": [["latent_psi"]] * 4,
+                      "leaky-generator": [["generator", "leaky_generator"], ["generator", "leaky_generator", "method"]]}
+    sweep = demos.DEMOS["synthetic-weight"]
+    assert sweep.sweep and sweep.doses == demos.WEIGHTS and sweep.families == ("gda", "pcr")
+    assert [p.dose for p in sweep.pairs if p.family == "gda"] == list(demos.WEIGHTS)
+    assert len(sweep.arms) == 1 + 2 * len(demos.WEIGHTS)  # base, the one reference, is trained once per seed
+    failures = [d for d in demos.DEMOS.values() if d.kind == "failure" and d.subject == "augmentation"]
+    assert len(failures) >= 5
+
+
+def test_seed_k_trains_on_data_seed_k_mod_3_with_that_splits_generator_for_both_arms():
+    demo = demos.DEMOS["weak-generator"]
+    for seed in range(5):
+        cfgs = [build_config(demos.arm_values(demo, arm, seed)) for arm in demo.arms] if DEBIAN_FASHION_MNIST.exists() \
+            else None
+        values = [demos.arm_values(demo, arm, seed) for arm in demo.arms]
+        assert {v["data.data_seed"] for v in values} == {seed % 3}
+        assert [v["generator"] for v in values] == [f"fashion-mnist_ratio0.01_seed{seed % 3}_w16.pt",
+                                                    f"fashion-mnist_ratio0.01_seed{seed % 3}_w16_step500.pt"] * 2
+        if cfgs:
+            assert {c.data.data_seed for c in cfgs} == {seed % 3}
+    # digits ships one split's generator: its seeds stay on data seed 0; a data seed the overrides name stays
+    digits = demos.data_overrides("digits")
+    assert {demos.arm_values(demos.DEMOS["gda-hurts"], a, 4, digits)["data.data_seed"] for a in demo.arms} == {0}
+    assert demos.arm_values(demo, demo.arms[0], 4, {"data.data_seed": 0})["data.data_seed"] == 0
+
+
+def test_a_demo_that_needs_fashion_mnist_generators_is_refused_on_digits_before_any_work(tmp_path):
+    for demo_id in ("weak-generator", "leaky-generator"):
+        with pytest.raises(LaunchError, match=f"demo {demo_id} runs on fashion-mnist only"):
+            demo_queue.launch(demo_id, 2, tmp_path, demos.data_overrides("digits"))
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
@@ -119,7 +157,7 @@ def test_demos_run_on_fashion_mnist_by_default_and_on_digits_when_chosen(tmp_pat
     for arm in demo.arms:
         cfg = build_config(demos.arm_values(demo, arm, seed=0))
         assert (cfg.data.dataset, cfg.data.ratio, cfg.data.test_subset) == ("fashion-mnist", 0.01, 2000)
-        assert cfg.generator == demos.DEMO_GENERATOR  # the demo-sized generator of that split
+        assert cfg.generator == demos.DEMO_GENERATOR.format(data_seed=0)  # the demo-sized generator of that split
         cfg = build_config(demos.arm_values(demo, arm, seed=0, overrides=demos.data_overrides("digits")))
         assert (cfg.data.dataset, cfg.data.ratio, cfg.data.test_subset, cfg.batch_size) == ("digits", 0.1, None, 64)
         assert cfg.generator is None  # digits' own shipped generator
@@ -133,15 +171,15 @@ def test_demos_run_on_fashion_mnist_by_default_and_on_digits_when_chosen(tmp_pat
         demos.data_overrides("mnist")
 
 
-def test_the_failure_mode_demos_run_a_short_schedule_on_fashion_mnist_only():
-    """On Fashion-MNIST the two failure-mode demos run 100 steps (their statistic, the latent shift, shows
+def test_the_finder_demos_run_a_short_schedule_on_fashion_mnist_only():
+    """On Fashion-MNIST the two finder demos run 100 steps (their statistic, the latent shift, shows
     early there), the accuracy demos 200; on digits every demo runs that setting's 200 steps (at 100 the
     finder-lr demo lost its effect). Both arms of a demo always share the schedule and the data."""
     for demo in demos.DEMOS.values():
-        for data in demos.SETTINGS:
+        for data in demo.datasets:
             cfgs = [build_config(demos.arm_values(demo, arm, seed=0, overrides=demos.data_overrides(data)))
                     for arm in demo.arms]
-            short = demo.failure_mode and data == "fashion-mnist"
+            short = demo.subject == "the finder" and data == "fashion-mnist"
             assert {(c.steps, c.eval_every) for c in cfgs} == ({(100, 25)} if short else {(200, 50)})
             assert {c.data.dataset for c in cfgs} == {demos.SETTINGS[data]["data.dataset"]}
 
@@ -182,7 +220,8 @@ def test_a_measured_record_is_shown_only_for_the_configuration_it_ran():
     must say it is out of date, not pass for today's result; a default of a part an arm does not have
     (a base run's finder_lr) changes nothing."""
     record = {"diffs": [1.0, 2.0], "mean_diff": 1.5, "ci95": [-4.85, 7.85], "holds_in": 2, "verdict": "inconclusive",
-              "date": "2026-12-02", "dataset": "fashion-mnist", "ratio": 0.01, "seeds": 2, "steps": 200}
+              "date": "2026-12-02", "dataset": "fashion-mnist", "ratio": 0.01, "seeds": 2, "steps": 200,
+              "data_seeds": [0, 1]}
     finder = demos.DEMOS["finder-helps-pcr"]
     current = {**record, "arms": demo_records.arm_configs(finder)}
     assert finding(finder, current).verdict == "inconclusive" and "2 seeds" in finding(finder, current).details
@@ -215,6 +254,10 @@ def test_a_measured_record_is_shown_only_for_the_configuration_it_ran():
     assert "--resummarize" in finding(lr, as_differences).details
     assert finding(lr, as_differences).verdict == "out of date"
     assert finding(lr, {**as_differences, "compare": "log ratio"}).verdict in paired.VERDICTS
+    # a record whose seeds all trained on data seed 0 (before seed k took data seed k mod 3) is out of date
+    one_split = {**record, "arms": arms, "data_seeds": [0, 0]}
+    assert finding(gda, one_split).verdict == "out of date" and "other data splits" in finding(gda, one_split).sentence
+    assert finding(gda, {k: v for k, v in one_split.items() if k != "data_seeds"}).verdict == "out of date"
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")

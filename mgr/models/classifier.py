@@ -117,15 +117,30 @@ def build_classifier(name: str, num_classes: int, in_channels: int, pretrained: 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy in eval mode (restores the model's previous mode)."""
+    acc, loss, _ = evaluate_by_class(model, x, y, 0, batch_size)
+    return acc, loss
+
+
+@torch.no_grad()
+def evaluate_by_class(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                      batch_size: int = 1000) -> tuple[float, float, list]:
+    """`evaluate`, and the accuracy of each of the first `num_classes` classes (None for a class with no
+    image): which classes a change costs."""
     was_training = model.training
     model.eval()
-    loss, correct = 0.0, 0
+    loss, hits = 0.0, []
     for i in range(0, len(y), batch_size):
         logits = model(x[i:i + batch_size]).float()
         loss += F.cross_entropy(logits, y[i:i + batch_size], reduction="sum").item()
-        correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
+        hits.append(logits.argmax(1) == y[i:i + batch_size])
     model.train(was_training)
-    return correct / max(1, len(y)), loss / max(1, len(y))
+    hit = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=y.device)
+    per_class = []
+    if num_classes:
+        n = torch.bincount(y, minlength=num_classes)[:num_classes].tolist()
+        right = torch.bincount(y[hit], minlength=num_classes)[:num_classes].tolist()
+        per_class = [round(r / c, 6) if c else None for r, c in zip(right, n)]
+    return hit.sum().item() / max(1, len(y)), loss / max(1, len(y)), per_class
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
