@@ -9,7 +9,7 @@ from mgr.runstore import Run
 from pages._diagram import mgr_svg
 from pages._text import also_sentence, demo_finding, live_finding
 from pages._why import why_panel
-from pages._ui import CHART_CONFIG, STATE_ICON, finding, launcher, overview, runs_dir, state_text, through_app
+from pages._ui import CHART_CONFIG, LEAKY_MARK, STATE_ICON, finding, launcher, overview, runs_dir, state_text, through_app
 
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
@@ -270,7 +270,7 @@ def runs_table() -> None:
                 "`python -m mgr train --dataset digits --ratio 0.1 --method mgr --steps 300` in a shell.")
     else:
         st.dataframe(
-            [{"state": state_text(s.state), "run": s.id, "configuration": s.name,
+            [{"state": state_text(s.state), "run": s.id, "configuration": f"{LEAKY_MARK} · {s.name}" if s.leaky else s.name,
               "data": f"{s.dataset} {s.ratio:g}" if s.ratio else s.dataset, "seed": s.seed,
               "progress": s.step / s.total_steps if s.total_steps else 0.0, "best val acc": s.best_val_acc,
               "test acc @ best val": s.test_at_best, "error": s.error or ""} for s in summaries],

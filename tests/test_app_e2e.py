@@ -1,7 +1,7 @@
 """End to end: `streamlit run app.py` on localhost, driven in headless Chromium (Debian's
 `chromium` + `chromium-driver`, through Selenium): launch a tiny run from the Train page and wait
-until the accuracy chart shows points; launch a tiny demo from Home and watch its verdict panel
-fill in. .ci/run installs what this needs; without it the tests skip. With $MGR_SCREENSHOTS set
+until the accuracy chart shows points; launch a tiny sweep from Home and watch its curve and "why"
+panel fill in. .ci/run installs what this needs; without it the tests skip. With $MGR_SCREENSHOTS set
 (by hand, not in CI) the screenshots are copied there, e.g. MGR_SCREENSHOTS=docs/screenshots."""
 import os
 import re
@@ -145,10 +145,12 @@ def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, browse
     assert len(runs) == 1 and runs[0].config["steps"] == 20 and runs[0].metrics()
 
 
-def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, browser, tmp_path):
-    """A tiny demo (2 seeds × 2 arms of 4 steps): the panel shows the runs' progress, then every seed's
-    difference, the interval and a verdict, and links Compare to the demo's four runs."""
-    from selenium.common.exceptions import StaleElementReferenceException
+def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(server, browser, tmp_path):
+    """The synthetic-weight sweep on digits, 2 seeds of 4 steps (base against gda and pcr at three weights, 14
+    runs): the panel shows the runs' progress, then the dose curves, a verdict badge with its sentence, and the
+    "why" panel's oracle confusion matrix (its first tab; the per-class costs are the next) with a link to a run's
+    Latents; Compare links the demo's runs."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -156,21 +158,23 @@ def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, bro
 
     url, runs_dir = server
     driver = browser
+    label = "Launch 2 seeds × 7 arms"
     try:
         wait = WebDriverWait(driver, 600, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))
         driver.get(url)
         wait.until(lambda d: d.find_elements(By.XPATH, "//summary[contains(., 'Demo settings')]"))
         driver.find_element(By.XPATH, "//summary[contains(., 'Demo settings')]").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'input[aria-label="seeds per arm"]'))
-        # steps first: script runs take the values in order, so once a button reads "2 seeds" the run that took
-        # the steps has ended too
+        driver.find_element(By.XPATH, "//label[contains(., 'digits 10%')]").click()
+        # steps first: script runs take the values in order, so once a button reads "2 seeds" the runs that took
+        # the data and the steps have ended too
         type_into(driver, "steps per run (empty: the demo's)", "4")
         type_into(driver, "seeds per arm", "2")
-        wait.until(lambda d: any(b.text.strip() == "Launch 2 seeds × 2 arms" for b in d.find_elements(By.TAG_NAME, "button")))
+        wait.until(lambda d: any(b.text.strip() == label for b in d.find_elements(By.TAG_NAME, "button")))
 
         def click_launch(d):  # Home's runs list reruns every few seconds: a button found may be replaced before its click
             try:
-                next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Launch 2 seeds × 2 arms").click()
+                next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == label).click()
                 return True
             except (StaleElementReferenceException, StopIteration):
                 return False
@@ -179,24 +183,37 @@ def test_launch_a_demo_from_home_and_watch_its_verdict_panel_fill_in(server, bro
 
         def page_text(d):
             return d.find_element(By.TAG_NAME, "body").text
+
+        def chart_titles(d):
+            return d.execute_script("return [...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                                    ".map(t => t.textContent)")
         wait.until(lambda d: "runs ended" in page_text(d))
-        scroll_to_heading(driver, "Does GDA hurt a small-data classifier?")
-        screenshot(driver, tmp_path, "home-demo-running.png")
-        wait.until(lambda d: "4 of 4 runs ended" in page_text(d) and "(95% interval" in page_text(d))
+        scroll_to_heading(driver, "Does more synthetic weight hurt more?")
+        screenshot(driver, tmp_path, "home-sweep-running.png")
+        try:
+            wait.until(lambda d: "14 of 14 runs ended" in page_text(d)
+                       and any("at each dose" in t for t in chart_titles(d))
+                       and any("asked for × judged as" in t for t in chart_titles(d)))
+        except TimeoutException:
+            screenshot(driver, tmp_path, "home-sweep-timeout.png")
+            raise AssertionError(f"charts {chart_titles(driver)}; page: {page_text(driver)[-3000:]}") from None
         text = page_text(driver)
-        # the verdict: a badge, then one sentence with the mean difference, its interval and the wins
-        line = next((t for t in text.splitlines() if "(95% interval" in t), text)
-        assert line.split()[0] in ("holds", "opposite", "inconclusive") and "positive in" in line, line
-        assert line.endswith("of 2 seeds."), line
-        links = [a.get_attribute("href") for a in driver.find_elements(By.TAG_NAME, "a")
-                 if a.text.strip().endswith("Compare these runs")]
         (m,) = demo_queue.list_launches(runs_dir)
-        assert links and all(r["run_id"] in links[0] for r in m["runs"])
-        # the runs list below refreshes on its own: the demo's runs appear without a reload
-        wait.until(lambda d: "No runs yet" not in page_text(d) and "finished" in page_text(d))
-        time.sleep(2.5)  # the strip chart and curves of the last refresh
-        scroll_to_heading(driver, "Does GDA hurt a small-data classifier?")
-        screenshot(driver, tmp_path, "home-demo.png")
+        out = demo_queue.outcome(runs_dir, m)
+        assert out.done and m["demo"] == "synthetic-weight" and len(m["runs"]) == 14
+        # the verdict: a badge with the headline, then one sentence naming the doses (or the largest difference)
+        assert any(line.split()[0] in ("holds", "opposite", "inconclusive") and
+                   ("Holds for" in line or "opposite holds" in line or "No pair's interval" in line)
+                   for line in text.splitlines() if line.strip()), text
+        assert "Which classes pay" in text and "Why" in text
+        links = {a.text.strip(): a.get_attribute("href") for a in driver.find_elements(By.TAG_NAME, "a")}
+        compare = next(h for t, h in links.items() if t.endswith("Compare these runs"))
+        assert all(r["run_id"] in compare for r in m["runs"])
+        latents = next(h for t, h in links.items() if "Latents of" in t)
+        assert "/latents?run=" in latents and any(r["run_id"] in latents for r in m["runs"])
+        time.sleep(2.5)  # the charts of the last refresh
+        scroll_to_heading(driver, "Does more synthetic weight hurt more?")
+        screenshot(driver, tmp_path, "home-sweep.png")
     finally:
         for m in demo_queue.list_launches(runs_dir):  # the demo outlives the app by design: end it here
             demo_queue.stop(runs_dir, m["id"])

@@ -58,6 +58,12 @@ def test_a_generator_of_another_split_is_refused_unless_the_run_is_marked_leaky(
                         "--runs-dir", str(tmp_path / "cli"), "--quiet"], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 2 and "would leak them into it" in r.stderr, r.stderr
     assert not list((tmp_path / "cli").glob("*/config.json"))  # refused before a run directory was made
+    # the Train form and the demo queue check a launch the same way: another split's generator only when marked
+    from mgr.launch import LaunchError, build_config
+    form = {"data.dataset": "digits", "data.ratio": 0.1, "method": "gda", "generator": OTHER_SPLIT, "device": "cpu"}
+    with pytest.raises(LaunchError, match="was trained on"):
+        build_config(form)
+    assert build_config({**form, "leaky_generator": True}).leaky_generator is True
 
 
 def test_a_truncated_noisy_run_records_its_dials_and_its_probes_show_its_latents(tmp_path):

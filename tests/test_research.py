@@ -133,3 +133,20 @@ def test_compare_arms_pairs_one_arm_by_seed_and_refuses_records_that_are_not_pai
         compare.main([str(a), str(moved), "--out", str(tmp_path / "c.json")])
     with pytest.raises(SystemExit, match="no record of demo 'gda-hurts'"):
         compare.main([str(a), str(b), "--demo", "gda-hurts", "--out", str(tmp_path / "c.json")])
+
+
+def test_dose_pilot_pairs_each_dose_with_its_reference_on_seeds_the_demos_never_use():
+    """research/dose_pilot.py's runs: every dial's doses and its reference on the same seed and data split (seed k:
+    data seed k mod 3, as a demo), the demo setting otherwise; an unknown dial is refused before any work."""
+    pilot = load("dose_pilot")
+    jobs = pilot.jobs(["lam", "psi"], seeds=2, first_seed=99)
+    assert {seed for *_, seed, _ in jobs} == {99, 100}
+    for dial, fam, dose, seed, values in jobs:
+        assert values["seed"] == seed and values["data.data_seed"] == seed % 3
+        assert values["generator"] == f"fashion-mnist_ratio0.01_seed{seed % 3}_w16.pt"
+        field = pilot.DIALS[dial][1]
+        assert (field in values) == (dose is not None) and (dose is None or values[field] == dose)
+    refs = [(dial, fam, seed) for dial, fam, dose, seed, _ in jobs if dose is None]
+    assert ("lam", "ref", 99) in refs and ("psi", "gda", 99) in refs and ("psi", "pcr", 100) in refs
+    with pytest.raises(SystemExit):
+        pilot.main(["--dials", "volume"])
