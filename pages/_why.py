@@ -23,12 +23,12 @@ def _signature(runs_dir, run_ids) -> tuple:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _costs(runs_dir, ids_a, ids_b, _sig):
+def _costs(runs_dir, ids_a, ids_b, sig):  # sig: part of the cache key (a leading _ would leave it out)
     return demo_why.class_costs(runs_dir, ids_a, ids_b)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _samples(runs_dir, ids, which, _sig):
+def _samples(runs_dir, ids, which, sig):
     s = demo_why.arm_samples(runs_dir, ids, which)
     if s is None:
         return None
@@ -41,12 +41,14 @@ def _column(out, arm: demos.Arm) -> tuple:
 
 
 def pick_pair(demo: demos.Demo, out, key: str) -> demos.Pair:
-    """For a demo of several pairs, the pair the panel explains (the one with the largest mean difference first)."""
+    """For a demo of several pairs, the pair the panel explains: the one with the largest mean difference unless
+    the user picks another. The widget is made anew when the demo ends, so the default is chosen on every seed."""
     if not demo.sweep:
         return demo.pairs[0]
     means = [abs(s.mean) if s.mean is not None else -1 for s in out.summaries]
-    order = sorted(range(len(demo.pairs)), key=lambda i: -means[i])
-    i = st.selectbox("explain", order, key=key, format_func=lambda i: demo.pair_label(demo.pairs[i]))
+    largest = max(range(len(demo.pairs)), key=lambda i: means[i])
+    i = st.selectbox("explain", range(len(demo.pairs)), index=largest, key=f"{key}-{'done' if out.done else 'running'}",
+                     format_func=lambda i: demo.pair_label(demo.pairs[i]))
     return demo.pairs[i]
 
 

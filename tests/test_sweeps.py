@@ -117,7 +117,7 @@ def test_home_draws_a_sweep_as_a_dose_curve_and_explains_it_from_its_runs(sweep,
         assert t["x"] == list(demo.doses) and t["y"] == pytest.approx(means[fam])
     assert spec["layout"]["xaxis"]["type"] == "log"
     # the why panel explains the pair with the largest mean difference first
-    explained = at.selectbox(key=f"why-pair-{m['id']}").value
+    explained = at.selectbox(key=f"why-pair-{m['id']}-done").value
     assert abs(out.summaries[explained].mean) == max(abs(s.mean) for s in out.summaries)
     pair = demo.pairs[explained]
     (bars,) = [c for c in charts(at) if "per class" in chart_title(c)]
