@@ -3,11 +3,11 @@ $MGR_RUNS_DIR, opens each page in headless Chromium (Selenium + Debian's chromiu
 saves docs/screenshots/<page>.png.
 
     MGR_RUNS_DIR=runs python scripts/app_screenshots.py --run <run id> [--compare id1,id2] [--port 8531]
+        [--demo <launch id>]   # also home-sweep.png: Home scrolled to that demo launch's verdict and why panels
 """
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "docs/screenshots"))
     p.add_argument("--pages", default=",".join(PAGES))
     p.add_argument("--wait", type=float, default=12.0, help="seconds to let a page settle")
+    p.add_argument("--demo", default="", help="a demo launch id in $MGR_RUNS_DIR/.demos: home-sweep.png shows its panel")
     a = p.parse_args()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -73,6 +74,14 @@ def main() -> None:
                 driver.save_screenshot(str(out / f"{name}.png"))
                 driver.set_window_size(1500, 1800)
                 print(f"{name}: {out / f'{name}.png'}", flush=True)
+            if a.demo:
+                driver.get(f"{url}/?demo={a.demo}")
+                time.sleep(a.wait * 2)  # the verdict panel reads every run and judges its samples on its first pass
+                driver.execute_script("""for (const h of document.querySelectorAll('h4'))
+                    if (h.textContent.includes('?')) { h.scrollIntoView(); window.scrollBy(0, -20); break; }""")
+                time.sleep(3)
+                driver.save_screenshot(str(out / "home-sweep.png"))
+                print(f"home-sweep: {out / 'home-sweep.png'}", flush=True)
         finally:
             driver.quit()
     finally:

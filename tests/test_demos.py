@@ -267,7 +267,7 @@ def test_every_shipped_demo_record_is_a_measurement_of_todays_demo():
     every demo has a current record on both data settings."""
     for data in demos.SETTINGS:
         records = demo_records.measured(data=data)
-        for demo in demos.DEMOS.values():
+        for demo in (d for d in demos.DEMOS.values() if data in d.datasets):
             shown = finding(demo, records.get(demo.id), data)
             assert shown.verdict in paired.VERDICTS, (data, demo.id, shown)
         for demo_id, record in demo_records.measured(demo_records.MEASURED_10_SEEDS, data=data).items():  # shown under them
