@@ -60,7 +60,7 @@ def pytest_xdist_auto_num_workers(config):
 SLOW = {
     "test_app_e2e.py": "*", "test_explore_e2e.py": "*", "test_crash_safety.py": "*", "test_distributed.py": "*",
     "test_ray.py": "*", "test_gpu_check.py": "*", "test_bench.py": "*", "test_concurrency.py": "*",
-    "test_resources.py": "*", "test_demo_workers.py": "*",
+    "test_resources.py": "*", "test_demo_workers.py": "*", "test_sweeps.py": "*",
     "test_demos.py": {"test_a_tiny_demo_runs_every_seed_of_both_arms_through_the_supervisor_to_a_verdict",
                       "test_stop_and_resume_apply_to_the_whole_demo",
                       "test_a_launch_survives_its_supervisor_dying_and_the_app_restarting"},
