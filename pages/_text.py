@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from mgr import demos
 from mgr.analysis.finder_view import SIGNAL_THRESHOLD, OneVector, SignalReading
+from mgr.analysis.runs import TINY_VAL
 from mgr.demo_records import arm_configs, headline, record_compare, record_pairs, same_arms, same_splits
 
 SIGNAL_DOC = "docs/method.md#the-signal"
@@ -67,6 +68,32 @@ def one_vector_finding(v: OneVector) -> Finding:
                    "F(z) ≈ z + b moves the whole latent distribution; it does not choose which latents to sample, "
                    "whatever the amplified images show. A finder whose hidden units die in its first updates (a "
                    f"ReLU finder at a high learning rate) leaves only its output bias: `{ONE_VECTOR_DOC}`.")
+
+
+# ----------------------------------------------------------------------------- Compare and Feature space
+
+def lead_reason(lead: dict) -> str:
+    """Why Compare leads with the accuracy it leads with (mgr.analysis.runs.lead_statistic)."""
+    if lead["lead"] == "test_last":
+        return (f"Leading with test accuracy at the last step (test @ best val beside it): with {lead['smallest_val']} "
+                "validation images the best step is largely chance; on digits 10% (10 validation images, 8 seeds) "
+                "test @ best val varied ±6.7 points between seeds, test @ last step ±0.9.")
+    return ("Leading with test accuracy at the best validation step (model selection), the last step's beside it"
+            + (f": every validation split has at least {TINY_VAL} images." if lead["smallest_val"] is not None else
+               ": the validation split sizes are unknown here (data not on this machine)."))
+
+
+def between_reading(table: dict) -> str:
+    """A margin table's fractions of samples between two clusters (mgr.analysis.margins.between_fractions) in words."""
+    n, fu, ff = table["n"], table["uniform_fraction"], table["finder_fraction"]
+    if table["real_test_fraction"] is None:
+        return (f"uniform {fu:.0%}, finder {ff:.0%} of samples between two clusters; this probe has no held-out real "
+                "images to compare them with.")
+    words = (table["uniform_vs_real"], table["finder_vs_real"])
+    return (f"Against real held-out test images ({table['real_test_fraction']:.0%}, {table['real_test_total']}/"
+            f"{table['n_real_test']}): uniform samples sit between two classes {words[0]} ({fu:.0%}, "
+            f"{table['uniform_total']}/{n}), finder samples {words[1]} ({ff:.0%}, {table['finder_total']}/{n})"
+            + ("; \"about as often\" is within chance at these counts." if "about as often" in words else "."))
 
 
 # ----------------------------------------------------------------------------- demos

@@ -10,6 +10,7 @@ from mgr.analysis.files import file_signature
 from mgr.analysis.runs import group_labels, lead_statistic, seed_table, validation_size
 from mgr.runstore import Run
 from pages._ui import CHART_CONFIG, LEAKY_MARK, no_runs, overview, run_label, state_text, through_app
+from pages._text import lead_reason
 
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
@@ -90,7 +91,7 @@ if table:
     st.subheader("Configurations side by side")
     st.markdown("Mean ± std over the seeds of each configuration (everything that defines a run but its seed) of "
                 f"test accuracy, **{order[0]}** first; std with ddof 1, 0 for a single seed.")
-    st.info(lead["why"], icon="🎯")
+    st.info(lead_reason(lead), icon="🎯")
     st.dataframe([{"configuration": mark(r["key"], r["config"]), "procedure": r["procedure"] + (f" ({r['mltp_variant']})"
                                                                                  if r["mltp_variant"] else ""),
                    "co-learner": "yes" if r["co_learner"] else "no", "model": r["model"], "seeds": r["seeds"],

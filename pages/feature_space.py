@@ -9,6 +9,7 @@ from mgr.analysis.models import interpolation, loaded_models
 from mgr.analysis.mosaic import mosaic
 from mgr.analysis.projection import place_on_map
 from mgr.runstore import Run
+from pages._text import between_reading
 from pages._ui import (CHART_CONFIG, guarded, overview, pick_run, pick_step, probe_signature, state_banner,
                        through_app, umap_state)
 
@@ -137,7 +138,7 @@ with guarded(s):
                     "—" if table["real_test_fraction"] is None else f"{table['real_test_fraction']:.0%}",
                     help=f"{table['real_test_total']} of {table['n_real_test']}: real images the classifier never "
                          "trained on sit between two clusters this often by chance")
-        st.markdown(table["reading"])
+        st.markdown(between_reading(table))
         st.caption("Clusters: the centroids of the real probe images of the training split; the test images are held "
                    "out of them. Verdict words: a two-proportion z test at 5%.")
         a, b = st.columns([1, 1])

@@ -10,6 +10,7 @@ from mgr.analysis import consistency, feature_map, finder_fid, latents, margins,
 from mgr.analysis.curves import columns, curve_fields, curves, group_curves, long_metrics, smooth, smoothable
 from mgr.analysis.margins import between_pairs, centroid_margins
 from mgr.analysis.runs import lead_statistic, runs_overview, seed_table, summarize, validation_size
+from pages._text import between_reading, lead_reason
 from mgr.data import DataConfig
 from mgr.runstore import Run, list_runs
 from mgr.trainer import TrainConfig, train
@@ -45,10 +46,11 @@ def test_compare_leads_with_the_last_step_where_the_validation_split_is_tiny(run
     table = seed_table(summaries)
     assert {r["val_size"] for r in table} == {10}
     lead = lead_statistic([r["val_size"] for r in table])
-    assert lead["lead"] == "test_last" and "10 validation images" in lead["why"] and "±6.7" in lead["why"]
+    assert lead == {"lead": "test_last", "smallest_val": 10}
+    assert "10 validation images" in lead_reason(lead) and "±6.7" in lead_reason(lead)
     full = validation_size({**summaries[0].config["data"], "ratio": 1.0})  # all of digits' training split
     assert full == 126 and lead_statistic([full])["lead"] == "test_at_best"
-    assert lead_statistic([None])["lead"] == "test_at_best" and "unknown" in lead_statistic([None])["why"]
+    assert lead_statistic([None])["lead"] == "test_at_best" and "unknown" in lead_reason(lead_statistic([None]))
 
 
 def test_curves_have_nan_where_a_method_logs_nothing(runs):
@@ -194,7 +196,7 @@ def test_margin_table_counts_the_samples_between_classes_against_held_out_real_i
     assert table["real_test_fraction"] == table["real_test_total"] / 50
     assert table["uniform_fraction"] == table["uniform_total"] / 40 and table["finder_fraction"] == table["finder_total"] / 40
     assert table["n"] == 40 and len(table["classes"]) == 10
-    assert f"{table['real_test_total']}/50)" in table["reading"] and table["uniform_vs_real"] in table["reading"]
+    assert f"{table['real_test_total']}/50)" in between_reading(table) and table["uniform_vs_real"] in between_reading(table)
     assert margins.margin_table(Run(app_runs / "t-base"), 20)["pairs"] == []
     # a looser threshold counts more of every kind
     loose = margins.margin_table(run, 20, threshold=0.5)
@@ -208,10 +210,11 @@ def test_the_between_clusters_reading_says_more_often_only_beyond_chance():
     assert reading(30, 10)["uniform_vs_real"] == "more often"  # 30% vs 10% of 100 each: z = 3.5
     assert reading(3, 1, 10, 10)["uniform_vs_real"] == "about as often"  # the same rates, 10 each: chance
     assert reading(2, 20)["finder_vs_real"] == "less often"
-    assert "within chance" in reading(12, 10)["reading"]
+    assert "within chance" in between_reading({**reading(12, 10), "n": 100, "uniform_total": 12, "finder_total": 12,
+                                               "real_test_total": 10, "n_real_test": 100})
     none = margins.between_fractions({"uniform_total": 3, "finder_total": 1, "n": 40, "real_test_total": 0,
                                       "n_real_test": 0})
-    assert none["real_test_fraction"] is None and "no held-out real images" in none["reading"]
+    assert none["real_test_fraction"] is None and "no held-out real images" in between_reading({**none, "n": 40})
 
 
 def test_latent_view_and_gaps_read_the_probes(app_runs):

@@ -93,21 +93,14 @@ def compared_with(k: int, n: int, k_ref: int, n_ref: int) -> str:
 
 
 def between_fractions(table: dict) -> dict:
-    """The fractions of uniform, finder and real test samples between two clusters in a margin
-    table, and the sentence that reads them: PCR's premise ("synthetic samples sit between the real
-    clusters") as a measurement against real held-out images, which sit there by chance only."""
+    """The fractions of uniform, finder and real test samples between two clusters in a margin table, and how
+    each kind of sample compares with the real held-out images (compared_with: PCR's premise, "synthetic samples
+    sit between the real clusters", as a measurement against real images, which sit there by chance only).
+    pages/_text.between_reading says it in words."""
     n, n_ref = table["n"], table["n_real_test"]
     fu, ff = table["uniform_total"] / n, table["finder_total"] / n
     if not n_ref:
-        return {"uniform_fraction": fu, "finder_fraction": ff, "real_test_fraction": None,
-                "reading": f"uniform {fu:.0%}, finder {ff:.0%} of samples between two clusters; this probe has no "
-                           "held-out real images to compare them with."}
-    fr = table["real_test_total"] / n_ref
-    words = {kind: compared_with(table[f"{kind}_total"], n, table["real_test_total"], n_ref)
-             for kind in ("uniform", "finder")}
-    reading = (f"Against real held-out test images ({fr:.0%}, {table['real_test_total']}/{n_ref}): uniform samples "
-               f"sit between two classes {words['uniform']} ({fu:.0%}, {table['uniform_total']}/{n}), finder samples "
-               f"{words['finder']} ({ff:.0%}, {table['finder_total']}/{n})"
-               + ("; \"about as often\" is within chance at these counts." if "about as often" in words.values() else "."))
-    return {"uniform_fraction": fu, "finder_fraction": ff, "real_test_fraction": fr, "reading": reading,
-            "uniform_vs_real": words["uniform"], "finder_vs_real": words["finder"]}
+        return {"uniform_fraction": fu, "finder_fraction": ff, "real_test_fraction": None}
+    return {"uniform_fraction": fu, "finder_fraction": ff, "real_test_fraction": table["real_test_total"] / n_ref,
+            **{f"{kind}_vs_real": compared_with(table[f"{kind}_total"], n, table["real_test_total"], n_ref)
+               for kind in ("uniform", "finder")}}

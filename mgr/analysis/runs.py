@@ -245,10 +245,10 @@ def seed_table(summaries: list[RunSummary]) -> list[dict]:
 
 # ----------------------------------------------------------------------------- which accuracy leads
 
-TINY_VAL = 100  # a validation split below this many images picks its "best" step largely by chance
-# measured by issue 12's re-run of a demo: digits 10%, 8 seeds, 200 steps
-WHY_LAST = ("on digits 10% (10 validation images, 8 seeds) test @ best val varied ±6.7 points between seeds, "
-            "test @ last step ±0.9")
+# a validation split below this many images picks its "best" step largely by chance: on digits 10% (10 validation
+# images, 8 seeds, 200 steps) test accuracy at the best validation step varied ±6.7 points between seeds, at the
+# last step ±0.9 (pages/_text.lead_reason)
+TINY_VAL = 100
 
 
 @functools.lru_cache(maxsize=64)
@@ -270,15 +270,9 @@ def validation_size(data: dict) -> int | None:
 
 
 def lead_statistic(val_sizes: list[int | None]) -> dict:
-    """Which test accuracy Compare leads with for runs with these validation split sizes, and why:
-    the last step's where any split is tiny (< TINY_VAL images), else the one at the best validation
-    step (model selection, as papers report it)."""
+    """Which test accuracy Compare leads with for runs with these validation split sizes: the last step's where
+    any split is tiny (< TINY_VAL images: its best step is largely chance), else the one at the best validation
+    step (model selection, as papers report it). pages/_text.lead_reason says why in words."""
     known = [n for n in val_sizes if n is not None]
-    if known and min(known) < TINY_VAL:
-        return {"lead": "test_last", "smallest_val": min(known),
-                "why": f"Leading with test accuracy at the last step (test @ best val beside it): with {min(known)} "
-                       f"validation images the best step is largely chance; {WHY_LAST}."}
-    return {"lead": "test_at_best", "smallest_val": min(known) if known else None,
-            "why": "Leading with test accuracy at the best validation step (model selection), the last step's "
-                   "beside it" + (f": every validation split has at least {TINY_VAL} images." if known else
-                                  ": the validation split sizes are unknown here (data not on this machine).")}
+    smallest = min(known) if known else None
+    return {"lead": "test_last" if known and smallest < TINY_VAL else "test_at_best", "smallest_val": smallest}
