@@ -89,11 +89,11 @@ def finder_label_accuracy(run: Run) -> float | None:
         import numpy as np
 
         from .analysis.oracle import judge
-        with np.load(path) as step, np.load(run.path / "probes" / "static.npz") as static:
-            if "finder_images" not in step:
-                return None
-            images = step["finder_images"].astype(np.float32) / 127.5 - 1
-            _LABEL_ACC_CACHE[key] = 100.0 * judge(run.config["data"]["dataset"], images, static["probe_y"]).label_accuracy
+        step, static = run.load_probe(steps[-1]), run.load_probe("static")  # plain arrays only, never pickles
+        if "finder_images" not in step:
+            return None
+        images = step["finder_images"].astype(np.float32) / 127.5 - 1
+        _LABEL_ACC_CACHE[key] = 100.0 * judge(run.config["data"]["dataset"], images, static["probe_y"]).label_accuracy
     return _LABEL_ACC_CACHE[key]
 
 

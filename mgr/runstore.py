@@ -53,7 +53,9 @@ METRIC_FIELDS = ("step", "epoch", "lr", "loss", "ce", "pcr", "syn_ce", "kl", "la
                  *(f"alpha_{g}_{s}" for g in ("conv", "bn", "fc", "other") for s in ("mean", "min", "max")),
                  # CML co-learner: its CE and accuracy on its batch, cos of its and the main gradient on ψ
                  "co_ce", "co_acc", "co_grad_cos",
-                 "train_acc", "val_acc", "val_loss", "test_acc", "test_loss", "img_per_s", "elapsed")
+                 "train_acc", "val_acc", "val_loss", "test_acc", "test_loss", "img_per_s", "elapsed",
+                 # the test accuracy of each class (a list, in the dataset's class order; None for a class not in it)
+                 "test_class_acc")
 PROBE_FIELDS = {
     "static": ("probe_z", "probe_y", "real_images", "real_labels", "real_split", "classes"),
     "step": ("finder_z", "uniform_images", "finder_images", "uniform_features", "finder_features",
@@ -391,3 +393,15 @@ def list_runs(runs_dir: str | Path | None = None) -> list[Run]:
         except OSError:  # no config.json (not a run), or deleted meanwhile
             continue
     return [Run(p) for p in sorted(created, key=lambda p: (-created[p], p.name))]
+
+
+def numeric_fields(record: dict):
+    """(field, value) of a metrics.jsonl line's numbers, a list field one per entry as field/i (the per-class
+    test accuracy: test_class_acc/0, ...), the step left out."""
+    for k, v in record.items():
+        if k == "step" or isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            yield k, v
+        elif isinstance(v, list):
+            yield from ((f"{k}/{i}", x) for i, x in enumerate(v) if isinstance(x, (int, float)) and not isinstance(x, bool))

@@ -1,6 +1,7 @@
 """`python -m mgr export RUN --tensorboard DIR`: a run's files as TensorBoard reads them.
 
-    scalars     every numeric field of metrics.jsonl as metrics/<field> and of scalars.jsonl as
+    scalars     every numeric field of metrics.jsonl as metrics/<field> (a list, the per-class test accuracy, as
+                metrics/test_class_acc/<class index>) and of scalars.jsonl as
                 train/<field>, at their steps (so `metrics/test_acc`, `train/ce`, ...)
     projector   each probe's features as an embedding (tag "features", one per probe step): the
                 real subset, the uniform samples G(z, y) and, with a finder, the finder samples
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .runstore import Run, RunError
+from .runstore import Run, RunError, numeric_fields
 
 KINDS = ("real", "uniform-synthetic", "finder-synthetic")
 FINDER_METHODS = ("gda-mps", "mgr")  # runs whose probes hold finder samples distinct from the uniform ones
@@ -50,10 +51,9 @@ def export_tensorboard(run_dir, out_dir) -> dict:
         with SummaryWriter(log_dir=str(tmp)) as w:
             for prefix, records in (("metrics", run.metrics()), ("train", run.scalars())):
                 for r in records:
-                    for k, v in r.items():
-                        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                            w.add_scalar(f"{prefix}/{k}", v, global_step=r["step"])
-                            written["scalars"] += 1
+                    for k, v in numeric_fields(r):
+                        w.add_scalar(f"{prefix}/{k}", v, global_step=r["step"])
+                        written["scalars"] += 1
             for step, arrays in probes:
                 feats, images, meta = embedding(config, static, arrays)
                 w.add_embedding(torch.from_numpy(feats), metadata=meta, label_img=torch.from_numpy(images),

@@ -377,7 +377,9 @@ def test_the_eta_of_an_mltp_run_is_the_time_its_trainer_takes_per_step(app_runs)
 def test_long_metrics_has_one_row_per_value(app_runs):
     runs = [Run(app_runs / "t-base"), Run(app_runs / "t-mgr")]
     rows = long_metrics(runs)
-    expected = sum(len([k for k in r if k != "step"]) for run in runs for r in run.metrics())
+    expected = sum(len([k for k in r if k not in ("step", "test_class_acc")]) + len(r["test_class_acc"])
+                   for run in runs for r in run.metrics())  # a number a row, the per-class accuracy one per class
+    assert {"test_class_acc/0", "test_class_acc/9"} <= {r["field"] for r in rows}
     assert len(rows) == expected and {r["run"] for r in rows} == {"t-base", "t-mgr"}
 
 

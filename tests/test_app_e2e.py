@@ -224,6 +224,7 @@ def test_a_page_url_opened_first_goes_through_the_apps_navigation(server, browse
     Streamlit would run that file alone in its legacy pages/ mode: a sidebar listing every file of pages/
     ("ui", "diagram") and no wide layout. The page must come up inside app.py's navigation instead, by
     Streamlit's public API (pages/_ui.py's through_app), without a "Page not found" on the way."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -231,11 +232,14 @@ def test_a_page_url_opened_first_goes_through_the_apps_navigation(server, browse
     driver = browser
     driver.get(f"{url}/latents")
 
-    def sidebar(d):
-        return " ".join(e.text for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"]'))
-    WebDriverWait(driver, 120, poll_frequency=0.5).until(lambda d: "Explore a run" in sidebar(d))
+    def sidebar(d):  # "" while Streamlit replaces the sidebar between our finding it and reading it
+        try:
+            return " ".join(e.text for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"]'))
+        except StaleElementReferenceException:
+            return ""
+    WebDriverWait(driver, 600, poll_frequency=0.5).until(lambda d: "Explore a run" in sidebar(d))
     time.sleep(2.0)  # a page that went through the legacy mode would show its list again on its next message
-    text = sidebar(driver)
+    text = WebDriverWait(driver, 600, poll_frequency=0.5).until(sidebar)
     assert "Data & generators" in text and "Feature space" in text
     assert not {"ui", "diagram", "app"} & set(text.split()), text
     assert "Latents" in driver.find_element(By.TAG_NAME, "h1").text

@@ -225,6 +225,7 @@ def test_demos_resummarize_recomputes_a_records_verdict_from_its_values_and_trai
     acc = {"demo": "gda-hurts", "dataset": "digits", "seeds": 2, "values": [[80.0, 78.0], [79.0, 78.5]],
            **bench.summary_fields(bench.demos.DEMOS["gda-hurts"], [[80.0, 78.0], [79.0, 78.5]])}
     acc.pop("compare")  # a record from before the field: a difference, as today
+    acc["kind"] = "failure"  # (a record without its kind gains it: the catalogue's label, not a measurement)
     f = tmp_path / "demos.json"
     f.write_text(json.dumps([old_lr, acc]))
     (changed,) = bench.main(["--resummarize", str(f)])

@@ -6,6 +6,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mgr.__main__ import main
+from mgr.runstore import numeric_fields
 from mgr.trainer import train
 
 from conftest import tiny_config
@@ -26,7 +27,8 @@ def test_scalars_and_embeddings_read_back(runs, tmp_path, capsys):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     metrics, scalars = run.metrics(), run.scalars()
-    assert {f"metrics/{k}" for k in metrics[0] if k != "step"} <= tags
+    assert {f"metrics/{k}" for k, _ in numeric_fields(metrics[0])} <= tags
+    assert {f"metrics/test_class_acc/{i}" for i in range(10)} <= tags  # the per-class accuracy, one tag per class
     assert {f"train/{k}" for k in scalars[0] if k != "step"} <= tags
     for prefix, records, field in (("metrics", metrics, "test_acc"), ("metrics", metrics, "pcr"),
                                    ("train", scalars, "ce"), ("train", scalars, "latent_shift")):

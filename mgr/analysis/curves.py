@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..runstore import Run
+from ..runstore import Run, numeric_fields
 
 NOT_CURVES = ("step", "epoch", "elapsed")
 
@@ -74,10 +74,5 @@ def group_curves(series: list[tuple[tuple, np.ndarray, np.ndarray]]) -> list[dic
 
 def long_metrics(runs: list[Run]) -> list[dict]:
     """Every metrics.jsonl line of the runs in long form (run, step, field, value): the CSV of Compare."""
-    rows = []
-    for run in runs:
-        for r in run.metrics():
-            for k, v in r.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    rows.append({"run": run.id, "step": r.get("step"), "field": k, "value": v})
-    return rows
+    return [{"run": run.id, "step": r.get("step"), "field": k, "value": v}
+            for run in runs for r in run.metrics() for k, v in numeric_fields(r)]
