@@ -34,7 +34,7 @@ with st.expander("details"):
 # ----------------------------------------------------------------------------- demos
 
 st.subheader("Teaching demos")
-st.markdown("Each demo answers one question with a **paired experiment**: its two arms run with the same seeds, "
+st.markdown("Each demo answers one question with a **paired experiment**: its arms run with the same seeds, "
             "and the verdict is what the 95% interval of their differences supports.")
 with st.expander("how a demo is judged"):
     st.markdown(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = {"home": "", "train": "train", "latents": "latents", "feature_space": "feature_space",
-         "consistency": "consistency", "compare": "compare", "data": "data"}
+         "consistency": "consistency", "compare": "compare", "data": "data", "explore": "explore"}
 
 
 def main() -> None:
