@@ -47,6 +47,7 @@ from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writ
 
 DEMOS_DIR = ".demos"
 POLL_S = 0.5  # how often the supervisor looks at its runs
+LOST_S = 60.0  # a run on the pool whose trainer has been gone this long lost its worker (a resume loads in seconds)
 
 
 # ----------------------------------------------------------------------------- launching
@@ -272,6 +273,7 @@ def supervise(path: str | Path) -> int:
     # has loaded its checkpoint, and must not be started again meanwhile, nor retried forever if it fails at
     # once), except the runs a broken pool took down, which are resumed.
     tried, retry = set(), set()
+    lost_since: dict[str, float] = {}  # run id on the pool -> when its trainer was first seen gone
     try:
         while True:
             m = read_manifest(runs_dir, launch_id)
@@ -286,6 +288,30 @@ def supervise(path: str | Path) -> int:
                         print(f"{run_id}: its worker died; it resumes", flush=True)
                     else:
                         print(f"ended {fut.result()}", flush=True)
+            # A worker can die without the pool noticing (seen under a loaded full test suite: the killed run's
+            # future never completed, so the queue waited forever). A run on the pool whose trainer has been gone
+            # for LOST_S is taken as its worker's death: the other runs on the pool save and stop, the pool's
+            # workers are ended, and every one of those runs resumes on a new pool.
+            now = time.time()
+            for run_id in list(lost_since):
+                if run_id not in inflight:
+                    del lost_since[run_id]
+            for run_id, fut in inflight.items():
+                if not fut.done() and Run(run_path(runs_dir, run_id)).state() == "killed":
+                    lost_since.setdefault(run_id, now)
+                else:
+                    lost_since.pop(run_id, None)
+            if any(now - t > LOST_S for t in lost_since.values()):
+                print(f"{', '.join(lost_since)}: its worker is gone and the pool did not notice; the pool is made anew",
+                      flush=True)
+                survivors = {r: f for r, f in inflight.items() if r not in lost_since}
+                _stop_inflight(runs_dir, survivors)
+                _end_broken_workers(runs_dir, survivors)
+                retry |= set(inflight)
+                inflight.clear()
+                lost_since.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = _pool(m["parallel"])
             if retry and not inflight:
                 _end_broken_workers(runs_dir, retry)
                 pool.shutdown(wait=True)
