@@ -10,8 +10,8 @@ A launch writes a manifest, then starts one detached supervisor that runs the qu
                                           the supervisor ends)
     <runs dir>/.demos/<launch id>.log    the supervisor's output
 
-The supervisor (`python -m mgr.demo_queue run <manifest>`) trains the runs on a pool of `parallel` worker
-processes (the standard library's ProcessPoolExecutor, spawn context), each with one torch thread: a worker
+The supervisor (`python -m mgr.demo_queue run <manifest>`) trains the runs on a pool (mgr/demo_pool.py) of
+`parallel` worker processes (the standard library's ProcessPoolExecutor, spawn context), each with one torch thread: a worker
 imports torch once and trains run after run in its own process, exactly as `python -m mgr train` (the
 manifest's `command`) would, so a demo no longer pays a process start-up per run. A worker's trainer
 handles SIGTERM as any trainer does (Stop saves and ends the run `stopped`); a worker that dies breaks the
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import multiprocessing
 import os
 import secrets
 import shlex
@@ -31,13 +30,14 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import paired
 from .checkpoint import atomic_write_text
+from .demo_pool import LOST_S, end_broken_workers, lost_runs, new_pool, stop_inflight, train_one
 from .demos import (DEMOS, Demo, arm_values, check_data, check_seeds, get_demo, overall_verdict, statistic_value,
                     stopped_by_guard, summarize_pairs)
 from .launch import LAUNCHES, LaunchError, Launcher, build_config, cli_args
@@ -47,7 +47,6 @@ from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writ
 
 DEMOS_DIR = ".demos"
 POLL_S = 0.5  # how often the supervisor looks at its runs
-LOST_S = 60.0  # a run on the pool whose trainer has been gone this long lost its worker (a resume loads in seconds)
 
 
 # ----------------------------------------------------------------------------- launching
@@ -193,65 +192,6 @@ def _continues(runs_dir, m: dict, r: dict, state: str) -> bool:
     return False
 
 
-def _worker_init() -> None:
-    """A pool worker: one torch thread (the workers share the cores), and torch imported once, here."""
-    os.environ["MGR_THREADS"] = "1"
-    import torch
-    torch.set_num_threads(1)
-    from . import trainer  # noqa: F401 (the import a run would otherwise pay)
-
-
-def train_one(runs_dir: str, run_id: str, values: dict, resume: bool) -> str:
-    """In a pool worker: train (or resume) one run of the demo, as `python -m mgr train` would; what
-    happened is in its run directory, and a line for the supervisor's log is returned."""
-    from .trainer import resume as resume_run, train
-    try:
-        if resume:
-            run = resume_run(run_path(runs_dir, run_id), quiet=True)
-        else:
-            run = train(build_config(values), runs_dir, run_id, quiet=True)
-        return f"{run_id}: {run.status().get('state')}"
-    except Exception as e:  # noqa: BLE001 (the run directory holds the failure; the queue goes on)
-        return f"{run_id}: {type(e).__name__}: {e}"
-
-
-def _pool(parallel: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
-
-
-def _stop_inflight(runs_dir, inflight: dict[str, Future], wait_s: float = 60.0) -> None:
-    """SIGTERM the trainers of the runs on the pool (each saves and ends `stopped`), waiting for a run that
-    is still loading until its trainer has written its status, at most wait_s."""
-    launcher = Launcher(runs_dir)
-    deadline = time.time() + wait_s
-    for run_id, fut in inflight.items():
-        run = Run(run_path(runs_dir, run_id))
-        while not fut.done() and time.time() < deadline:
-            try:
-                launcher.stop(run)
-                break
-            except LaunchError:  # not running yet (loading, resuming) or already ended
-                time.sleep(0.1)
-
-
-def _end_broken_workers(runs_dir, run_ids, wait_s: float = 120.0) -> None:
-    """A broken pool SIGTERMs its surviving workers; one that was training stops its run cleanly (the trainer
-    catches SIGTERM) and then waits forever for work from the dead pool. Once each of those runs has ended
-    (its trainer let go of the run), SIGKILL the worker that trained it, so the pool can be shut down."""
-    from .processes import is_trainer
-    deadline = time.time() + wait_s
-    for run_id in run_ids:
-        run = Run(run_path(runs_dir, run_id))
-        while run.state() == "running" and time.time() < deadline:
-            time.sleep(0.1)
-        st = run.status()
-        if is_trainer(st.get("pid"), run_id, st.get("started")):  # alive, and the worker that trained it
-            try:
-                os.kill(st["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def supervise(path: str | Path) -> int:
     """The queue of one demo launch, until every run is done or the demo is stopped."""
     path = Path(path)
@@ -267,7 +207,7 @@ def supervise(path: str | Path) -> int:
     else:
         print(f"another supervisor runs demo launch {launch_id}", flush=True)
         return 0
-    pool = _pool(m["parallel"])
+    pool = new_pool(m["parallel"])
     inflight: dict[str, Future] = {}  # run id -> its task on the pool, until it has ended
     # Each run is started at most once per supervisor (a resumed run still reads `stopped` until its trainer
     # has loaded its checkpoint, and must not be started again meanwhile, nor retried forever if it fails at
@@ -278,7 +218,7 @@ def supervise(path: str | Path) -> int:
         while True:
             m = read_manifest(runs_dir, launch_id)
             if m["stopped"]:
-                _stop_inflight(runs_dir, inflight)
+                stop_inflight(runs_dir, inflight)
                 return 0
             for run_id, fut in list(inflight.items()):
                 if fut.done():
@@ -293,29 +233,22 @@ def supervise(path: str | Path) -> int:
             # for LOST_S is taken as its worker's death: the other runs on the pool save and stop, the pool's
             # workers are ended, and every one of those runs resumes on a new pool.
             now = time.time()
-            for run_id in list(lost_since):
-                if run_id not in inflight:
-                    del lost_since[run_id]
-            for run_id, fut in inflight.items():
-                if not fut.done() and Run(run_path(runs_dir, run_id)).state() == "killed":
-                    lost_since.setdefault(run_id, now)
-                else:
-                    lost_since.pop(run_id, None)
+            lost_since = lost_runs(runs_dir, inflight, lost_since, now)
             if any(now - t > LOST_S for t in lost_since.values()):
                 print(f"{', '.join(lost_since)}: its worker is gone and the pool did not notice; the pool is made anew",
                       flush=True)
                 survivors = {r: f for r, f in inflight.items() if r not in lost_since}
-                _stop_inflight(runs_dir, survivors)
-                _end_broken_workers(runs_dir, survivors)
+                stop_inflight(runs_dir, survivors)
+                end_broken_workers(runs_dir, survivors)
                 retry |= set(inflight)
                 inflight.clear()
                 lost_since.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = _pool(m["parallel"])
+                pool = new_pool(m["parallel"])
             if retry and not inflight:
-                _end_broken_workers(runs_dir, retry)
+                end_broken_workers(runs_dir, retry)
                 pool.shutdown(wait=True)
-                pool = _pool(m["parallel"])
+                pool = new_pool(m["parallel"])
             states = run_states(runs_dir, m)
             active = sum(r["run_id"] in inflight or s in ACTIVE for r, s in zip(m["runs"], states))
             todo = [(r, s) for r, s in zip(m["runs"], states) if r["run_id"] not in inflight and (

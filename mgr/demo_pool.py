@@ -1,0 +1,84 @@
+"""The worker pool a demo's supervisor trains on (mgr/demo_queue.py runs the queue): workers that import torch
+once and train run after run, stopping the runs on a pool, and ending the workers of a pool that broke or lost
+a worker without noticing.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from .launch import LaunchError, Launcher, build_config
+from .runstore import Run, run_path
+
+LOST_S = 60.0  # a run on the pool whose trainer has been gone this long lost its worker (a resume loads in seconds)
+
+
+def _worker_init() -> None:
+    """A pool worker: one torch thread (the workers share the cores), and torch imported once, here."""
+    os.environ["MGR_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)
+    from . import trainer  # noqa: F401 (the import a run would otherwise pay)
+
+
+def train_one(runs_dir: str, run_id: str, values: dict, resume: bool) -> str:
+    """In a pool worker: train (or resume) one run of the demo, as `python -m mgr train` would; what
+    happened is in its run directory, and a line for the supervisor's log is returned."""
+    from .trainer import resume as resume_run, train
+    try:
+        if resume:
+            run = resume_run(run_path(runs_dir, run_id), quiet=True)
+        else:
+            run = train(build_config(values), runs_dir, run_id, quiet=True)
+        return f"{run_id}: {run.status().get('state')}"
+    except Exception as e:  # noqa: BLE001 (the run directory holds the failure; the queue goes on)
+        return f"{run_id}: {type(e).__name__}: {e}"
+
+
+def new_pool(parallel: int) -> ProcessPoolExecutor:
+    """`parallel` workers, each started by _worker_init in a fresh interpreter (spawn)."""
+    return ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+
+
+def stop_inflight(runs_dir, inflight: dict[str, Future], wait_s: float = 60.0) -> None:
+    """SIGTERM the trainers of the runs on the pool (each saves and ends `stopped`), waiting for a run that
+    is still loading until its trainer has written its status, at most wait_s."""
+    launcher = Launcher(runs_dir)
+    deadline = time.time() + wait_s
+    for run_id, fut in inflight.items():
+        run = Run(run_path(runs_dir, run_id))
+        while not fut.done() and time.time() < deadline:
+            try:
+                launcher.stop(run)
+                break
+            except LaunchError:  # not running yet (loading, resuming) or already ended
+                time.sleep(0.1)
+
+
+def end_broken_workers(runs_dir, run_ids, wait_s: float = 120.0) -> None:
+    """A broken pool SIGTERMs its surviving workers; one that was training stops its run cleanly (the trainer
+    catches SIGTERM) and then waits forever for work from the dead pool. Once each of those runs has ended
+    (its trainer let go of the run), SIGKILL the worker that trained it, so the pool can be shut down."""
+    from .processes import is_trainer
+    deadline = time.time() + wait_s
+    for run_id in run_ids:
+        run = Run(run_path(runs_dir, run_id))
+        while run.state() == "running" and time.time() < deadline:
+            time.sleep(0.1)
+        st = run.status()
+        if is_trainer(st.get("pid"), run_id, st.get("started")):  # alive, and the worker that trained it
+            try:
+                os.kill(st["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def lost_runs(runs_dir, inflight: dict[str, Future], lost_since: dict[str, float], now: float) -> dict[str, float]:
+    """The runs on the pool whose trainer is gone while their task has not ended, each with when it was first seen
+    so (kept from `lost_since`, else `now`): a worker can die without the pool noticing (seen under a loaded full
+    test suite: the killed run's task never ended, so the queue waited forever)."""
+    return {run_id: lost_since.get(run_id, now) for run_id, fut in inflight.items()
+            if not fut.done() and Run(run_path(runs_dir, run_id)).state() == "killed"}
