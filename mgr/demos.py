@@ -79,21 +79,17 @@ def finder_label_accuracy(run: Run) -> float | None:
     """The oracle's label accuracy (%) of the finder's probe samples at the run's last evaluation (None when it
     has none): how many of the images the moved latents give are still of the class asked for. The oracle is a
     measuring instrument (mgr.analysis.oracle); this reads a finished run's files and trains nothing."""
+    from .analysis.demo_why import arm_samples, judge_samples
     from .analysis.files import probe_steps
     steps = probe_steps(run)
     if not steps:
         return None
-    path = run.path / "probes" / f"step_{steps[-1]:07d}.npz"
-    key = (str(path), path.stat().st_mtime_ns)
+    key = (str(run.path), steps[-1], (run.path / "probes" / f"step_{steps[-1]:07d}.npz").stat().st_mtime_ns)
     if key not in _LABEL_ACC_CACHE:
-        import numpy as np
-
-        from .analysis.oracle import judge
-        step, static = run.load_probe(steps[-1]), run.load_probe("static")  # plain arrays only, never pickles
-        if "finder_images" not in step:
+        samples = arm_samples(run.path.parent, [run.path.name], "finder")
+        if samples is None:
             return None
-        images = step["finder_images"].astype(np.float32) / 127.5 - 1
-        _LABEL_ACC_CACHE[key] = 100.0 * judge(run.config["data"]["dataset"], images, static["probe_y"]).label_accuracy
+        _LABEL_ACC_CACHE[key] = 100.0 * judge_samples(samples).label_accuracy
     return _LABEL_ACC_CACHE[key]
 
 
