@@ -166,7 +166,7 @@ def test_mps_step_updates_batchnorm_exactly_as_a_plain_forward(tmp_path):
     s = build(tiny(method="mgr"))
     x, y, x_val, y_val = batches(s)
     reference = {n: b.clone() for n, b in s.model.named_buffers()}
-    ref_model = type(s.model)(10, 1)
+    ref_model = type(s.model)(10, 1).to(memory_format=torch.channels_last)  # the trainer's layout: its rounding
     ref_model.load_state_dict(s.model.state_dict())
     ref_model.train()(x)
     mps_step(s, x, y, x_val, y_val)
