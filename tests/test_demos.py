@@ -173,14 +173,16 @@ def test_demos_run_on_fashion_mnist_by_default_and_on_digits_when_chosen(tmp_pat
 
 def test_the_finder_demos_run_a_short_schedule_on_fashion_mnist_only():
     """On Fashion-MNIST the two finder demos run 100 steps (their statistic, the latent shift, shows
-    early there), the accuracy demos 200; on digits every demo runs that setting's 200 steps (at 100 the
-    finder-lr demo lost its effect). Both arms of a demo always share the schedule and the data."""
+    early there) evaluated every 25, the accuracy demos 200 evaluated every 100 (their statistic reads the
+    last evaluation only); on digits every demo runs that setting's 200 steps, evaluated every 50 (at 100
+    steps the finder-lr demo lost its effect). Both arms of a demo always share the schedule and the data."""
     for demo in demos.DEMOS.values():
         for data in demo.datasets:
             cfgs = [build_config(demos.arm_values(demo, arm, seed=0, overrides=demos.data_overrides(data)))
                     for arm in demo.arms]
             short = demo.subject == "the finder" and data == "fashion-mnist"
-            assert {(c.steps, c.eval_every) for c in cfgs} == ({(100, 25)} if short else {(200, 50)})
+            expected = (100, 25) if short else (200, 100) if data == "fashion-mnist" else (200, 50)
+            assert {(c.steps, c.eval_every) for c in cfgs} == {expected}
             assert {c.data.dataset for c in cfgs} == {demos.SETTINGS[data]["data.dataset"]}
 
 
