@@ -15,7 +15,8 @@ number is A − B; "log ratio": log(A / B)), diffs (the first pair's numbers), m
 holds_in, verdict ("holds" exactly when lo > 0; a demo of several pairs: when some pair holds), per_pair
 (each pair's a, b, family, dose and summary) and, for a sweep, doses and per_dose, also (further
 statistics beside the verdict), failed (runs without a statistic), seconds (wall time of the whole demo),
-cores, parallel, machine, date, command. The app's demo texts read these records (pages/_text.py).
+loop_s and outside_loop_share (the runs' seconds inside their training loops, and the share of parallel × seconds
+spent outside them: start-up, loading, the idle tail), cores, parallel, machine, date, command. The app's demo texts read these records (pages/_text.py).
 """
 from __future__ import annotations
 
@@ -94,10 +95,25 @@ def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv, runs_dir: 
             "statistic": demo.statistic.label, "seeds": out.seeds, "data_seeds": data_seeds,
             "values": [list(v) for v in out.values], **summary_fields(demo, out.values), **also_fields(demo, out),
             "failed": list(out.failed), "guard_stops": len(out.guard_stops), "seconds": round(seconds, 1),
-            "cores": os.cpu_count(), "parallel": m["parallel"], "launch": m["id"],
+            **time_fields(m, seconds, runs_dir), "cores": os.cpu_count(), "parallel": m["parallel"], "launch": m["id"],
             "test_images": first.get("data.test_subset"), "arms": arms_of(m, runs_dir),
             # a busy machine stretches the wall time: the load average beside it says how busy this one was
             "load_avg_1min": round(os.getloadavg()[0], 2), **stamp("demos.py", argv)}
+
+
+def time_fields(m: dict, seconds: float, runs_dir: Path) -> dict:
+    """Where the demo's time went: `loop_s`, the seconds its runs spent inside their training loops (each run's
+    status: from `started` to its last update), and `outside_loop_share`, the share of the demo's core-seconds
+    (parallel × wall) spent elsewhere: the workers' start-up, each run's loading of data and models, the
+    supervisor's polling and the idle tail while the last runs finish."""
+    from mgr.runstore import Run
+    loop = 0.0
+    for r in m["runs"]:
+        st = Run(runs_dir / r["run_id"]).status()
+        if st.get("started") and st.get("updated"):
+            loop += st["updated"] - st["started"]
+    core_s = m["parallel"] * seconds
+    return {"loop_s": round(loop, 1), "outside_loop_share": round(1 - loop / core_s, 3) if core_s > 0 else None}
 
 
 def resummarize(path: Path, argv) -> list[dict]:
@@ -205,7 +221,7 @@ def main(argv=None):
         save(Path(a.out), rec)
         records.append(rec)
         print(f"{demo_id}: {demo_records.headline(out.demo, rec)} [{seconds:.0f} s, {a.seeds} seeds, "
-              f"runs in {runs_dir}]", flush=True)
+              f"{100 * (rec['outside_loop_share'] or 0):.0f}% outside training loops, runs in {runs_dir}]", flush=True)
     return records
 
 

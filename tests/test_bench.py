@@ -205,6 +205,9 @@ def test_demos_quick_runs_a_demo_as_the_app_does_and_records_its_verdict(tmp_pat
     lo, hi = rec["ci95"]
     assert lo <= rec["mean_diff"] <= hi and rec["verdict"] == ("holds" if lo > 0 else "opposite" if hi < 0 else "inconclusive")
     assert rec["command"].startswith("python bench/demos.py --quick") and rec["seconds"] > 0
+    # where the time went: 4 runs' training loops (each well under the demo's wall time), the rest outside them
+    assert 0 < rec["loop_s"] < 4 * rec["seconds"]
+    assert rec["outside_loop_share"] == pytest.approx(1 - rec["loop_s"] / (rec["parallel"] * rec["seconds"]), abs=0.01)  # both rounded
     load("demos").save(out, {**rec, "seconds": 1.0})  # a re-run's record replaces the demo's, beside the others
     load("demos").save(out, {**rec, "demo": "pcr-repairs"})
     assert [(r["demo"], r["seconds"]) for r in json.loads(out.read_text())] == [("gda-hurts", 1.0),
