@@ -78,11 +78,37 @@ def summary_fields(demo: demos.Demo, values) -> dict:
     return fields
 
 
-def also_fields(demo: demos.Demo, out: demo_queue.Outcome) -> dict:
-    """The further statistics a demo shows beside its verdict (mgr.demos.Demo.also): per statistic, its per-seed
-    values and one summary per pair."""
-    return {"also": {name: {"values": [list(v) for v in vals], "per_pair": [_summary(s) for s in sums]}
-                     for name, (vals, sums) in out.also.items()}} if out.also else {}
+def also_fields(demo: demos.Demo, out: demo_queue.Outcome, measured_here: dict | None = None) -> dict:
+    """The further statistics a demo shows beside its verdict (mgr.demos.Demo.also), and those measured here
+    only (fid_fields): per statistic, its per-seed values and one summary per pair."""
+    also = {name: {"values": [list(v) for v in vals], "per_pair": [_summary(s) for s in sums]}
+            for name, (vals, sums) in out.also.items()}
+    also.update(measured_here or {})
+    return {"also": also} if also else {}
+
+
+FID_SAMPLES = 1000
+FINDER_FID = demos.Statistic("finder_fid", f"FID of {FID_SAMPLES} finder samples against the test images (the shipped "
+                                           "classifier's features)", "")
+
+
+def fid_fields(demo: demos.Demo, m: dict, runs_dir: Path) -> dict:
+    """For a demo about the finder: the FID of each run's finder samples G(F(z), y) at its last checkpoint
+    (mgr.analysis.finder_fid, the Latents page's number) as one more statistic beside the verdict, per seed and
+    per pair (a positive difference: the first arm's samples are further from the real images). Too slow for
+    the app's live panel (about 4 s a run), so it is measured here. A run stopped before its first checkpoint
+    (the guard) has none."""
+    if demo.subject != "the finder":
+        return {}
+    from mgr.analysis.finder_fid import fid_uniform_vs_finder
+    from mgr.runstore import Run
+    values = [[None] * len(demo.arms) for _ in range(m["seeds"])]
+    for r in m["runs"]:
+        run = Run(runs_dir / r["run_id"])
+        if run.status().get("state") == "finished":
+            values[r["seed"]][r["arm"]] = fid_uniform_vs_finder(run, num=FID_SAMPLES)["finder"]
+    sums = demos.summarize_pairs(demo, values, stat=FINDER_FID)
+    return {FINDER_FID.name: {"label": FINDER_FID.label, "values": values, "per_pair": [_summary(x) for x in sums]}}
 
 
 def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv, runs_dir: Path) -> dict:
@@ -93,7 +119,8 @@ def record_of(m: dict, out: demo_queue.Outcome, seconds: float, argv, runs_dir: 
     return {"demo": demo.id, "kind": demo.kind, "question": demo.question, "dataset": first["data.dataset"],
             "ratio": first["data.ratio"], "methods": [arm.label for arm in demo.arms], "steps": first["steps"],
             "statistic": demo.statistic.label, "seeds": out.seeds, "data_seeds": data_seeds,
-            "values": [list(v) for v in out.values], **summary_fields(demo, out.values), **also_fields(demo, out),
+            "values": [list(v) for v in out.values], **summary_fields(demo, out.values),
+            **also_fields(demo, out, fid_fields(demo, m, runs_dir)),
             "failed": list(out.failed), "guard_stops": len(out.guard_stops), "seconds": round(seconds, 1),
             **time_fields(m, seconds, runs_dir), "cores": os.cpu_count(), "parallel": m["parallel"], "launch": m["id"],
             "test_images": first.get("data.test_subset"), "arms": arms_of(m, runs_dir),

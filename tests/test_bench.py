@@ -257,3 +257,17 @@ def test_generators_quick_judges_the_samples_and_tests_for_copying(tmp_path):
     with pytest.raises(SystemExit):
         load("generators").main(["--psi", "0", "--out", str(tmp_path / "never.json")])
     assert not (tmp_path / "never.json").exists()
+
+
+def test_demos_records_the_fid_of_the_finder_samples_beside_a_finder_demo_verdict(tmp_path):
+    """A demo about the finder also records the FID of each run's finder samples (the Latents page's number),
+    per seed and per pair: the harm to the samples that the live panel's label accuracy only approximates.
+    Digits, 2 seeds of 4 steps: a plain MLP finder's samples are far from the real images, the residual's not."""
+    out = tmp_path / "demos.json"
+    (rec,) = load("demos").main(["--demos", "mlp-finder-leaves-support", "--data", "digits", "--seeds", "2",
+                                 "--steps", "4", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    fid = rec["also"]["finder_fid"]
+    assert len(fid["values"]) == 2 and all(len(v) == 2 and min(v) > 0 for v in fid["values"])
+    (pair,) = fid["per_pair"]
+    assert pair["diffs"] == pytest.approx([a - b for a, b in fid["values"]])
+    assert set(rec["also"]) == {"finder_label_acc", "test_acc", "finder_fid"}
