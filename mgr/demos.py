@@ -46,6 +46,18 @@ class Statistic:
         itself, or for a ratio statistic the factor exp(log ratio)."""
         return math.exp(d) if self.ratio else d
 
+    def text(self, mean: float, ci95=None) -> str:
+        """A mean over seeds as people read it, "+1.63 points" or "×38" (a ratio statistic's typical factor),
+        and its 95% interval when given."""
+        if self.ratio:
+            value = f"×{self.shown(mean):.3g}"
+            if ci95 is not None:
+                lo, hi = (self.shown(x) for x in ci95)
+                value += f" (95% interval ×{lo:.3g} to ×{hi:.3g})"
+            return value
+        value = f"{mean:+.2f} {self.unit}".rstrip()
+        return value + (f" (95% interval {ci95[0]:+.2f} to {ci95[1]:+.2f})" if ci95 is not None else "")
+
 
 TEST_ACC = Statistic("test_acc", "test accuracy at the last step", "points")
 LATENT_SHIFT = Statistic("latent_shift", "mean latent shift ‖F(z) − z‖ over the last evaluation interval", "",
@@ -412,21 +424,16 @@ def describe(demo: Demo, summary: paired.Paired, pair: Pair | None = None, stat:
     pair and its statistic unless told another)."""
     stat = stat or demo.statistic
     label = demo.pair_label(pair or demo.pairs[0])
-    unit = f" {stat.unit}" if stat.unit else ""
-    ratio = stat.ratio
     if summary.n == 0:
         return "no seed has both arms finished yet"
     if summary.ci95 is None:
-        value = f"×{stat.shown(summary.mean):.3g}" if ratio else f"{summary.mean:+.2f}{unit}"
-        return f"{label} = {value} on 1 seed: no interval yet (it needs 2)"
-    lo, hi = summary.ci95
-    if ratio:
+        return f"{label} = {stat.text(summary.mean)} on 1 seed: no interval yet (it needs 2)"
+    value = stat.text(summary.mean, summary.ci95)
+    if stat.ratio:
         none, what, larger = "×1", "direction", "larger"
-        mean, lo, hi = (stat.shown(x) for x in (summary.mean, lo, hi))
-        value = f"×{mean:.3g} (95% interval ×{lo:.3g} to ×{hi:.3g}, the geometric mean over seeds)"
+        value += ", the geometric mean over seeds"
     else:
         none, what, larger = "0", "sign", "positive"
-        value = f"{summary.mean:+.2f}{unit} (95% interval {lo:+.2f} to {hi:+.2f})"
     words = {"holds": f"holds: the whole interval is above {none}",
              "opposite": f"the opposite holds: the whole interval is below {none}",
              "inconclusive": f"inconclusive: the interval contains {none}, so these seeds allow either {what}"}

@@ -1,6 +1,9 @@
-"""Plotly figures of the analysis layer's data (the app's charts). Imported by pages only: the
-trainer never imports plotly. Each function takes plain arrays and returns a go.Figure."""
+"""Plotly figures of the analysis layer's data and of a demo's verdict (the app's charts). Imported by pages
+only: the trainer never imports plotly. Each function takes plain arrays (or a demo and its paired summaries)
+and returns a go.Figure."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -8,6 +11,9 @@ import plotly.graph_objects as go
 from .analysis.curves import smooth
 from .analysis.feature_map import FeatureMap
 from .analysis.latents import LatentView
+
+if TYPE_CHECKING:
+    from .demos import Demo
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
@@ -292,3 +298,71 @@ def distance_histograms(generated: np.ndarray, heldout: np.ndarray, title: str =
     fig.update_xaxes(title_text="pixel distance to the nearest training image (median dashed)")
     fig.update_yaxes(title_text="% of the sample")
     return _layout(fig, title, 360, barmode="overlay")
+
+
+# ----------------------------------------------------------------------------- a demo's verdict (Home)
+
+def demo_strip(demo: Demo, summaries) -> go.Figure:
+    """Each seed's difference as a dot, the mean with its 95% interval beside them, and 0, one row per pair; for
+    a ratio statistic each seed's factor A / B on a log axis, the geometric mean with its interval, and ×1."""
+    ratio = demo.statistic.ratio
+
+    def shown(xs):
+        return [demo.statistic.shown(x) for x in xs]
+    fig = go.Figure()
+    for pair, summary in zip(demo.pairs, summaries):
+        row = demo.pair_label(pair) if demo.sweep else "seeds"
+        fig.add_trace(go.Scatter(x=shown(summary.diffs), y=[row] * summary.n, mode="markers", name="one seed",
+                                 marker=dict(size=11, color=colour(0), opacity=0.7)))
+        if summary.ci95 is not None:
+            (mean,), (lo, hi) = shown([summary.mean]), shown(summary.ci95)
+            fig.add_trace(go.Scatter(x=[mean], y=[row if demo.sweep else "mean"], mode="markers",
+                                     name="mean, 95% interval",
+                                     marker=dict(size=12, color=colour(3), symbol="diamond"),
+                                     error_x=dict(type="data", symmetric=False, array=[hi - mean],
+                                                  arrayminus=[mean - lo])))
+    fig.add_vline(x=1 if ratio else 0, line=dict(color="#888", dash="dash"))
+    unit = f" ({demo.statistic.unit})" if demo.statistic.unit else ""
+    what = "difference per pair" if demo.sweep else demo.diff_label
+    fig.update_layout(height=120 + 45 * (len(demo.pairs) if demo.sweep else 2), margin=dict(l=10, r=44, t=30, b=10),
+                      showlegend=False, modebar=dict(orientation="v"),
+                      title=dict(text=f"{what}: {demo.statistic.label}{unit}{', factor on a log axis' if ratio else ''}",
+                                 x=0, font=dict(size=14)))
+    if ratio:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def dose_curves(demo: Demo, summaries) -> go.Figure:
+    """A sweep as curves: per family, the mean paired difference at each dose with its 95% band, each seed a dot."""
+    fig = go.Figure()
+    for f, family in enumerate(demo.families):
+        pts = [(p.dose, s) for p, s in zip(demo.pairs, summaries) if p.family == family and s.mean is not None]
+        if not pts:
+            continue
+        c = colour(f)
+        pts.sort(key=lambda t: t[0])
+        with_ci = [(d, s) for d, s in pts if s.ci95 is not None]
+        if with_ci:
+            xs = [d for d, _ in with_ci]
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[s.ci95[1] for _, s in with_ci] + [s.ci95[0] for _, s in
+                                                                                           with_ci][::-1],
+                                     fill="toself", fillcolor=c, opacity=0.18, line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False))
+        ref = demo.pairs[[p.family for p in demo.pairs].index(family)].a.label
+        fig.add_trace(go.Scatter(x=[d for d, _ in pts], y=[s.mean for _, s in pts], mode="lines+markers",
+                                 name=f"{ref} − {family}", line=dict(color=c, width=3), marker=dict(size=9)))
+        dots = [(d, x) for d, s in pts for x in s.diffs]
+        fig.add_trace(go.Scatter(x=[d for d, _ in dots], y=[x for _, x in dots], mode="markers", showlegend=False,
+                                 marker=dict(color=c, size=6, opacity=0.45), hoverinfo="y"))
+    fig.add_hline(y=0, line=dict(color="#888", dash="dash"))
+    unit = f" ({demo.statistic.unit})" if demo.statistic.unit else ""
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=36, b=10), modebar=dict(orientation="v"),
+                      legend=dict(orientation="h", y=-0.25), xaxis_title=demo.dose, yaxis_title=f"difference{unit}",
+                      title=dict(text=f"{demo.statistic.label}: reference − arm at each dose, mean and 95% band "
+                                      "(above 0: the dose costs accuracy)", x=0, font=dict(size=14)))
+    if demo.log_dose:
+        fig.update_xaxes(type="log", tickvals=list(demo.doses), ticktext=[f"{d:g}" for d in demo.doses])
+    else:
+        fig.update_xaxes(tickvals=list(demo.doses), ticktext=[f"{d:g}" for d in demo.doses])
+    return fig

@@ -157,12 +157,7 @@ def _pair_name(demo: demos.Demo, pair: demos.Pair) -> str:
 def _value(demo: demos.Demo, summary, interval: bool = False, stat: demos.Statistic | None = None) -> str:
     """The mean difference (for a ratio statistic the typical factor), with its 95% interval if asked."""
     stat = stat or demo.statistic
-    mean = stat.shown(summary.mean)
-    value = f"×{mean:.3g}" if stat.ratio else f"{mean:+.2f} {stat.unit}".rstrip()
-    if interval and summary.ci95 is not None:
-        lo, hi = (stat.shown(x) for x in summary.ci95)
-        value += f" (95% interval ×{lo:.3g} to ×{hi:.3g})" if stat.ratio else f" (95% interval {lo:+.2f} to {hi:+.2f})"
-    return value
+    return stat.text(summary.mean, summary.ci95 if interval else None)
 
 
 def live_finding(demo: demos.Demo, summary, done: bool, seeds: int, summaries=None) -> Finding:

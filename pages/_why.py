@@ -94,18 +94,13 @@ def oracle_tab(runs_dir, demo, pair, ids_a, ids_b) -> None:
     parts = [f"**{arm.label}**: {r[1].label_accuracy:.0%} of {r[0].n} images" for arm, r in read]
     st.markdown("Share of the synthetic images the oracle judges to be the class they were generated for: "
                 + "; ".join(parts) + ".")
-    if demo.id == "wrong-labels":
+    if any("syn_label_noise" in arm.values for arm in demo.arms):  # a demo dosing random labels: set them beside G's own
         own = 1 - read[0][1][1].label_accuracy
         st.caption(f"The generator already gets {own:.0%} of its images wrong; a dose p of random labels makes about "
                    f"{own:.0%} + p·(1 − {own:.0%})·0.9 of the synthetic labels wrong.")
     arm, (samples, reading, _) = read[0]
     a, b = st.columns([1, 1])
-    conf = reading.confusion()
-    fig = go.Figure(go.Heatmap(z=conf, x=samples.classes, y=samples.classes, colorscale="Blues", showscale=False,
-                               hovertemplate="asked %{y}, judged %{x}: %{z}<extra></extra>"))
-    fig.update_layout(height=330, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="judged as", yaxis_title="asked for",
-                      yaxis_autorange="reversed", title=dict(text=f"{arm.label}: asked for × judged as", x=0,
-                                                             font=dict(size=13)))
+    fig = figures.confusion_heatmap(reading.confusion(), samples.classes, f"{arm.label}: asked for × judged as")
     a.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
     off = reading.off_class(12)
     if len(off):

@@ -1,7 +1,6 @@
 """Home: what MGR is, the runs found, and the teaching demos: paired experiments over seeds whose
 verdict panel fills in as the seeds finish."""
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from mgr import demo_queue, demo_records, demos, figures, launch
@@ -126,72 +125,6 @@ def seed_number(demo: demos.Demo, va, vb) -> float | None:
     return None if d is None else demo.statistic.shown(d)
 
 
-def strip_chart(demo: demos.Demo, summaries) -> go.Figure:
-    """Each seed's difference as a dot, the mean with its 95% interval beside them, and 0, one row per pair; for
-    a ratio statistic each seed's factor A / B on a log axis, the geometric mean with its interval, and ×1."""
-    ratio = demo.statistic.ratio
-
-    def shown(xs):
-        return [demo.statistic.shown(x) for x in xs]
-    fig = go.Figure()
-    for pair, summary in zip(demo.pairs, summaries):
-        row = demo.pair_label(pair) if demo.sweep else "seeds"
-        fig.add_trace(go.Scatter(x=shown(summary.diffs), y=[row] * summary.n, mode="markers", name="one seed",
-                                 marker=dict(size=11, color=figures.colour(0), opacity=0.7)))
-        if summary.ci95 is not None:
-            (mean,), (lo, hi) = shown([summary.mean]), shown(summary.ci95)
-            fig.add_trace(go.Scatter(x=[mean], y=[row if demo.sweep else "mean"], mode="markers",
-                                     name="mean, 95% interval",
-                                     marker=dict(size=12, color=figures.colour(3), symbol="diamond"),
-                                     error_x=dict(type="data", symmetric=False, array=[hi - mean],
-                                                  arrayminus=[mean - lo])))
-    fig.add_vline(x=1 if ratio else 0, line=dict(color="#888", dash="dash"))
-    unit = f" ({demo.statistic.unit})" if demo.statistic.unit else ""
-    what = "difference per pair" if demo.sweep else demo.diff_label
-    fig.update_layout(height=120 + 45 * (len(demo.pairs) if demo.sweep else 2), margin=dict(l=10, r=44, t=30, b=10),
-                      showlegend=False, modebar=dict(orientation="v"),
-                      title=dict(text=f"{what}: {demo.statistic.label}{unit}{', factor on a log axis' if ratio else ''}",
-                                 x=0, font=dict(size=14)))
-    if ratio:
-        fig.update_xaxes(type="log")
-    return fig
-
-
-def dose_chart(demo: demos.Demo, summaries) -> go.Figure:
-    """A sweep as curves: per family, the mean paired difference at each dose with its 95% band, each seed a dot."""
-    fig = go.Figure()
-    for f, family in enumerate(demo.families):
-        pts = [(p.dose, s) for p, s in zip(demo.pairs, summaries) if p.family == family and s.mean is not None]
-        if not pts:
-            continue
-        colour = figures.colour(f)
-        pts.sort(key=lambda t: t[0])
-        with_ci = [(d, s) for d, s in pts if s.ci95 is not None]
-        if with_ci:
-            xs = [d for d, _ in with_ci]
-            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[s.ci95[1] for _, s in with_ci] + [s.ci95[0] for _, s in
-                                                                                           with_ci][::-1],
-                                     fill="toself", fillcolor=colour, opacity=0.18, line=dict(width=0),
-                                     hoverinfo="skip", showlegend=False))
-        ref = demo.pairs[[p.family for p in demo.pairs].index(family)].a.label
-        fig.add_trace(go.Scatter(x=[d for d, _ in pts], y=[s.mean for _, s in pts], mode="lines+markers",
-                                 name=f"{ref} − {family}", line=dict(color=colour, width=3), marker=dict(size=9)))
-        dots = [(d, x) for d, s in pts for x in s.diffs]
-        fig.add_trace(go.Scatter(x=[d for d, _ in dots], y=[x for _, x in dots], mode="markers", showlegend=False,
-                                 marker=dict(color=colour, size=6, opacity=0.45), hoverinfo="y"))
-    fig.add_hline(y=0, line=dict(color="#888", dash="dash"))
-    unit = f" ({demo.statistic.unit})" if demo.statistic.unit else ""
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=36, b=10), modebar=dict(orientation="v"),
-                      legend=dict(orientation="h", y=-0.25), xaxis_title=demo.dose, yaxis_title=f"difference{unit}",
-                      title=dict(text=f"{demo.statistic.label}: reference − arm at each dose, mean and 95% band "
-                                      "(above 0: the dose costs accuracy)", x=0, font=dict(size=14)))
-    if demo.log_dose:
-        fig.update_xaxes(type="log", tickvals=list(demo.doses), ticktext=[f"{d:g}" for d in demo.doses])
-    else:
-        fig.update_xaxes(tickvals=list(demo.doses), ticktext=[f"{d:g}" for d in demo.doses])
-    return fig
-
-
 @st.fragment(run_every=2.0)
 def verdict_panel(launch_id: str) -> None:
     try:
@@ -229,7 +162,7 @@ def verdict_panel(launch_id: str) -> None:
         st.markdown(":red-badge[leaky generator] An arm of this demo trains on a generator that saw images its "
                     "classifier must not: its accuracy is inflated, on purpose, to show why the trainer refuses it.")
     if any(s.n for s in out.summaries):
-        chart = dose_chart(demo, out.summaries) if demo.doses else strip_chart(demo, out.summaries)
+        chart = figures.dose_curves(demo, out.summaries) if demo.doses else figures.demo_strip(demo, out.summaries)
         st.plotly_chart(chart, width="stretch", config=CHART_CONFIG)
     for stat in demo.also:
         st.caption(also_sentence(demo, stat, out.also[stat.name][1]))
