@@ -13,7 +13,11 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from .launch import LaunchError, Launcher, build_config
 from .runstore import Run, run_path
 
-LOST_S = 60.0  # a run on the pool whose trainer has been gone this long lost its worker (a resume loads in seconds)
+# A run on the pool whose trainer has been gone this long lost its worker. The pool itself notices a dead worker
+# within a second; a run that shows "killed" on a healthy pool does not exist (its trainer holds the run's lock
+# until it has written its last state), so the margin only covers a slow machine's pool noticing late, and if the
+# two recoveries race, both resume the same runs from their checkpoints.
+LOST_S = 10.0
 
 
 def _worker_init() -> None:

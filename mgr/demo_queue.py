@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,19 @@ def list_launches(runs_dir=None) -> list[dict]:
     return sorted(out, key=lambda m: m.get("created", 0), reverse=True)
 
 
+# One training step's cost by method, relative to base (docs/trainer.md, "Step time of the methods"). The queue starts
+# each seed's dearest runs first, so the runs left when the workers run out of work are the cheap ones and no
+# worker waits long for the last to end.
+STEP_COST = {"base": 1.0, "gda": 2.4, "gda-mps": 5.2, "pcr": 3.3, "mgr": 7.6}
+MLTP_COST = 2.2  # MLTP's first-order step over the plain one
+
+
+def expected_cost(values: dict) -> float:
+    """A run's expected cost in base steps, for ordering the queue (not a prediction of its time)."""
+    return (values.get("steps", 1) * STEP_COST.get(values.get("method"), 1.0)
+            * (MLTP_COST if values.get("procedure") == "mltp" else 1.0))
+
+
 def launch(demo_id: str, seeds: int = 5, runs_dir=None, overrides: dict | None = None,
            parallel: int | None = None, start: bool = True) -> str:
     """Check every run of the demo (before any work), write its manifest, start its supervisor;
@@ -103,8 +116,9 @@ def launch(demo_id: str, seeds: int = 5, runs_dir=None, overrides: dict | None =
     runs = []
     launch_id = f"{demo.id}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     for seed in range(seeds):
-        for i, arm in enumerate(demo.arms):
-            values = arm_values(demo, arm, seed, overrides)
+        arms = [(i, arm_values(demo, arm, seed, overrides)) for i, arm in enumerate(demo.arms)]
+        for i, values in sorted(arms, key=lambda t: -expected_cost(t[1])):  # a seed's dearest runs first
+            arm = demo.arms[i]
             check_data(demo, values)
             cfg = build_config(values)  # a bad override fails here, naming the field
             run_id = f"{launch_id}.{arm.label}.s{seed}"
@@ -264,7 +278,10 @@ def supervise(path: str | Path) -> int:
                     inflight[r["run_id"]] = pool.submit(train_one, str(runs_dir), r["run_id"], r["values"],
                                                         state != "queued")
                     print(f"started {r['run_id']} ({state})", flush=True)
-            time.sleep(POLL_S)
+            if inflight:  # until a run on the pool ends (its worker then gets the next at once) or POLL_S passes
+                wait(inflight.values(), timeout=POLL_S, return_when=FIRST_COMPLETED)
+            else:
+                time.sleep(POLL_S)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -166,6 +166,30 @@ def pytest_xdist_make_scheduler(config, log):
     return FixtureGroups(config, log)
 
 
+# The smallest demo run that still runs every part: digits, 4 steps, 2 evaluations
+TINY_DEMO = {"data.dataset": "digits", "data.ratio": 0.1, "data.test_subset": None, "steps": 4, "eval_every": 2,
+             "batch_size": 16, "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """One tiny gda-hurts demo (2 seeds × 2 arms of TINY_DEMO, 2 workers) launched as Home launches it and watched
+    to its end: (runs dir, manifest, the most trainers seen active at once). Shared by the tests that only read it."""
+    from mgr import demo_queue
+    d = tmp_path_factory.mktemp("tiny-demo")
+    launch_id = demo_queue.launch("gda-hurts", 2, d, TINY_DEMO, parallel=2)
+    m = demo_queue.read_manifest(d, launch_id)
+    most = 0
+
+    def done():
+        nonlocal most
+        states = demo_queue.run_states(d, m)
+        most = max(most, sum(s in demo_queue.ACTIVE for s in states))
+        return all(s in demo_queue.DONE for s in states) and not demo_queue.supervisor_alive(d, launch_id)
+    wait_for(done, what="the tiny demo's four runs")
+    return d, m, most
+
+
 def tiny_config(method: str, **kw) -> TrainConfig:
     return TrainConfig(**{**dict(data=DataConfig("digits", ratio=0.1), method=method, steps=20, eval_every=10,
                                  batch_size=32, probes_per_class=4, probe_real=100, device="cpu"), **kw})

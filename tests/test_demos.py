@@ -8,15 +8,15 @@ import signal
 import pytest
 
 from mgr import demo_queue, demo_records, demos, paired
-from pages._text import demo_finding as finding
 from mgr.data import DEBIAN_FASHION_MNIST
 from mgr.launch import LaunchError, build_config
 from mgr.runstore import Run
+from pages._text import demo_finding as finding
+from tests.conftest import TINY_DEMO
 from tests.waiting import wait_for
 
 # the smallest demo runs that still evaluate twice: seconds each
-TINY = {"data.dataset": "digits", "data.ratio": 0.1, "data.test_subset": None, "steps": 4, "eval_every": 2, "batch_size": 16,
-        "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
+TINY = TINY_DEMO  # tests/conftest.py: digits, 4 steps, 2 evaluations
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -188,19 +188,12 @@ def test_the_finder_demos_run_a_short_schedule_on_fashion_mnist_only():
 
 # ----------------------------------------------------------------------------- real launches
 
-def test_a_tiny_demo_runs_every_seed_of_both_arms_through_the_supervisor_to_a_verdict(tmp_path):
-    launch_id = demo_queue.launch("gda-hurts", 2, tmp_path, TINY, parallel=2)
-    m = demo_queue.read_manifest(tmp_path, launch_id)
-    assert [(r["seed"], r["arm"]) for r in m["runs"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+def test_a_tiny_demo_runs_every_seed_of_both_arms_through_the_supervisor_to_a_verdict(tiny_demo):
+    tmp_path, m, most = tiny_demo
+    launch_id = m["id"]
+    # seed by seed, each seed's dearer run (gda: base plus the generator's images) queued before its base run
+    assert [(r["seed"], r["arm"]) for r in m["runs"]] == [(0, 1), (0, 0), (1, 1), (1, 0)]
     assert all("--seed" in r["command"] and "--threads 1" in r["command"] for r in m["runs"][2:])
-    most = 0
-
-    def done():
-        nonlocal most
-        states = demo_queue.run_states(tmp_path, m)
-        most = max(most, sum(s in demo_queue.ACTIVE for s in states))
-        return all(s in demo_queue.DONE for s in states) and not demo_queue.supervisor_alive(tmp_path, launch_id)
-    wait_for(done, what="the demo's four runs")
     assert most <= 2  # the queue: never more trainers than `parallel`
     out = demo_queue.outcome(tmp_path, m)
     assert out.done and out.failed == ()
@@ -213,7 +206,8 @@ def test_a_tiny_demo_runs_every_seed_of_both_arms_through_the_supervisor_to_a_ve
         assert cfg["method"] == ("base", "gda")[r["arm"]] and cfg["steps"] == 4
     assert demo_queue.list_launches(tmp_path)[0]["id"] == launch_id
     # what bench/demos.py stores as the record's arms (the runs' own config.json) is what the app expects
-    ran = [demo_records.comparable(Run(tmp_path / r["run_id"]).config) for r in m["runs"][:2]]
+    ran = [demo_records.comparable(Run(tmp_path / r["run_id"]).config)
+           for r in sorted(m["runs"][:2], key=lambda r: r["arm"])]
     assert ran == demo_records.arm_configs(demos.DEMOS["gda-hurts"], overrides=TINY)
 
 
@@ -323,3 +317,18 @@ def test_a_launch_survives_its_supervisor_dying_and_the_app_restarting(tmp_path)
     wait_for(lambda: demo_queue.outcome(tmp_path, m).done and not demo_queue.supervisor_alive(tmp_path, launch_id),
              what="the restarted demo")
     assert demo_queue.outcome(tmp_path, m).summary.n == 2
+
+
+def test_the_queue_starts_each_seeds_dearest_runs_first(tmp_path):
+    """A sweep's manifest lists its runs seed by seed, and within a seed by their expected cost: pcr (the
+    generator's images twice through the classifier) before gda before base, so the runs left when the workers
+    run out of work are the cheap ones. The runs' arms and values do not change with the order."""
+    launch_id = demo_queue.launch("synthetic-weight", 2, tmp_path, start=False)
+    m = demo_queue.read_manifest(tmp_path, launch_id)
+    demo = demos.DEMOS["synthetic-weight"]
+    assert [r["seed"] for r in m["runs"]] == [0] * 7 + [1] * 7
+    methods = [r["values"]["method"] for r in m["runs"][:7]]
+    assert methods == ["pcr"] * 3 + ["gda"] * 3 + ["base"]
+    for r in m["runs"]:
+        assert r["values"] == demos.arm_values(demo, demo.arms[r["arm"]], r["seed"])
+        assert r["run_id"].endswith(f".{demo.arms[r['arm']].label}.s{r['seed']}")

@@ -11,11 +11,11 @@ import pytest
 from mgr import demo_queue, demo_records, demos, paired
 from mgr.analysis import demo_why
 from mgr.runstore import Run
+from tests.conftest import TINY_DEMO
 from tests.waiting import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-TINY = {"data.dataset": "digits", "data.ratio": 0.1, "data.test_subset": None, "steps": 4, "eval_every": 2,
-        "batch_size": 16, "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
+TINY = TINY_DEMO  # tests/conftest.py: digits, 4 steps, 2 evaluations
 
 
 @pytest.fixture(scope="module")
