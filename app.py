@@ -20,7 +20,7 @@ if "torch" not in sys.modules:
 import streamlit as st  # noqa: E402 (after the thread count)
 import torch  # noqa: E402
 
-from pages._ui import umap_warmup  # noqa: E402
+from pages._ui import app_run  # noqa: E402
 
 st.set_page_config(page_title="MGR Lab", page_icon="🧪", layout="wide")
 if not VALID_THREADS:
@@ -28,7 +28,7 @@ if not VALID_THREADS:
 torch.set_num_threads(int(APP_THREADS) if VALID_THREADS else 1)  # this script's thread, had torch loaded before
 
 
-umap_warmup()
+app_run()
 pages = st.navigation({
     "MGR Lab": [st.Page("pages/home.py", title="Home", icon="🧪", default=True),
                 st.Page("pages/train.py", title="Train", icon="🚀")],

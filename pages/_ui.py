@@ -45,20 +45,16 @@ def _not_shown() -> None:
 
 
 def app_run() -> None:
-    """app.py calls this before its st.navigation on every run (through umap_warmup)."""
+    """app.py calls this first on every run, before its st.navigation: the session goes through the app's
+    navigation (through_app)."""
     st.session_state[_THROUGH_APP] = True
-
-
-def umap_warmup() -> dict:
-    """What app.py calls first on every run: marks the session as one that goes through app.py's navigation
-    (through_app), and starts compiling UMAP's numba kernels once per app process (umap_state)."""
-    app_run()
-    return umap_state()
 
 
 @st.cache_resource(show_spinner=False)
 def umap_state() -> dict:
-    """Compile UMAP's numba kernels once per app process, in a background thread."""
+    """Compile UMAP's numba kernels once per app process, in a background thread started by the first page that
+    draws a map (Feature space, Explore), not when the app starts: 20-30 s of a core that a demo or a run
+    launched from Home would otherwise share."""
     state = {"done": False, "seconds": None, "error": None}
 
     def work():

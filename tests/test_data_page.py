@@ -26,12 +26,9 @@ DIGITS = SHIPPED / "digits_ratio0.1_seed0.pt"
 
 
 def open_data_page(monkeypatch, tmp_path, checkpoints=None) -> AppTest:
-    import pages._ui as ui
     monkeypatch.setenv("MGR_RUNS_DIR", str(tmp_path / "runs"))
     if checkpoints is not None:
         monkeypatch.setenv("MGR_CHECKPOINTS", str(checkpoints))
-    # UMAP's background warm-up (20-30 s of numba on a shared core) is not what these tests look at
-    monkeypatch.setattr(ui, "umap_state", lambda: {"done": False, "seconds": None, "error": None})
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     at.switch_page("pages/data.py").run()
