@@ -11,10 +11,10 @@
    numba cold (compilation included), with numba warm (the app warms it in the background), with
    and without random_state (which makes UMAP single-threaded), PCA, the disk cache, and the page
    rerun (st.cache_data hit).
-4. With --runs N: every page again with N runs in the runs folder (hard-linked copies of the finished
-   runs beside --run, `many_runs`), the run picker and the home table holding all N.
 3. Live lag: a real trainer writes scalars.jsonl; a reader polling like a fragment sees each line
    at most one refresh interval plus one read later. Measured: the read + figure time per refresh.
+4. With --runs N: every page again with N runs in the runs folder (hard-linked copies of the finished
+   runs beside --run, `many_runs`), the run picker and the home table holding all N.
 5. With --explore-run RUN: the Explore page's slider move, warm (models, directions and the fitted map
    placement loaded once, as the page caches them per (run, step)): the computation the page runs per
    move (position, readout: G, finder, classifier on the image and 8 views under T; the placement on
@@ -22,6 +22,11 @@
    the page after a slider change (median of 5).
 
     python bench/app_speed.py --explore-run /tmp/explore_runs/fm-mgr --skip pages,live,many --out /tmp/app_speed_explore.json
+
+6. With --under-load: the Explore move and the pages again, while a default mgr trainer runs on every core
+   (`explore_under_load`, `pages_under_load`).
+
+    python bench/app_speed.py --run RUN --explore-run RUN --under-load --skip map,live,many
 """
 from __future__ import annotations
 
@@ -302,9 +307,9 @@ def main(argv=None) -> dict:
     p.add_argument("--explore-run", default=None, help="a finished run with a generator: time the Explore page's "
                    "slider move (in-process and AppTest)")
     p.add_argument("--moves", type=int, default=40, help="slider moves timed with --explore-run (>= 20)")
-    p.add_argument("--under-load", action="store_true", help="with --explore-run: time the move again while a "
-                   "trainer runs beside it on every core (a lone trainer's thread count), as when a user explores "
-                   "one run while another trains")
+    p.add_argument("--under-load", action="store_true", help="time the Explore move (--explore-run) and the pages "
+                   "(--run) again while a trainer runs beside them on every core (a lone trainer's thread count), as "
+                   "when a user explores one run while another trains")
     p.add_argument("--app-threads", type=int, default=1, help="torch threads of this process while it times the "
                    "Explore move: 1, what app.py gives the app's process (MGR_APP_THREADS)")
     p.add_argument("--runs", type=int, default=0, help="also time every page with this many runs in the runs "
@@ -337,6 +342,10 @@ def main(argv=None) -> dict:
                 result["explore_under_load"] = {**explore_times(Path(a.explore_run), a.moves), "load": load}
     if "pages" not in skip:
         result["pages"] = page_times(run.parent, run.name)
+        if a.under_load:
+            print("the same pages while a trainer runs beside them:", flush=True)
+            with trainer_beside(Path(tempfile.mkdtemp(prefix="mgr-load-"))) as load:
+                result["pages_under_load"] = {**page_times(run.parent, run.name), "load": load}
     if a.runs and "many" not in skip:
         from mgr.runstore import Run
         sources = sorted(r.resolve() for r in run.parent.iterdir()

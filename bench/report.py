@@ -667,6 +667,17 @@ def demo_findings(rdir: Path) -> tuple[list[Finding], list[Finding]]:
                             f"{_shown(stat, pci[0])} to {_shown(stat, pci[1])}" if pci else "—",
                             f"{p['holds_in']} of {r['seeds']}", r["seeds"], cmd, setting, **common)
                 (today if differs == {} else other).append(f)
+            # beside a verdict: the further statistics the record keeps (the finder demos' harm), a row per pair
+            for name, also in (r.get("also") or {}).items():
+                label = also.get("label") or next((x.label for x in (demo.also if demo else ()) if x.name == name), name)
+                for p, s in zip(pairs, also.get("per_pair") or []):
+                    if s.get("mean_diff") is None:
+                        continue
+                    sci = s.get("ci95")
+                    f = Finding(f"{r['question']} [beside it: {label}]", f"{p['a']} − {p['b']}", s["verdict"],
+                                _signed(s["mean_diff"]), f"{_signed(sci[0])} to {_signed(sci[1])}" if sci else "—",
+                                f"{s['holds_in']} of {len(s['diffs'])}", len(s["diffs"]), cmd, setting, **common)
+                    (today if differs == {} else other).append(f)
     return today, other
 
 
@@ -728,7 +739,8 @@ def _headlines(findings: list[Finding]) -> list[Finding]:
     verdict (a pair that holds, else one of the opposite, else any), the largest difference among them."""
     groups: dict[str, list[Finding]] = {}
     for f in findings:
-        groups.setdefault(f.question.split(" [")[0], []).append(f)
+        if "[beside it: " not in f.question:  # the statistics beside a verdict never stand for it
+            groups.setdefault(f.question.split(" [")[0], []).append(f)
     out = []
     for question, fs in groups.items():
         pool = [f for f in fs if f.verdict == "holds"] or [f for f in fs if f.verdict == "opposite"] or fs
