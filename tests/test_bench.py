@@ -271,3 +271,9 @@ def test_demos_records_the_fid_of_the_finder_samples_beside_a_finder_demo_verdic
     (pair,) = fid["per_pair"]
     assert pair["diffs"] == pytest.approx([a - b for a, b in fid["values"]])
     assert set(rec["also"]) == {"finder_label_acc", "test_acc", "finder_fid"}
+
+
+def test_trainer_beside_app_refuses_a_bad_round_count_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        load("trainer_beside_app").main(["--rounds", "0", "--out", str(tmp_path / "x.json")])
+    assert "--rounds and --steps must be positive" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
