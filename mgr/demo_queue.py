@@ -13,7 +13,7 @@ A launch writes a manifest, then starts one detached supervisor that runs the qu
 The supervisor (`python -m mgr.demo_queue run <manifest>`) trains the runs on a pool (mgr/demo_pool.py) of
 `parallel` worker processes (the standard library's ProcessPoolExecutor, spawn context), each with one torch thread: a worker
 imports torch once and trains run after run in its own process, exactly as `python -m mgr train` (the
-manifest's `command`) would, so a demo no longer pays a process start-up per run. A worker's trainer
+manifest's `command`) would, so a demo pays no process start-up per run. A worker's trainer
 handles SIGTERM as any trainer does (Stop saves and ends the run `stopped`); a worker that dies breaks the
 pool, which is made anew, and the runs it held are resumed, so no run is lost. The supervisor outlives the
 app; the app restarts it when it died with work left (`ensure_supervisor`). The run directories stay the
@@ -93,7 +93,7 @@ def list_launches(runs_dir=None) -> list[dict]:
 # One training step's cost by method, relative to base (docs/trainer.md, "Step time of the methods"). The queue starts
 # each seed's dearest runs first, so the runs left when the workers run out of work are the cheap ones and no
 # worker waits long for the last to end.
-STEP_COST = {"base": 1.0, "gda": 2.4, "gda-mps": 5.2, "pcr": 3.3, "mgr": 7.6}
+STEP_COST = {"base": 1.0, "gda": 2.5, "gda-mps": 5.5, "pcr": 3.3, "mgr": 8.7}
 MLTP_COST = 2.2  # MLTP's first-order step over the plain one
 
 
