@@ -4,6 +4,7 @@ saves docs/screenshots/<page>.png.
 
     MGR_RUNS_DIR=runs python scripts/app_screenshots.py --run <run id> [--compare id1,id2] [--port 8531]
         [--demo <launch id>]   # also home-sweep.png: Home scrolled to that demo launch's verdict and why panels
+        [--walk 5]             # also explore-walk.png: a walk of that many recorded positions on the Explore page
 """
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ def main() -> None:
     p.add_argument("--pages", default=",".join(PAGES))
     p.add_argument("--wait", type=float, default=12.0, help="seconds to let a page settle")
     p.add_argument("--demo", default="", help="a demo launch id in $MGR_RUNS_DIR/.demos: home-sweep.png shows its panel")
+    p.add_argument("--walk", type=int, default=0, help="explore-walk.png: record this many positions on Explore, "
+                   "moving one latent slider between them")
     a = p.parse_args()
+    if a.walk < 0:
+        p.error(f"--walk {a.walk}: give a number of positions >= 0")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -56,7 +61,7 @@ def main() -> None:
             # without app.py's st.navigation and lists pages/ as a legacy multipage app (a Streamlit limitation)
             driver.get(url)
             time.sleep(a.wait)
-            for name in a.pages.split(","):
+            for name in [n for n in a.pages.split(",") if n]:  # --pages "" takes only --demo or --walk
                 query = f"?runs={a.compare}" if name == "compare" else f"?run={a.run}"
                 driver.get(f"{url}/{PAGES[name]}{query}")
                 time.sleep(a.wait)
@@ -82,11 +87,50 @@ def main() -> None:
                 time.sleep(3)
                 driver.save_screenshot(str(out / "home-sweep.png"))
                 print(f"home-sweep: {out / 'home-sweep.png'}", flush=True)
+            if a.walk:
+                record_walk(driver, f"{url}/explore?run={a.run}", a.walk, a.wait)
+                driver.save_screenshot(str(out / "explore-walk.png"))
+                print(f"explore-walk: {out / 'explore-walk.png'}", flush=True)
         finally:
             driver.quit()
     finally:
         server.terminate()
         server.wait(30)
+
+
+def settle(driver, wait: float) -> None:
+    """Until Streamlit has finished running the page's script (at most 60 s), then a moment to draw."""
+    for _ in range(120):
+        if not driver.execute_script("return document.querySelector('[data-testid=\"stStatusWidget\"]') !== null"):
+            break
+        time.sleep(0.5)
+    time.sleep(wait)
+
+
+def record_walk(driver, url: str, positions: int, wait: float) -> None:
+    """On the Explore page: record `positions` positions, moving the latent sliders (not the step) between them,
+    then scroll to the walk."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    driver.get(url)
+    time.sleep(wait)
+    settle(driver, 2)
+    from selenium.webdriver.common.action_chains import ActionChains
+    for k in range(positions):
+        if k:  # one page along a latent direction (the sliders that span −SPAN..SPAN), a different one each time
+            sliders = [e for e in driver.find_elements(By.CSS_SELECTOR, 'input[type="range"]')
+                       if float(e.get_attribute("min") or 0) < 0]
+            if not sliders:
+                raise SystemExit("no latent slider on the Explore page (is the run's step kept with its weights?)")
+            driver.execute_script("arguments[0].focus()", sliders[(k - 1) % min(3, len(sliders))])
+            ActionChains(driver).send_keys(Keys.PAGE_UP).perform()
+            settle(driver, 1.5)
+        button = next(b for b in driver.find_elements(By.TAG_NAME, "button") if "record this position" in b.text)
+        button.click()
+        settle(driver, 1.5)
+    driver.execute_script("""for (const h of document.querySelectorAll('h2, h3'))
+        if (h.textContent.includes('Walk')) { h.scrollIntoView(); window.scrollBy(0, -420); break; }""")
+    time.sleep(2)
 
 
 if __name__ == "__main__":
