@@ -227,6 +227,7 @@ def supervise(path: str | Path) -> int:
     # has loaded its checkpoint, and must not be started again meanwhile, nor retried forever if it fails at
     # once), except the runs a broken pool took down, which are resumed.
     tried, retry = set(), set()
+    broken = False  # the pool reported a dead worker: it is made anew once its runs have all come back
     lost_since: dict[str, float] = {}  # run id on the pool -> when its trainer was first seen gone
     try:
         while True:
@@ -239,6 +240,7 @@ def supervise(path: str | Path) -> int:
                     del inflight[run_id]
                     if isinstance(fut.exception(), BrokenProcessPool):  # a worker died: its runs resume
                         retry.add(run_id)
+                        broken = True
                         print(f"{run_id}: its worker died; it resumes", flush=True)
                     else:
                         print(f"ended {fut.result()}", flush=True)
@@ -259,10 +261,11 @@ def supervise(path: str | Path) -> int:
                 lost_since.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = new_pool(m["parallel"])
-            if retry and not inflight:
+            if broken and not inflight:
                 end_broken_workers(runs_dir, retry)
                 pool.shutdown(wait=True)
                 pool = new_pool(m["parallel"])
+                broken = False
             states = run_states(runs_dir, m)
             active = sum(r["run_id"] in inflight or s in ACTIVE for r, s in zip(m["runs"], states))
             todo = [(r, s) for r, s in zip(m["runs"], states) if r["run_id"] not in inflight and (
@@ -271,7 +274,7 @@ def supervise(path: str | Path) -> int:
             if not todo and active == 0:
                 print(f"demo launch {launch_id}: every run has ended", flush=True)
                 return 0
-            if not (retry and inflight):  # a broken pool takes no work until it is made anew
+            if not broken:  # a broken pool takes no work until it is made anew
                 for r, state in todo[:max(0, m["parallel"] - active)]:
                     tried.add(r["run_id"])
                     retry.discard(r["run_id"])
