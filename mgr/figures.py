@@ -351,7 +351,8 @@ def dose_curves(demo: Demo, summaries) -> go.Figure:
                                      hoverinfo="skip", showlegend=False))
         ref = demo.pairs[[p.family for p in demo.pairs].index(family)].a.label
         fig.add_trace(go.Scatter(x=[d for d, _ in pts], y=[s.mean for _, s in pts], mode="lines+markers",
-                                 name=f"{ref} − {family}", line=dict(color=c, width=3), marker=dict(size=9)))
+                                 name=f"{ref} − {family}" if ref != family else f"{ref} − ({ref} at the dose)",
+                                 line=dict(color=c, width=3), marker=dict(size=9)))
         dots = [(d, x) for d, s in pts for x in s.diffs]
         fig.add_trace(go.Scatter(x=[d for d, _ in dots], y=[x for _, x in dots], mode="markers", showlegend=False,
                                  marker=dict(color=c, size=6, opacity=0.45), hoverinfo="y"))

@@ -23,12 +23,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mgr import demos  # noqa: E402
 
-# dial -> (reference arm values, dial field, wide doses, families)
+# dial -> (reference arm values, dial field, wide doses, families[, values every run of the dial shares])
 DIALS = {
     "lam": ({"method": "base"}, "lam", (0.25, 1.0, 4.0, 16.0), ("gda", "pcr")),
     "noise": ({"method": "gda"}, "syn_label_noise", (0.1, 0.25, 0.5, 1.0), ("gda",)),
     "psi": (None, "latent_psi", (0.75, 0.5, 0.25, 0.1), ("gda", "pcr")),  # None: the family at ψ = 1
+    # the same dials where the synthetic term weighs 4× the real one (GDA's cost is large there: does a dial add?)
+    "noise-w4": ({"method": "gda"}, "syn_label_noise", (0.25, 0.5, 1.0), ("gda",), {"lam": 4.0}),
+    "leak": ({"method": "gda"}, "leaky_generator", (True,), ("gda",)),  # True: the 10% split's generator
+    "leak-w4": ({"method": "gda"}, "leaky_generator", (True,), ("gda",), {"lam": 4.0}),
 }
+
+
+def dosed(field: str, dose) -> dict:
+    """The values a dose sets: a leaky dose also swaps in the generator trained on 10% of the training set."""
+    return {field: dose, "generator": demos.LEAKY_GENERATOR} if field == "leaky_generator" else {field: dose}
 
 
 def _init() -> None:
@@ -48,17 +57,17 @@ def jobs(dials, seeds, first_seed):
     """(dial, family, dose or None for the reference, seed, values) of every run."""
     out = []
     for dial in dials:
-        ref, field, doses, families = DIALS[dial]
+        ref, field, doses, families, *shared = DIALS[dial]
         for seed in range(first_seed, first_seed + seeds):
             arm = demos.Arm("x", dict(demos.SETTING))
-            base = demos.arm_values(demos.DEMOS["gda-hurts"], arm, seed)
+            base = {**demos.arm_values(demos.DEMOS["gda-hurts"], arm, seed), **(shared[0] if shared else {})}
             if ref is not None:
                 out.append((dial, "ref", None, seed, {**base, **ref}))
             for fam in families:
                 if ref is None:
                     out.append((dial, fam, None, seed, {**base, "method": fam}))
                 for d in doses:
-                    out.append((dial, fam, d, seed, {**base, "method": fam, field: d}))
+                    out.append((dial, fam, d, seed, {**base, "method": fam, **dosed(field, d)}))
     return out
 
 
@@ -87,7 +96,7 @@ def main(argv=None):
                                                                                                 a.first_seed + a.seeds)),
               "dials": {}}
     for dial in dials:
-        ref, field, doses, families = DIALS[dial]
+        ref, field, doses, families, *shared = DIALS[dial]
         rows = []
         for fam in families:
             for d in doses:
@@ -95,9 +104,9 @@ def main(argv=None):
                 for seed in result["seeds"]:
                     r = acc[(dial, "ref" if ref is not None else fam, None, seed)]
                     diffs.append(round(r - acc[(dial, fam, d, seed)], 3))
-                rows.append({"family": fam, "field": field, "dose": d, "diffs": diffs,
+                rows.append({"family": fam, "field": field, "dose": d, **(shared[0] if shared else {}), "diffs": diffs,
                              "mean_diff": round(sum(diffs) / len(diffs), 3)})
-                print(f"{dial} {fam} {field}={d:g}: reference − arm = {rows[-1]['mean_diff']:+.2f} {diffs}", flush=True)
+                print(f"{dial} {fam} {field}={d}: reference − arm = {rows[-1]['mean_diff']:+.2f} {diffs}", flush=True)
         result["dials"][dial] = rows
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
