@@ -10,7 +10,7 @@ A launch writes a manifest, then starts one detached supervisor that runs the qu
                                           the supervisor ends)
     <runs dir>/.demos/<launch id>.log    the supervisor's output
 
-The supervisor (`python -m mgr.demo_queue run <manifest>`) trains the runs on a pool (mgr/demo_pool.py) of
+The supervisor (`python -m mgr.demo_supervisor run <manifest>`) trains the runs on a pool (mgr/demo_pool.py) of
 `parallel` worker processes (the standard library's ProcessPoolExecutor, spawn context), each with one torch thread: a worker
 imports torch once and trains run after run in its own process, exactly as `python -m mgr train` (the
 manifest's `command`) would, so a demo pays no process start-up per run. A worker's trainer
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,7 +142,7 @@ def start_supervisor(runs_dir, launch_id: str) -> subprocess.Popen:
     runs_dir = Path(runs_dir).resolve()
     path = manifest_path(runs_dir, launch_id)
     with open(path.with_suffix(".log"), "ab") as log:
-        p = subprocess.Popen([sys.executable, "-m", "mgr.demo_queue", "run", str(path)], cwd=REPO,
+        p = subprocess.Popen([sys.executable, "-m", "mgr.demo_supervisor", "run", str(path)], cwd=REPO,
                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
     atomic_write_text(path.with_suffix(".pid"), str(p.pid))
@@ -206,8 +206,9 @@ def _continues(runs_dir, m: dict, r: dict, state: str) -> bool:
     return False
 
 
-def supervise(path: str | Path) -> int:
-    """The queue of one demo launch, until every run is done or the demo is stopped."""
+def supervise(path: str | Path, pool: ProcessPoolExecutor | None = None) -> int:
+    """The queue of one demo launch, until every run is done or the demo is stopped, on `pool` (mgr/demo_supervisor.py
+    starts it early) or a new one."""
     path = Path(path)
     runs_dir, launch_id = path.parent.parent, path.stem
     m = read_manifest(runs_dir, launch_id)
@@ -220,8 +221,10 @@ def supervise(path: str | Path) -> int:
             time.sleep(0.05)
     else:
         print(f"another supervisor runs demo launch {launch_id}", flush=True)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         return 0
-    pool = new_pool(m["parallel"])
+    pool = pool or new_pool(m["parallel"])
     inflight: dict[str, Future] = {}  # run id -> its task on the pool, until it has ended
     # Each run is started at most once per supervisor (a resumed run still reads `stopped` until its trainer
     # has loaded its checkpoint, and must not be started again meanwhile, nor retried forever if it fails at
@@ -399,15 +402,3 @@ def outcome(runs_dir, m: dict) -> Outcome:
             for stat in demo.also}
     return Outcome(demo, m["seeds"], tuple(map(tuple, values)), summarize_pairs(demo, values), also, tuple(states),
                    tuple(failed), tuple(guard_stops), tuple(map(tuple, ids)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] != "run":
-        print("usage: python -m mgr.demo_queue run <runs dir>/.demos/<launch id>.json", file=sys.stderr)
-        return 2
-    return supervise(argv[1])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,6 +8,7 @@ from mgr.runstore import Run
 from pages._diagram import mgr_svg
 from pages._text import also_sentence, demo_finding, live_finding
 from pages._why import why_panel
+from mgr.analysis.runs import runs_states
 from pages._ui import CHART_CONFIG, LEAKY_MARK, STATE_ICON, finding, launcher, overview, runs_dir, state_text, through_app
 
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
@@ -125,8 +126,15 @@ def seed_number(demo: demos.Demo, va, vb) -> float | None:
     return None if d is None else demo.statistic.shown(d)
 
 
-@st.fragment(run_every=2.0)
-def verdict_panel(launch_id: str) -> None:
+PANEL_EVERY = 2.0  # s between redraws of a running demo's panel (5 s saved the demo about 2 s of its ~67 s)
+
+
+def launch_over(m: dict, out: demo_queue.Outcome) -> bool:
+    """Every run ended, or the demo stopped with none of its runs still going: its panel can stop polling."""
+    return out.done or (m["stopped"] and not any(s in demo_queue.ACTIVE for s in out.states))
+
+
+def verdict_panel(launch_id: str, live: bool) -> None:
     try:
         m = demo_queue.read_manifest(runs_dir(), launch_id)
         running = demo_queue.ensure_supervisor(runs_dir(), launch_id)  # restarts a queue whose supervisor died
@@ -134,6 +142,8 @@ def verdict_panel(launch_id: str) -> None:
         st.error(str(e))
         return
     out = demo_queue.outcome(runs_dir(), m)
+    if live and launch_over(m, out):
+        st.rerun(scope="app")  # drawn once more by the whole page, which then stops polling
     demo = out.demo
     st.markdown(f"#### {demo.question}")
     ended = sum(s in demo_queue.DONE for s in out.states)
@@ -144,7 +154,7 @@ def verdict_panel(launch_id: str) -> None:
     if m["stopped"] and not out.done:
         if a.button("▶️ Resume the demo", key=f"resume-{launch_id}"):
             demo_queue.resume(runs_dir(), launch_id)
-            st.rerun(scope="fragment")
+            st.rerun(scope="app")  # the panel polls again
     elif running and b.button("⏹️ Stop the demo", key=f"stop-{launch_id}"):
         demo_queue.stop(runs_dir(), launch_id)
         st.rerun(scope="fragment")
@@ -186,16 +196,22 @@ def verdict_panel(launch_id: str) -> None:
                                            bands=bands), width="stretch", config=CHART_CONFIG)
 
 
+# The live parts poll only while something runs, so an open Home page showing a finished demo leaves the trainers
+# alone. watch_runs, below, redraws the page when a run starts or ends, which turns the polling on or off.
 if launches:
     with st.container(border=True):
-        verdict_panel(st.session_state["demo_launch"])
+        try:
+            shown_m = demo_queue.read_manifest(runs_dir(), st.session_state["demo_launch"])
+            live = not launch_over(shown_m, demo_queue.outcome(runs_dir(), shown_m))
+        except launch.LaunchError:
+            live = False
+        st.fragment(run_every=PANEL_EVERY if live else None)(verdict_panel)(st.session_state["demo_launch"], live)
 
 # ----------------------------------------------------------------------------- runs
 
 st.subheader("Runs")
 
 
-@st.fragment(run_every=5.0)  # demo and Train runs start and end while the page stays open: keep the list live
 def runs_table() -> None:
     summaries = overview()
     if not summaries:
@@ -222,4 +238,23 @@ def runs_table() -> None:
                     st.error(str(e))
 
 
-runs_table()
+def any_running(states: tuple) -> bool:
+    return any(state == "running" for _, state, _ in states)
+
+
+seen = runs_states(runs_dir())
+st.session_state["home-runs-seen"] = seen
+st.fragment(run_every=5.0 if any_running(seen) else None)(runs_table)()
+
+
+@st.fragment(run_every=3.0)
+def watch_runs() -> None:
+    """Draws nothing. While nothing runs, a change of the runs (one appears, starts, ends, dies or is held: their
+    status.json, not their metrics) draws the whole page again; once the last running run has ended, so does that.
+    So the demo panel and the runs list poll exactly while something runs, and show it from its start."""
+    now, was = runs_states(runs_dir()), st.session_state.get("home-runs-seen")
+    if (now != was and not any_running(was)) or (any_running(was) and not any_running(now)):
+        st.rerun(scope="app")
+
+
+watch_runs()

@@ -9,7 +9,7 @@ import torch
 from mgr.analysis import consistency, feature_map, finder_fid, latents, margins, models, mosaic, projection
 from mgr.analysis.curves import columns, curve_fields, curves, group_curves, long_metrics, smooth, smoothable
 from mgr.analysis.margins import between_pairs, centroid_margins
-from mgr.analysis.runs import lead_statistic, runs_overview, seed_table, summarize, validation_size
+from mgr.analysis.runs import lead_statistic, runs_overview, runs_states, seed_table, summarize, validation_size
 from pages._text import between_reading, lead_reason
 from mgr.data import DataConfig
 from mgr.runstore import Run, list_runs
@@ -484,3 +484,28 @@ def test_group_curves_average_seeds_on_common_steps():
 def test_schedules_are_never_smoothed():
     assert not smoothable("lr") and not smoothable("alpha_conv_mean")
     assert smoothable("loss") and smoothable("co_grad_cos")
+
+
+def test_runs_states_move_when_a_run_starts_ends_or_appears_and_not_at_its_steps(runs_copy):
+    """What Home's watcher polls instead of every run's metrics: it must change exactly when the page's polling
+    should turn on or off, or a new run should show."""
+    import fcntl
+    import shutil
+
+    def states():
+        return {run_id: state for run_id, state, _ in runs_states(runs_copy)}
+    before = runs_states(runs_copy)
+    assert states() == {"t-base": "finished", "t-pcr": "finished", "t-mgr": "finished"}
+    run = Run(runs_copy / "t-pcr")
+    run.write_status(step=3, img_per_s=12.0)  # progress alone: nothing to redraw
+    assert runs_states(runs_copy) == before
+    with open(run.path / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held as a live trainer holds it
+        run.write_status(state="running")
+        assert states()["t-pcr"] == "running"
+        run.write_status(paused=True)  # as a trainer writes once it holds (mgr pause)
+        assert ("t-pcr", "running", True) in runs_states(runs_copy)
+    assert states()["t-pcr"] == "killed"  # its writer is gone
+    shutil.copytree(runs_copy / "t-base", runs_copy / "t-new")
+    assert states()["t-new"] == "finished" and len(runs_states(runs_copy)) == 4
+

@@ -184,14 +184,19 @@ def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(serv
         def page_text(d):
             return d.find_element(By.TAG_NAME, "body").text
 
+        def progress(d):  # the panel's "N of M runs ended", as textContent: reading the whole page's rendered text
+            # at every poll cost the browser more CPU than drawing the page, taken from the sweep's trainers
+            return d.execute_script("return [...document.querySelectorAll('[data-testid=\"stProgress\"]')]"
+                                    ".map(e => e.textContent).join(' ')")
+
         def chart_titles(d):
             return d.execute_script("return [...document.querySelectorAll('.js-plotly-plot .gtitle')]"
                                     ".map(t => t.textContent)")
-        wait.until(lambda d: "runs ended" in page_text(d))
+        wait.until(lambda d: "runs ended" in progress(d))
         scroll_to_heading(driver, "Does more synthetic weight hurt more?")
         screenshot(driver, tmp_path, "home-sweep-running.png")
         try:
-            wait.until(lambda d: "14 of 14 runs ended" in page_text(d)
+            wait.until(lambda d: "14 of 14 runs ended" in progress(d)
                        and any("at each dose" in t for t in chart_titles(d))
                        and any("asked for × judged as" in t for t in chart_titles(d)))
         except TimeoutException:
@@ -280,18 +285,20 @@ def test_every_page_shows_its_first_figure_after_a_few_words(server_on_app_runs,
     url, _ = server_on_app_runs
     driver = browser
     driver.get(url)  # the entry page first: the app's navigation is then set for the whole server
-    pages = {"": "", "train": "?run=t-mgr", "latents": "?run=t-mgr", "feature_space": "?run=t-mgr",
-             "consistency": "?run=t-mgr", "explore": "?run=t-mgr", "compare": "?runs=t-mgr", "data": ""}
+    # Feature space and Explore last: opening either starts UMAP's numba compilation in the server (tens of CPU
+    # seconds), which this walk never needs and which would otherwise slow every page after them
+    pages = {"": "", "train": "?run=t-mgr", "latents": "?run=t-mgr", "consistency": "?run=t-mgr",
+             "compare": "?runs=t-mgr", "data": "", "feature_space": "?run=t-mgr", "explore": "?run=t-mgr"}
     counts = {}
     for page, query in pages.items():
         driver.get(f"{url}/{page}{query}")
         deadline, idle = time.time() + 120, 0
         while time.time() < deadline:  # read the page once its script run has ended (no "Running…" widget)
-            time.sleep(1.0)
+            time.sleep(0.4)
             busy = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
             idle = 0 if busy else idle + 1
             found, text = driver.execute_script(WORDS_BEFORE_FIRST_FIGURE)
-            if idle >= 2 and found:
+            if idle >= 3 and found:  # idle at three reads in a row, 0.8 s apart at the ends
                 break
         counts[page or "home"] = len(text.split())
         assert found, (page, text)

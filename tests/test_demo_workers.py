@@ -67,3 +67,4 @@ def test_the_supervisor_takes_a_run_whose_trainer_is_gone_while_its_task_never_e
     first = lost_runs(tmp_path, inflight, {}, now=100.0)
     assert first == {"gone": 100.0}
     assert lost_runs(tmp_path, inflight, first, now=170.0) == {"gone": 100.0}  # since when, not since the last look
+

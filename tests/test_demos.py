@@ -4,6 +4,9 @@ whole, and picked up again after the supervisor died."""
 import math
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +16,9 @@ from mgr.launch import LaunchError, build_config
 from mgr.runstore import Run
 from pages._text import demo_finding as finding
 from tests.conftest import TINY_DEMO
-from tests.waiting import wait_for
+from tests.waiting import TIMEOUT, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
 
 # the smallest demo runs that still evaluate twice: seconds each
 TINY = TINY_DEMO  # tests/conftest.py: digits, 4 steps, 2 evaluations
@@ -332,3 +337,12 @@ def test_the_queue_starts_each_seeds_dearest_runs_first(tmp_path):
     for r in m["runs"]:
         assert r["values"] == demos.arm_values(demo, demo.arms[r["arm"]], r["seed"])
         assert r["run_id"].endswith(f".{demo.arms[r['arm']].label}.s{r['seed']}")
+
+
+def test_the_supervisor_entry_imports_nothing_heavy_so_its_workers_start_before_it_loads_torch():
+    """Each pool worker imports the supervisor's entry module again as its main module (spawn): torch there would
+    be loaded twice over before the first run, on every launch."""
+    r = subprocess.run([sys.executable, "-c", "import sys, mgr.demo_supervisor; print(sorted(m for m in ('torch', "
+                        "'numpy', 'mgr.demo_queue', 'mgr.launch') if m in sys.modules))"], cwd=REPO, capture_output=True,
+                       text=True, timeout=TIMEOUT)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -215,6 +215,21 @@ def runs_overview(runs_dir=None) -> list[RunSummary]:
     return out
 
 
+def runs_states(runs_dir=None) -> tuple:
+    """Each run's id, state and held flag, read from status.json alone (no config, no metrics): it changes when a
+    run appears, starts, ends, dies or is held, and not at its steps. A page polls this cheaply and redraws its
+    live parts only when it changes."""
+    root = Path(runs_dir) if runs_dir else default_runs_dir()
+    out = []
+    for r in list_runs(root):
+        try:
+            st = r.status()
+            out.append((r.id, r.state(st), bool(st.get("paused"))))
+        except (OSError, ValueError, AttributeError):
+            out.append((r.id, "unknown", False))
+    return tuple(out)
+
+
 def seed_table(summaries: list[RunSummary]) -> list[dict]:
     """Mean ± std of test accuracy (at best val, and at the last step) over the seeds of each configuration
     (everything that defines a run but its seed: `RunSummary.config_key`), in first-seen order, each

@@ -1,0 +1,90 @@
+"""The app as a user has it open: `streamlit run app.py` on localhost (its own process, as `make run` starts it)
+and a headless Chromium on one of its pages. Shared by the benchmarks that time what a user waits for or what an
+open app costs a trainer. Needs Debian's chromium and chromium-driver (and selenium, from requirements-dev.txt)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def have_browser() -> bool:
+    return bool(shutil.which("chromium") and shutil.which("chromedriver"))
+
+
+class AppInBrowser:
+    """The app's server on `runs_dir`, served from `app_dir` (a checkout; this one by default), and a headless
+    Chromium that has opened its entry page, as a user arrives."""
+
+    def __init__(self, runs_dir: Path, work: Path, app_dir: Path = REPO, python: str = sys.executable):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = subprocess.Popen(
+            [python, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"], cwd=app_dir,
+            env={**os.environ, "MGR_RUNS_DIR": str(runs_dir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if self.server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the app's server in {app_dir} did not start")
+            time.sleep(0.5)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = shutil.which("chromium")
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     f"--user-data-dir={work / 'chrome'}", "--window-size=1400,1800"):
+            opts.add_argument(flag)
+        self.driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        self.driver.get(self.url)
+
+    def open(self, page: str) -> None:
+        self.driver.get(f"{self.url}/{page}")
+
+    def text_of(self, css: str) -> str:
+        """The text of the elements matching `css`, joined by newlines. Read as textContent in one script: a
+        benchmark that polls must not cost the page much (reading a long page's rendered text, `body.text`,
+        every 0.5 s took the browser more CPU than the page itself, taking it from the trainers it timed)."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent).join('\\n')", css)
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the app's server and the browser, with all their children, have used."""
+        import psutil
+        total = 0.0
+        for root in (self.server.pid, self.driver.service.process.pid):
+            try:
+                procs = [psutil.Process(root)]
+                procs += procs[0].children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+            for proc in procs:
+                try:
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    pass
+        return total
+
+    def close(self) -> None:
+        self.driver.quit()
+        self.server.send_signal(signal.SIGINT)
+        try:
+            self.server.wait(20)
+        except subprocess.TimeoutExpired:
+            self.server.kill()

@@ -1,0 +1,108 @@
+"""How long a teacher waits: a demo launched from Home with one click, timed from the click to its last run's end
+(the panel's "N of N runs ended", when the verdict shows), in headless Chromium against `streamlit run app.py`.
+
+    python bench/demo_from_home.py                                   # gda-hurts, this checkout, 1 round
+    python bench/demo_from_home.py --app-dir /tmp/old --app-dir . --rounds 2   # two checkouts, paired, in turn
+
+With several --app-dir (other checkouts of this repository, e.g. `git worktree add /tmp/old <commit>`, each with
+a .venv or this one's), each round times every checkout once, one after the other, in the same order: A B A B…
+Each launch gets a fresh app server and an empty runs folder, with the Home page's default settings (Fashion-MNIST
+1%, 5 seeds). Records, per checkout, its commit and each round's seconds, and each round's ratio to the first
+checkout, in bench/results/demo_from_home.json. Needs Debian's chromium and chromium-driver.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from app_browser import AppInBrowser, have_browser  # noqa: E402
+from records import stamp, write_json  # noqa: E402
+
+LAUNCH = re.compile(r"Launch (\d+) seeds × (\d+) arms")
+
+
+def commit_of(app_dir: Path) -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=app_dir, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=app_dir,
+                           capture_output=True, text=True).stdout.strip()
+    return (r.stdout.strip() or "?") + ("+changes" if dirty else "")
+
+
+def python_of(app_dir: Path) -> str:
+    own = app_dir / ".venv" / "bin" / "python"
+    return str(own) if own.exists() else sys.executable
+
+
+def click_to_verdict(app_dir: Path, demo: str, timeout: float) -> dict:
+    """One launch of `demo` from a fresh app's Home: seconds from the click until every run has ended."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    with tempfile.TemporaryDirectory(prefix="mgr-home-demo-") as tmp:
+        app = AppInBrowser(Path(tmp) / "runs", Path(tmp), app_dir, python_of(app_dir))
+        try:
+            deadline = time.time() + 120
+            while True:  # the card's button (key demo-<id>); Home reruns its live parts, so a found one may go stale
+                try:
+                    (button,) = app.driver.find_elements(By.CSS_SELECTOR, f".st-key-demo-{demo} button") or [None]
+                    if button is not None and LAUNCH.search(button.text):
+                        seeds, arms = map(int, LAUNCH.search(button.text).groups())
+                        button.click()
+                        break
+                except StaleElementReferenceException:
+                    pass
+                if time.time() > deadline:
+                    raise RuntimeError(f"no launch button for demo {demo!r} on Home of {app_dir}")
+                time.sleep(0.2)
+            t0, runs = time.time(), seeds * arms
+            done = f"{runs} of {runs} runs ended"
+            while done not in app.text_of('[data-testid="stProgress"]'):  # the panel's "N of M runs ended"
+                if time.time() - t0 > timeout:
+                    raise RuntimeError(f"{demo} from Home of {app_dir}: not every run ended within {timeout:.0f} s")
+                time.sleep(1.0)
+            return {"seconds": round(time.time() - t0, 1), "runs": runs, "seeds": seeds}
+        finally:
+            app.close()
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demo", default="gda-hurts", help="the demo's id (its card's button key is demo-<id>)")
+    p.add_argument("--app-dir", action="append", type=Path, help="a checkout to serve the app from (repeatable; "
+                                                                   "default: this one)")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=1200, help="seconds one launch may take")
+    p.add_argument("--out", default=str(REPO / "bench/results/demo_from_home.json"))
+    a = p.parse_args(argv)
+    dirs = [d.resolve() for d in (a.app_dir or [REPO])]
+    bad = [str(d) for d in dirs if not (d / "app.py").exists()]
+    if a.rounds < 1 or bad:
+        p.error(f"--rounds must be positive; --app-dir must be a checkout with app.py (not: {', '.join(bad)})")
+    if not have_browser():
+        p.error("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    checkouts = [{"app_dir": str(d), "commit": commit_of(d), "rounds": []} for d in dirs]
+    for i in range(a.rounds):
+        for d, c in zip(dirs, checkouts):
+            c["rounds"].append(click_to_verdict(d, a.demo, a.timeout))
+            print(f"round {i}: {c['commit']}: {c['rounds'][-1]['seconds']} s", flush=True)
+    for c in checkouts:
+        c["median_s"] = statistics.median(r["seconds"] for r in c["rounds"])
+        c["ratio_to_first"] = [round(r["seconds"] / r0["seconds"], 3)
+                               for r, r0 in zip(c["rounds"], checkouts[0]["rounds"])]
+    result = {"demo": a.demo, "checkouts": checkouts, "cores": os.cpu_count(),
+              **stamp("demo_from_home.py", sys.argv[1:] if argv is None else argv)}
+    write_json(a.out, result)
+    print(f"-> {a.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
