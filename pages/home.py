@@ -126,7 +126,7 @@ def seed_number(demo: demos.Demo, va, vb) -> float | None:
     return None if d is None else demo.statistic.shown(d)
 
 
-PANEL_EVERY = 2.0  # s between redraws of a running demo's panel (5 s saved the demo about 2 s of its ~67 s)
+PANEL_EVERY = 2.0  # s between redraws of a running demo's panel (at 5 s, one ~67 s demo took 2 s less: within spread)
 
 
 def launch_over(m: dict, out: demo_queue.Outcome) -> bool:
