@@ -1,6 +1,9 @@
 """The worker pool a demo's supervisor trains on (mgr/demo_queue.py runs the queue): workers that import torch
 once and train run after run, stopping the runs on a pool, and ending the workers of a pool that broke or lost
 a worker without noticing.
+
+Importing this module loads nothing heavy (torch comes with .launch and .runstore, imported where they are used):
+mgr/demo_supervisor.py starts a pool with new_pool before the supervisor loads torch.
 """
 from __future__ import annotations
 
@@ -9,9 +12,6 @@ import os
 import signal
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-
-from .launch import LaunchError, Launcher, build_config
-from .runstore import Run, run_path
 
 # A run on the pool whose trainer has been gone this long lost its worker. The pool itself notices a dead worker
 # within a second; a run that shows "killed" on a healthy pool does not exist (its trainer holds the run's lock
@@ -31,6 +31,8 @@ def _worker_init() -> None:
 def train_one(runs_dir: str, run_id: str, values: dict, resume: bool) -> str:
     """In a pool worker: train (or resume) one run of the demo, as `python -m mgr train` would; what
     happened is in its run directory, and a line for the supervisor's log is returned."""
+    from .launch import build_config
+    from .runstore import run_path
     from .trainer import resume as resume_run, train
     try:
         if resume:
@@ -50,6 +52,8 @@ def new_pool(parallel: int) -> ProcessPoolExecutor:
 def stop_inflight(runs_dir, inflight: dict[str, Future], wait_s: float = 60.0) -> None:
     """SIGTERM the trainers of the runs on the pool (each saves and ends `stopped`), waiting for a run that
     is still loading until its trainer has written its status, at most wait_s."""
+    from .launch import LaunchError, Launcher
+    from .runstore import Run, run_path
     launcher = Launcher(runs_dir)
     deadline = time.time() + wait_s
     for run_id, fut in inflight.items():
@@ -67,6 +71,7 @@ def end_broken_workers(runs_dir, run_ids, wait_s: float = 120.0) -> None:
     catches SIGTERM) and then waits forever for work from the dead pool. Once each of those runs has ended
     (its trainer let go of the run), SIGKILL the worker that trained it, so the pool can be shut down."""
     from .processes import is_trainer
+    from .runstore import Run, run_path
     deadline = time.time() + wait_s
     for run_id in run_ids:
         run = Run(run_path(runs_dir, run_id))
@@ -84,5 +89,6 @@ def lost_runs(runs_dir, inflight: dict[str, Future], lost_since: dict[str, float
     """The runs on the pool whose trainer is gone while their task has not ended, each with when it was first seen
     so (kept from `lost_since`, else `now`): a worker can die without the pool noticing (seen under a loaded full
     test suite: the killed run's task never ended, so the queue waited forever)."""
+    from .runstore import Run, run_path
     return {run_id: lost_since.get(run_id, now) for run_id, fut in inflight.items()
             if not fut.done() and Run(run_path(runs_dir, run_id)).state() == "killed"}

@@ -7,16 +7,12 @@ spawned worker imports it again as its main module."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
+from .demo_pool import new_pool
+
 USAGE = "usage: python -m mgr.demo_supervisor run <runs dir>/.demos/<launch id>.json"
-
-
-def _worker_init() -> None:
-    from mgr.demo_pool import _worker_init as init  # in the worker: one torch thread, torch and the trainer loaded
-    init()
 
 
 def early_pool(manifest: str) -> ProcessPoolExecutor | None:
@@ -26,7 +22,7 @@ def early_pool(manifest: str) -> ProcessPoolExecutor | None:
         parallel = int(json.loads(open(manifest).read())["parallel"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    pool = ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    pool = new_pool(parallel)
     pool.submit(int)  # a spawn pool starts all its workers at its first task
     return pool
 

@@ -4,11 +4,11 @@ import numpy as np
 import streamlit as st
 
 from mgr import demo_queue, demo_records, demos, figures, launch
+from mgr.analysis.runs import runs_states
 from mgr.runstore import Run
 from pages._diagram import mgr_svg
 from pages._text import also_sentence, demo_finding, live_finding
 from pages._why import why_panel
-from mgr.analysis.runs import runs_states
 from pages._ui import CHART_CONFIG, LEAKY_MARK, STATE_ICON, finding, launcher, overview, runs_dir, state_text, through_app
 
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)

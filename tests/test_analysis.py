@@ -508,4 +508,7 @@ def test_runs_states_move_when_a_run_starts_ends_or_appears_and_not_at_its_steps
     assert states()["t-pcr"] == "killed"  # its writer is gone
     shutil.copytree(runs_copy / "t-base", runs_copy / "t-new")
     assert states()["t-new"] == "finished" and len(runs_states(runs_copy)) == 4
+    elsewhere = shutil.copytree(runs_copy / "t-base", runs_copy.parent / "elsewhere")
+    (runs_copy / "t-link").symlink_to(elsewhere)  # a run outside the runs folder is listed, never read
+    assert ("t-link", "unknown", False) in runs_states(runs_copy)
 

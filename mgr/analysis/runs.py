@@ -201,13 +201,18 @@ def _summarize(run: Run) -> RunSummary:
     return s
 
 
+def _outside(root: Path, run: Run) -> bool:
+    """A run directory that links to somewhere outside the (resolved) runs folder: listed, never read."""
+    return not run.path.resolve().is_relative_to(root)
+
+
 def runs_overview(runs_dir=None) -> list[RunSummary]:
     """Every run in runs_dir, summarised. A run directory that is a link to somewhere outside runs_dir
     is listed as `unknown` and never read: what the app shows comes from the runs folder only."""
     root = (Path(runs_dir) if runs_dir else default_runs_dir()).resolve()
     out = []
     for r in list_runs(root):
-        if not r.path.resolve().is_relative_to(root):
+        if _outside(root, r):
             out.append(RunSummary(r.id, r.path, "unknown", error=f"{r.path} links to {r.path.resolve()}, outside the "
                                   f"runs directory {root}; the app reads runs only inside it (move or copy the run there)"))
         else:
@@ -218,15 +223,16 @@ def runs_overview(runs_dir=None) -> list[RunSummary]:
 def runs_states(runs_dir=None) -> tuple:
     """Each run's id, state and held flag, read from status.json alone (no config, no metrics): it changes when a
     run appears, starts, ends, dies or is held, and not at its steps. A page polls this cheaply and redraws its
-    live parts only when it changes."""
-    root = Path(runs_dir) if runs_dir else default_runs_dir()
+    live parts only when it changes. A run linking outside the runs folder is `unknown` and never read, as in
+    runs_overview."""
+    root = (Path(runs_dir) if runs_dir else default_runs_dir()).resolve()
     out = []
     for r in list_runs(root):
-        try:
-            st = r.status()
-            out.append((r.id, r.state(st), bool(st.get("paused"))))
-        except (OSError, ValueError, AttributeError):
+        if _outside(root, r):
             out.append((r.id, "unknown", False))
+            continue
+        st = r.status()  # never raises: an unreadable status.json reads as state `unknown`
+        out.append((r.id, r.state(st), bool(st.get("paused"))))
     return tuple(out)
 
 
