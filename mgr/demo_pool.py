@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -20,12 +21,29 @@ from concurrent.futures import Future, ProcessPoolExecutor
 LOST_S = 10.0
 
 
-def _worker_init() -> None:
-    """A pool worker: one torch thread (the workers share the cores), and torch imported once, here."""
+def _worker_init(supervisor: int) -> None:
+    """A pool worker: one torch thread (the workers share the cores), and torch imported once, here. It ends with
+    the supervisor that started it, however that one ends."""
+    _die_with(supervisor)
     os.environ["MGR_THREADS"] = "1"
     import torch
     torch.set_num_threads(1)
     from . import trainer  # noqa: F401 (the import a run would otherwise pay)
+
+
+def _die_with(supervisor: int) -> None:
+    """SIGKILL this worker when `supervisor`, its parent, dies (Linux's parent-death signal), as a reboot or the
+    OOM killer would end both: its run then reads `killed`, and the next supervisor (the app starts one as it polls)
+    resumes it from its last checkpoint, instead of a trainer training on unwatched, holding its run and writing
+    probes to its last step. (SIGTERM would save the run `stopped`, which reads as a user's Stop and stays so.)
+    Elsewhere a worker outlives a killed supervisor until its run ends."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != supervisor:  # it died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def train_one(runs_dir: str, run_id: str, values: dict, resume: bool) -> str:
@@ -46,7 +64,8 @@ def train_one(runs_dir: str, run_id: str, values: dict, resume: bool) -> str:
 
 def new_pool(parallel: int) -> ProcessPoolExecutor:
     """`parallel` workers, each started by _worker_init in a fresh interpreter (spawn)."""
-    return ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    return ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(os.getpid(),))
 
 
 def stop_inflight(runs_dir, inflight: dict[str, Future], wait_s: float = 60.0) -> None:

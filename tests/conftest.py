@@ -169,6 +169,10 @@ def pytest_xdist_make_scheduler(config, log):
 # The smallest demo run that still runs every part: digits, 4 steps, 2 evaluations
 TINY_DEMO = {"data.dataset": "digits", "data.ratio": 0.1, "data.test_subset": None, "steps": 4, "eval_every": 2,
              "batch_size": 16, "probes_per_class": 2, "probe_real": 40, "device": "cpu"}
+# A demo run a test acts on while it trains: no such run ends while the test acts on it (3000 steps take these runs
+# two minutes or more on 2 cores, the tests' acts seconds), and one a killed test leaves behind, its supervisor
+# detached by design, ends within minutes rather than writing a probe every 5 steps for an hour
+ENDLESS_DEMO = {**TINY_DEMO, "steps": 3000, "eval_every": 5}
 
 
 @pytest.fixture(scope="session")

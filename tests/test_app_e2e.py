@@ -100,12 +100,41 @@ def scroll_to_heading(driver, text: str) -> None:
           if (h.textContent.includes(arguments[0])) { h.scrollIntoView(); window.scrollBy(0, -60); break; }""", text)
 
 
+def when_ready(driver, act, what: str, timeout: float = 120.0):
+    """Do `act(driver)` once the page lets it: an element just drawn can still be covered or not yet interactable
+    (an expander that is opening), or replaced by a rerun between being found and being used."""
+    from selenium.common.exceptions import (ElementClickInterceptedException, ElementNotInteractableException,
+                                            NoSuchElementException, StaleElementReferenceException,
+                                            TimeoutException)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def attempt(d):
+        try:
+            act(d)
+            return True
+        except (ElementClickInterceptedException, ElementNotInteractableException, NoSuchElementException,
+                StaleElementReferenceException, StopIteration):
+            return False
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.25).until(attempt)
+    except TimeoutException:
+        raise AssertionError(f"could not {what} within {timeout:.0f} s") from None
+
+
+def click(driver, xpath: str) -> None:
+    from selenium.webdriver.common.by import By
+    when_ready(driver, lambda d: d.find_element(By.XPATH, xpath).click(), f"click {xpath}")
+
+
 def type_into(driver, label: str, value: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    box = driver.find_element(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(value, Keys.TAB)
+
+    def type_value(d):
+        box = d.find_element(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(value, Keys.TAB)
+    when_ready(driver, type_value, f"type into {label!r}")
 
 
 def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, browser, tmp_path):
@@ -123,7 +152,8 @@ def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, browse
         for label, value in (("steps", "20"), ("evaluate every", "10"), ("batch size", "16"),
                              ("probes per class", "2"), ("real probe images", "40")):
             type_into(driver, label, value)
-        next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Launch").click()
+        when_ready(driver, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button")
+                                          if b.text.strip() == "Launch").click(), "click Launch")
 
         def accuracy_points(d):
             return d.execute_script("""
@@ -163,23 +193,18 @@ def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(serv
         wait = WebDriverWait(driver, 600, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))
         driver.get(url)
         wait.until(lambda d: d.find_elements(By.XPATH, "//summary[contains(., 'Demo settings')]"))
-        driver.find_element(By.XPATH, "//summary[contains(., 'Demo settings')]").click()
+        click(driver, "//summary[contains(., 'Demo settings')]")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'input[aria-label="seeds per arm"]'))
-        driver.find_element(By.XPATH, "//label[contains(., 'digits 10%')]").click()
+        click(driver, "//label[contains(., 'digits 10%')]")
         # steps first: script runs take the values in order, so once a button reads "2 seeds" the runs that took
         # the data and the steps have ended too
         type_into(driver, "steps per run (empty: the demo's)", "4")
         type_into(driver, "seeds per arm", "2")
         wait.until(lambda d: any(b.text.strip() == label for b in d.find_elements(By.TAG_NAME, "button")))
 
-        def click_launch(d):  # Home's runs list reruns every few seconds: a button found may be replaced before its click
-            try:
-                next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == label).click()
-                return True
-            except (StaleElementReferenceException, StopIteration):
-                return False
-
-        wait.until(click_launch)
+        # Home's runs list reruns every few seconds: a button found may be replaced before its click
+        when_ready(driver, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button")
+                                          if b.text.strip() == label).click(), f"click {label!r}")
 
         def page_text(d):
             return d.find_element(By.TAG_NAME, "body").text

@@ -6,7 +6,7 @@ import signal
 
 from mgr import demo_queue
 from mgr.runstore import Run
-from tests.conftest import TINY_DEMO
+from tests.conftest import ENDLESS_DEMO, TINY_DEMO
 from tests.waiting import wait_for
 
 TINY = TINY_DEMO  # tests/conftest.py: digits, 4 steps, 2 evaluations
@@ -20,8 +20,7 @@ def test_two_workers_train_a_demos_four_runs_in_two_processes(tiny_demo):
 
 
 def test_a_worker_killed_mid_run_loses_no_run(tmp_path):
-    endless = {**TINY, "steps": 100_000, "eval_every": 5}  # no run can finish while the test acts on it
-    launch_id = demo_queue.launch("pcr-repairs", 2, tmp_path, endless, parallel=2)
+    launch_id = demo_queue.launch("pcr-repairs", 2, tmp_path, ENDLESS_DEMO, parallel=2)
     m = demo_queue.read_manifest(tmp_path, launch_id)
     runs = [Run(tmp_path / r["run_id"]) for r in m["runs"][:2]]  # the two on the pool; two more queued
 
@@ -41,6 +40,32 @@ def test_a_worker_killed_mid_run_loses_no_run(tmp_path):
         killed = m["runs"][0]["run_id"]
         assert (f"{killed}: its worker died; it resumes" in log
                 or f"{killed}: its worker is gone and the pool did not notice" in log), log
+        assert runs[0].metrics()[0]["step"] == 5  # resumed from its checkpoint, not restarted
+    finally:
+        demo_queue.stop(tmp_path, launch_id)
+    wait_for(lambda: demo_queue.run_states(tmp_path, m) == ["stopped"] * 2 + ["queued"] * 2, "the stop")
+
+
+def test_a_supervisor_killed_mid_run_takes_its_workers_along_and_a_new_one_resumes_its_runs(tmp_path):
+    """The pool's workers die with their supervisor, however it dies (a reboot or the OOM killer would end them all
+    alike): their runs read `killed`, and the next supervisor (the app starts one as it polls) resumes them from
+    their checkpoints, instead of unwatched trainers holding their runs and writing probes to their last step."""
+    from mgr.processes import is_trainer
+    launch_id = demo_queue.launch("pcr-repairs", 2, tmp_path, ENDLESS_DEMO, parallel=2)
+    m = demo_queue.read_manifest(tmp_path, launch_id)
+    runs = [Run(tmp_path / r["run_id"]) for r in m["runs"][:2]]
+    try:
+        wait_for(lambda: demo_queue.run_states(tmp_path, m)[:2] == ["running"] * 2
+                 and min(r.status().get("step", 0) for r in runs) >= 5, "both runs to train")
+        trainers = [(r.status()["pid"], r.path.name, r.status()["started"]) for r in runs]
+        os.kill(int((tmp_path / demo_queue.DEMOS_DIR / f"{launch_id}.pid").read_text()), signal.SIGKILL)
+        # (a dying process loses its command line a moment before it lets go of its run's lock)
+        wait_for(lambda: not any(is_trainer(*t) for t in trainers)
+                 and demo_queue.run_states(tmp_path, m)[:2] == ["killed"] * 2, "both workers to die with their supervisor")
+        saved = [r.metrics()[-1]["step"] for r in runs]  # the last checkpoint of each
+        assert demo_queue.ensure_supervisor(tmp_path, launch_id)
+        wait_for(lambda: demo_queue.run_states(tmp_path, m)[:2] == ["running"] * 2
+                 and all(r.status().get("step", 0) > at for r, at in zip(runs, saved)), "both runs to resume")
         assert runs[0].metrics()[0]["step"] == 5  # resumed from its checkpoint, not restarted
     finally:
         demo_queue.stop(tmp_path, launch_id)

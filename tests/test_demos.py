@@ -15,7 +15,7 @@ from mgr.data import DEBIAN_FASHION_MNIST
 from mgr.launch import LaunchError, build_config
 from mgr.runstore import Run
 from pages._text import demo_finding as finding
-from tests.conftest import TINY_DEMO
+from tests.conftest import ENDLESS_DEMO, TINY_DEMO
 from tests.waiting import TIMEOUT, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,8 +276,7 @@ def test_every_shipped_demo_record_is_a_measurement_of_todays_demo():
 
 
 def test_stop_and_resume_apply_to_the_whole_demo(tmp_path):
-    long = {**TINY, "steps": 100_000, "eval_every": 5}  # no run can finish while the test acts on it
-    launch_id = demo_queue.launch("pcr-repairs", 2, tmp_path, long, parallel=2)
+    launch_id = demo_queue.launch("pcr-repairs", 2, tmp_path, ENDLESS_DEMO, parallel=2)
     m = demo_queue.read_manifest(tmp_path, launch_id)
     ids = [r["run_id"] for r in m["runs"]]
 
