@@ -77,6 +77,7 @@ def cmd_train(a) -> None:
 
     if a.pause_at is not None and a.pause_at < 1:
         raise ValueError(f"--pause-at {a.pause_at} is not allowed; it must be a step >= 1")
+    ended_well = False
     try:  # under torchrun (docs/scale.md) the process group is joined by train/resume and left here
         if a.resume:
             given = [opt for dest, (opt, default) in a.option_defaults.items()
@@ -85,6 +86,7 @@ def cmd_train(a) -> None:
                 raise ValueError(f"--resume continues a run with the options in its config.json; it takes no other "
                                  f"training options (got {', '.join(given)}). Start a new run to change them")
             train.resume(a.resume, quiet=a.quiet, on_start=started, pause_at=a.pause_at)
+            ended_well = True
             return
         cfg = train_config(a)
         run = train.train(cfg, a.runs_dir or default_runs_dir(), a.run_id, quiet=a.quiet, on_start=started,
@@ -92,8 +94,9 @@ def cmd_train(a) -> None:
         if distributed.lead():  # under torchrun, once
             st = run.status()
             print(f"{st['state']}: best val acc {st.get('best_val_acc')} at step {st.get('best_step')}", flush=True)
+        ended_well = True
     finally:
-        distributed.close()
+        distributed.close(ended_well)
 
 
 def cmd_export(a) -> None:

@@ -8,10 +8,12 @@ CheckpointError that names the file and what is wrong.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import os
 import secrets
 import shutil
+import signal
 from pathlib import Path
 
 import torch
@@ -24,6 +26,13 @@ class CheckpointError(ValueError):
 class WriteError(OSError):
     """A file could not be written (disk full, file too large, read-only, ...). The message names the
     file; the previous version of it, if any, is untouched."""
+
+
+# A fault-injection point for the crash tests (tests/test_crash_safety.py): a process whose environment sets
+# MGR_STOP_BEFORE_RENAME to a pattern stops itself (SIGSTOP) before renaming a file that matches it (fnmatch on the
+# full path) into place, its temporary copy written, so that a test kills it exactly mid-write instead of polling
+# for a moment that can pass unseen. Unset, it costs one dictionary lookup per write.
+STOP_BEFORE_RENAME = "MGR_STOP_BEFORE_RENAME"
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -40,6 +49,9 @@ def atomic_write(path: str | Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        stop_at = os.environ.get(STOP_BEFORE_RENAME)
+        if stop_at and fnmatch.fnmatch(str(path), stop_at):
+            os.kill(os.getpid(), signal.SIGSTOP)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
         Path(tmp).unlink(missing_ok=True)

@@ -73,23 +73,28 @@ def _wait(cond, proc, timeout=TIMEOUT):
         time.sleep(0.002)
 
 
-def _kill_mid_write(proc, run_dir: Path, pattern: str, when=lambda: True, tries: int = 40) -> bool:
-    """SIGKILL while a temporary file of `pattern` exists (and `when()` holds). The process is frozen
-    (SIGSTOP) as soon as one is seen; if the write is still unfinished then, it dies mid-write,
-    otherwise it goes on to the next one."""
-    for _ in range(tries):
-        _wait(lambda: any(run_dir.glob(pattern)), proc)
-        proc.send_signal(signal.SIGSTOP)
-        _wait(lambda: _state(proc.pid) == "T", proc)  # really frozen before looking again
-        if any(run_dir.glob(pattern)) and when():
+def _stops_before(pattern: str) -> dict:
+    """The environment of a trainer that stops itself (SIGSTOP) before renaming a file matching `pattern` into
+    place, its temporary copy written (mgr/checkpoint.py's fault-injection point)."""
+    return {checkpoint.STOP_BEFORE_RENAME: pattern}
+
+
+def _kill_mid_write(proc, run_dir: Path, tmp_pattern: str, when=lambda: True) -> bool:
+    """`proc` runs with _stops_before(a file): at each of its writes of that file it stops itself mid-write. SIGKILL
+    it at the first such stop where `when()` holds (the temporary copy, `tmp_pattern`, is there), and let the others
+    go on; False if the run ended first."""
+    while True:
+        while _state(proc.pid) != "T":  # a stop it gave itself: a write held before its rename
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.002)
+        if any(run_dir.glob(tmp_pattern)) and when():
             proc.kill()
             proc.wait(60)
             return True
         proc.send_signal(signal.SIGCONT)
-        time.sleep(0.01)  # let that write finish before looking again
-    proc.kill()
-    proc.wait(60)
-    return False
+        while _state(proc.pid) == "T" and proc.poll() is None:
+            time.sleep(0.002)
 
 
 def _state(pid) -> str:
@@ -116,7 +121,7 @@ def test_random_sigkills_resume_into_exactly_the_uninterrupted_run(tmp_path, spa
     reference = spawn([*CLI, "--runs-dir", str(tmp_path / "reference")])  # the same run, never interrupted
     rng = random.Random(2026)
     runs = tmp_path / "runs"
-    p = spawn([*CLI, "--runs-dir", str(runs)])
+    p = spawn([*CLI, "--runs-dir", str(runs)], env=_stops_before("*/last.pt"))
     run = Run(p.stdout.readline().strip())
     watcher = Watcher(run.path)
     watcher.start()
@@ -140,7 +145,7 @@ def test_random_sigkills_resume_into_exactly_the_uninterrupted_run(tmp_path, spa
     p.wait(60)
     kills.append(f"mid-training after step {_scalars_step(run)}")
     _check_killed_state(run)
-    p = spawn([*CLI[:4], "--resume", str(run.path), "--quiet"])
+    p = spawn([*CLI[:4], "--resume", str(run.path), "--quiet"], env=_stops_before("*/probes/step_*.npz"))
     assert p.stdout.readline().strip() == str(run.path)
     assert _kill_mid_write(p, run.path, "probes/.step_*.tmp"), "never caught a write of a probe"
     kills.append("during the write of a probe")
