@@ -176,8 +176,8 @@ def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, browse
 
 
 def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(server, browser, tmp_path):
-    """The synthetic-weight sweep on digits, 2 seeds of 4 steps (base against gda and pcr at three weights, 14
-    runs): the panel shows the runs' progress, then the dose curves, a verdict badge with its sentence, and the
+    """The wrong-labels sweep on digits, 2 seeds of 4 steps (GDA at λ = 4 against itself with three shares of random
+    synthetic labels, 8 runs): the panel shows the runs' progress, then the dose curves, a verdict badge with its sentence, and the
     "why" panel's oracle confusion matrix (its first tab; the per-class costs are the next) with a link to a run's
     Latents; Compare links the demo's runs."""
     from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
@@ -188,7 +188,8 @@ def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(serv
 
     url, runs_dir = server
     driver = browser
-    label = "Launch 2 seeds × 7 arms"
+    label = "Launch 2 seeds × 4 arms"
+    button = '//div[contains(@class, "st-key-demo-wrong-labels")]//button'  # the card's (other demos have 4 arms)
     try:
         wait = WebDriverWait(driver, 600, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))
         driver.get(url)
@@ -200,11 +201,8 @@ def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(serv
         # the data and the steps have ended too
         type_into(driver, "steps per run (empty: the demo's)", "4")
         type_into(driver, "seeds per arm", "2")
-        wait.until(lambda d: any(b.text.strip() == label for b in d.find_elements(By.TAG_NAME, "button")))
-
-        # Home's runs list reruns every few seconds: a button found may be replaced before its click
-        when_ready(driver, lambda d: next(b for b in d.find_elements(By.TAG_NAME, "button")
-                                          if b.text.strip() == label).click(), f"click {label!r}")
+        wait.until(lambda d: d.find_element(By.XPATH, button).text.strip() == label)
+        click(driver, button)  # Home's runs list reruns every few seconds: a button found may be replaced
 
         def page_text(d):
             return d.find_element(By.TAG_NAME, "body").text
@@ -218,10 +216,10 @@ def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(serv
             return d.execute_script("return [...document.querySelectorAll('.js-plotly-plot .gtitle')]"
                                     ".map(t => t.textContent)")
         wait.until(lambda d: "runs ended" in progress(d))
-        scroll_to_heading(driver, "Does more synthetic weight hurt more?")
+        scroll_to_heading(driver, "Do wrong-class samples hurt?")
         screenshot(driver, tmp_path, "home-sweep-running.png")
         try:
-            wait.until(lambda d: "14 of 14 runs ended" in progress(d)
+            wait.until(lambda d: "8 of 8 runs ended" in progress(d)
                        and any("at each dose" in t for t in chart_titles(d))
                        and any("asked for × judged as" in t for t in chart_titles(d)))
         except TimeoutException:
@@ -230,7 +228,7 @@ def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(serv
         text = page_text(driver)
         (m,) = demo_queue.list_launches(runs_dir)
         out = demo_queue.outcome(runs_dir, m)
-        assert out.done and m["demo"] == "synthetic-weight" and len(m["runs"]) == 14
+        assert out.done and m["demo"] == "wrong-labels" and len(m["runs"]) == 8
         # the verdict: a badge with the headline, then one sentence naming the doses (or the largest difference)
         assert any(line.split()[0] in ("holds", "opposite", "inconclusive") and
                    ("Holds for" in line or "opposite holds" in line or "No pair's interval" in line)
@@ -242,7 +240,7 @@ def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(serv
         latents = next(h for t, h in links.items() if "Latents of" in t)
         assert "/latents?run=" in latents and any(r["run_id"] in latents for r in m["runs"])
         time.sleep(2.5)  # the charts of the last refresh
-        scroll_to_heading(driver, "Does more synthetic weight hurt more?")
+        scroll_to_heading(driver, "Do wrong-class samples hurt?")
         screenshot(driver, tmp_path, "home-sweep.png")
     finally:
         for m in demo_queue.list_launches(runs_dir):  # the demo outlives the app by design: end it here
