@@ -20,37 +20,61 @@ def have_browser() -> bool:
     return bool(shutil.which("chromium") and shutil.which("chromedriver"))
 
 
+def serve_app(runs_dir: Path, app_dir: Path = REPO, python: str = sys.executable, log=subprocess.DEVNULL):
+    """`streamlit run app.py` from `app_dir` on a free localhost port, reading runs from `runs_dir`, its output to
+    `log`; (the server's process, its url) once its health check answers. RuntimeError if it exits or takes over
+    120 s."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [python, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"], cwd=app_dir,
+        env={**os.environ, "MGR_RUNS_DIR": str(runs_dir)}, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                return server, url
+        except OSError:
+            pass
+        if server.poll() is not None or time.time() > deadline:
+            stop_app(server)
+            raise RuntimeError(f"the app's server in {app_dir} did not start")
+        time.sleep(0.5)
+
+
+def stop_app(server: subprocess.Popen) -> None:
+    """Ctrl-C, as a user ends `make run`; killed if it has not ended 20 s later."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def headless_chromium(user_data_dir: Path, extra_flags: tuple = ()):
+    """A headless Chromium under Selenium, 1400 × 1800, with its profile in `user_data_dir`."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 f"--user-data-dir={user_data_dir}", "--window-size=1400,1800", *extra_flags):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+
+
 class AppInBrowser:
     """The app's server on `runs_dir`, served from `app_dir` (a checkout; this one by default), and a headless
     Chromium that has opened its entry page, as a user arrives."""
 
     def __init__(self, runs_dir: Path, work: Path, app_dir: Path = REPO, python: str = sys.executable):
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = subprocess.Popen(
-            [python, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"], cwd=app_dir,
-            env={**os.environ, "MGR_RUNS_DIR": str(runs_dir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if self.server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the app's server in {app_dir} did not start")
-            time.sleep(0.5)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = shutil.which("chromium")
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     f"--user-data-dir={work / 'chrome'}", "--window-size=1400,1800"):
-            opts.add_argument(flag)
-        self.driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        self.server, self.url = serve_app(runs_dir, app_dir, python)
+        self.driver = headless_chromium(work / "chrome")
         self.driver.get(self.url)
 
     def open(self, page: str) -> None:
@@ -83,8 +107,4 @@ class AppInBrowser:
 
     def close(self) -> None:
         self.driver.quit()
-        self.server.send_signal(signal.SIGINT)
-        try:
-            self.server.wait(20)
-        except subprocess.TimeoutExpired:
-            self.server.kill()
+        stop_app(self.server)

@@ -7,17 +7,16 @@ import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+sys.path.insert(0, str(REPO / "bench"))
+from app_browser import headless_chromium, serve_app, stop_app  # noqa: E402
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (make setup installs requirements.txt)")
 # The browser tests share one xdist group, so one worker runs them one after another: each starts Streamlit,
 # Chromium and trainers, and two such stacks side by side on a 2-core CI machine (with the rest of the suite on
@@ -25,12 +24,6 @@ selenium = pytest.importorskip("selenium", reason="selenium is not installed (ma
 pytestmark = [pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
                                  "(apt-get install chromium chromium-driver; .ci/run does)"),
               pytest.mark.xdist_group("browser")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -44,43 +37,20 @@ def server_on_app_runs(tmp_path, app_runs):
 
 
 def streamlit_server(tmp_path, runs_dir):
-    port = free_port()
-    env = {**os.environ, "MGR_RUNS_DIR": str(runs_dir)}
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
+    """The app as `make run` serves it (bench/app_browser.py), its output in tmp_path/streamlit.log."""
+    with open(tmp_path / "streamlit.log", "wb") as log:
         try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None and time.time() < deadline, (tmp_path / "streamlit.log").read_text()
-        time.sleep(0.5)
-    yield url, runs_dir
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+            proc, url = serve_app(runs_dir, log=log)
+        except RuntimeError as e:
+            raise AssertionError(f"{e}: {(tmp_path / 'streamlit.log').read_text()}") from None
+        yield url, runs_dir
+        stop_app(proc)
 
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,1800"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver = headless_chromium(tmp_path / "chrome", ("--no-first-run", "--disable-background-networking",
+                                                      "--disable-component-update", "--disable-sync"))
     yield driver
     driver.quit()
 
