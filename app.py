@@ -1,7 +1,8 @@
 """MGR Lab: `streamlit run app.py`.
 
-Registers the pages and warms UMAP's numba kernels in the background (about 20 s once per app
-process) so that the first feature-space map does not pay for the compilation. Training never
+Registers the pages and warms UMAP's numba kernels in the background (about 12 s of a core the first
+time on an installation, 1 s once numba's disk cache holds them) so that the first feature-space map does
+not wait for them. Training never
 runs in this process: pages spawn `python -m mgr train` and read run directories.
 """
 import os

@@ -53,8 +53,8 @@ def app_run() -> None:
 @st.cache_resource(show_spinner=False)
 def umap_state() -> dict:
     """Compile UMAP's numba kernels once per app process, in a background thread started by the first page that
-    draws a map (Feature space, Explore), not when the app starts: 20-30 s of a core that a demo or a run
-    launched from Home would otherwise share."""
+    draws a map (Feature space, Explore), not when the app starts: the first time on an installation, 12 s of a core
+    that a demo or a run launched from Home would otherwise share (later app processes load them in about 1 s)."""
     state = {"done": False, "seconds": None, "error": None}
 
     def work():

@@ -66,7 +66,8 @@ SLOW = {
                       "test_a_launch_survives_its_supervisor_dying_and_the_app_restarting"},
     "test_app.py": {"test_home_shows_a_failure_mode_demo_as_factors_on_a_log_axis",
                     "test_train_page_eta_of_a_running_mltp_run_counts_both_batches"},
-    "test_analysis.py": {"test_feature_map_with_umap"},  # numba compiles UMAP's kernels: 20-30 s once
+    "test_analysis.py": {"test_feature_map_with_umap",  # numba compiles UMAP's kernels once per installation
+                         "test_a_later_process_loads_umaps_kernels_from_numbas_cache_and_draws_the_same_map"},
     "test_launch.py": {"test_launch_stop_resume_a_real_run", "test_stop_affects_only_its_run",
                        "test_a_run_killed_with_sigkill_shows_killed_and_resumes",
                        "test_a_launched_trainer_gets_the_cores_the_running_trainers_leave"},

@@ -1,7 +1,9 @@
-"""2-D pictures of high-dimensional points: PCA, UMAP (numba compiles its kernels for about 20 s
-once per process, so it is imported lazily), and the placement of new points on a fitted map."""
+"""2-D pictures of high-dimensional points: PCA, UMAP (numba compiles its kernels for about 12 s of a
+core the first time, then loads them from numba's disk cache; imported lazily), and the placement of new
+points on a fitted map."""
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -20,7 +22,7 @@ def project(x: np.ndarray, method: str, n_neighbors: int = 15, min_dist: float =
             seed: int | None = None) -> np.ndarray:
     if method == "pca" or len(x) < 10:
         return pca(x).transform(np.asarray(x, dtype=np.float64))
-    import umap  # lazily: numba compilation is slow, and the trainer never needs it
+    umap = _umap()
     # No random_state by default: it makes UMAP single-threaded, 4.6x slower on the 7 000-point map here
     # (bench/app_speed.py: 318 s vs 69 s, contended 2-core CPU). The map a user sees again is the one
     # cached on disk, so a re-fit being slightly different costs little.
@@ -28,8 +30,24 @@ def project(x: np.ndarray, method: str, n_neighbors: int = 15, min_dist: float =
                      init="pca").fit_transform(x)
 
 
+def _umap():
+    """The umap module, its numba kernels cached on disk. umap-learn compiles most of them without numba's
+    cache=True, so every process paid about 12 s of a core (2-core AMD EPYC) to compile them again; with the
+    cache, numba compiles them once per installation and later processes load them in about 0.2 s. numba
+    keeps the cache beside umap's sources, or in the user's cache folder when those are read-only, and
+    recompiles a kernel whose source changed."""
+    import umap  # lazily: numba compilation is slow, and the trainer never needs it
+    from numba.core.dispatcher import Dispatcher
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in ("umap", "pynndescent") and module is not None:
+            for f in list(vars(module).values()):
+                if isinstance(f, Dispatcher) and type(f._cache).__name__ == "NullCache":
+                    f.enable_caching()
+    return umap
+
+
 def warm_umap() -> float:
-    """Compile UMAP's numba kernels once per process (about 20 s cold); returns the seconds spent."""
+    """Compile (or load from numba's cache) UMAP's kernels once per process; returns the seconds spent."""
     t0 = time.time()
     project(np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32), "umap")
     return time.time() - t0
