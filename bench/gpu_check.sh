@@ -31,9 +31,9 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3
 [ -n "$WORK" ] || { WORK=$(mktemp -d -t mgr-gpu-check-XXXX); trap 'rm -rf "$WORK"' EXIT; }
 mkdir -p "$WORK"
 if [ "$QUICK" = 1 ]; then  # seconds on a CPU: SmallCNN at 16x16, tiny batches, one round, no --compile
-  MODEL=smallcnn RES=16 BATCH=8 PER_CLASS=6 GEN_STEPS=2 SMOKE_STEPS=2 TIMING=(--quick) COMPILES=(eager)
+  MODEL=smallcnn RES=16 BATCH=8 PER_CLASS=6 GEN_STEPS=2 BN_BATCHES=4 SMOKE_STEPS=2 TIMING=(--quick) COMPILES=(eager)
 else                       # the batch a GPU needs to be busy; 20 steps x 5 interleaved rounds per method
-  MODEL=resnet18 RES=32 BATCH=512 PER_CLASS=100 GEN_STEPS=200 SMOKE_STEPS=20 TIMING=(--steps 20 --rounds 5)
+  MODEL=resnet18 RES=32 BATCH=512 PER_CLASS=100 GEN_STEPS=200 BN_BATCHES=64 SMOKE_STEPS=20 TIMING=(--steps 20 --rounds 5)
   COMPILES=(eager compile)
 fi
 if [ "$DEVICE" != cpu ]; then
@@ -61,7 +61,7 @@ EOF
 DATA=(--dataset "imagefolder:$WORK/cifar-like" --resolution "$RES" --ratio 1)
 
 echo "== a generator for that split ($GEN_STEPS steps)"
-"$PY" -m mgr train-generator "${DATA[@]}" --steps "$GEN_STEPS" --batch-size 64 --sample-every "$GEN_STEPS" \
+"$PY" -m mgr train-generator "${DATA[@]}" --steps "$GEN_STEPS" --batch-size 64 --sample-every "$GEN_STEPS" --bn-batches "$BN_BATCHES" \
   --device "$DEVICE" --no-fid --quiet --out "$WORK/generator.pt" --work-dir "$WORK/generator.work" > "$WORK/generator.log"
 
 echo "== CUDA-path smoke runs: base, pcr, mgr ($SMOKE_STEPS steps each)"

@@ -167,7 +167,7 @@ def cmd_train_generator(a) -> None:
     data_cfg = data_config(a)
     cfg = GanConfig(steps=a.steps, batch_size=a.batch_size, lr_g=a.lr_g, lr_d=a.lr_d, n_dis=a.n_dis, z_dim=a.z_dim,
                     g_width=a.width, d_width=a.width, diffaug=a.diffaug, sample_every=a.sample_every,
-                    checkpoint_every=a.sample_every, seed=a.seed)
+                    checkpoint_every=a.sample_every, bn_batches=a.bn_batches, seed=a.seed)
     out = Path(a.out) if a.out else paths.generator_path(data_cfg.subset)
     _check_writable(out.parent, "--out")
     if a.work_dir:
@@ -344,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--diffaug", default="color,translation,cutout", help="DiffAugment policy (comma-separated)")
     g.add_argument("--sample-every", type=int, default=500, help="steps between sample grids and saved states")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--bn-batches", type=int, default=64,
+                   help="batches of 128 samples that re-estimate the final generator's BatchNorm statistics")
     g.add_argument("--no-fid", action="store_true", help="skip the FID measurement at the end")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_arg(g)

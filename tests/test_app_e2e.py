@@ -18,12 +18,13 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 sys.path.insert(0, str(REPO / "bench"))
 from app_browser import headless_chromium, serve_app, stop_app  # noqa: E402
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (make setup installs requirements.txt)")
-# The browser tests share one xdist group, so one worker runs them one after another: each starts Streamlit,
-# Chromium and trainers, and two such stacks side by side on a 2-core CI machine (with the rest of the suite on
-# the other worker) pushed a 42 s test past a 180 s wait (CI, 2026-12-02).
-pytestmark = [pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
-                                 "(apt-get install chromium chromium-driver; .ci/run does)"),
-              pytest.mark.xdist_group("browser")]
+# The browser tests that launch trainers share one xdist group (BROWSER), so one worker runs them one after
+# another: each starts Streamlit, Chromium and trainers, and two such stacks side by side on a 2-core machine
+# slow each other several times over (their waits are generous for that). The page walk launches nothing and
+# reads the session's app_runs, so it runs in that fixture's group, which then is built once, not twice.
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
+                                "(apt-get install chromium chromium-driver; .ci/run does)")
+BROWSER = pytest.mark.xdist_group("browser")
 
 
 @pytest.fixture
@@ -107,6 +108,7 @@ def type_into(driver, label: str, value: str) -> None:
     when_ready(driver, type_value, f"type into {label!r}")
 
 
+@BROWSER
 def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -145,6 +147,7 @@ def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, browse
     assert len(runs) == 1 and runs[0].config["steps"] == 20 and runs[0].metrics()
 
 
+@BROWSER
 def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(server, browser, tmp_path):
     """The wrong-labels sweep on digits, 2 seeds of 4 steps (GDA at λ = 4 against itself with three shares of random
     synthetic labels, 8 runs): the panel shows the runs' progress, then the dose curves, a verdict badge with its sentence, and the
@@ -217,6 +220,7 @@ def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(serv
             demo_queue.stop(runs_dir, m["id"])
 
 
+@BROWSER
 def test_a_page_url_opened_first_goes_through_the_apps_navigation(server, browser):
     """A fresh server's first request is a page's URL (a bookmark, or a tab reconnecting after a restart).
     Streamlit would run that file alone in its legacy pages/ mode: a sidebar listing every file of pages/

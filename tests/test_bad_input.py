@@ -168,6 +168,7 @@ GENERATOR = [
     (["--z-dim", "-4"], "z_dim=-4 must be a positive integer"),
     (["--width", "0"], "g_width=0 must be a positive integer"),
     (["--sample-every", "0"], "sample_every=0 must be a positive integer"),
+    (["--bn-batches", "0"], "bn_batches=0 must be a positive integer"),
     (["--seed", "-2"], "seed=-2 must be >= 0"),
     (["--diffaug", "blur"], "unknown augmentation 'blur'"),
     (["--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda"),

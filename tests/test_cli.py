@@ -36,7 +36,8 @@ def test_datasets_and_generators_listings(capsys):
 def test_train_generator_command_end_to_end(tmp_path):
     out = tmp_path / "g.pt"
     r = subprocess.run([sys.executable, "-m", "mgr", "train-generator", "--dataset", "digits", "--ratio", "0.1",
-                        "--steps", "2", "--width", "8", "--batch-size", "8", "--out", str(out), "--quiet"],
+                        "--steps", "2", "--width", "8", "--batch-size", "8", "--bn-batches", "4", "--out", str(out),
+                        "--quiet"],
                        capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == f"generator -> {out}"

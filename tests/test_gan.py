@@ -17,7 +17,7 @@ DIGITS = DataConfig("digits", ratio=0.1)
 
 def tiny(**kw):
     return GanConfig(**{**dict(steps=4, batch_size=16, z_dim=16, g_width=8, d_width=8, sample_every=2,
-                               checkpoint_every=2), **kw})
+                               checkpoint_every=2, bn_batches=4), **kw})
 
 
 def test_training_changes_weights_and_saves_a_loadable_generator(tmp_path):
@@ -43,6 +43,19 @@ def test_resume_gives_the_same_generator_as_an_uninterrupted_run(tmp_path):
     assert meta["steps"] == 4
     a, b = load_generator(tmp_path / "a.pt")[0].state_dict(), load_generator(tmp_path / "b.pt")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bn_batches_changes_only_the_final_batchnorm_statistics_and_a_resume_may_change_it(tmp_path):
+    train_generator(DIGITS, tiny(steps=2, bn_batches=1), tmp_path / "a.pt", fid=False, quiet=True, device="cpu")
+    train_generator(DIGITS, tiny(steps=1, bn_batches=4), tmp_path / "b.pt", fid=False, quiet=True, device="cpu")
+    train_generator(DIGITS, tiny(steps=2, bn_batches=8), tmp_path / "b.pt", resume=True, fid=False, quiet=True,
+                    device="cpu")
+    (a, meta_a), (b, meta_b) = load_generator(tmp_path / "a.pt"), load_generator(tmp_path / "b.pt")
+    assert all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
+    means = [(m_a.running_mean, m_b.running_mean) for m_a, m_b in zip(a.modules(), b.modules())
+             if isinstance(m_a, torch.nn.BatchNorm2d)]
+    assert means and not all(torch.equal(x, y) for x, y in means)
+    assert (meta_a["recipe"]["bn_batches"], meta_b["recipe"]["bn_batches"]) == (1, 8)
 
 
 def test_nothing_is_overwritten_or_resumed_by_accident(tmp_path):
