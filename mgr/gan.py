@@ -132,7 +132,7 @@ def list_generators() -> list[tuple[Path, dict | str]]:
     found = []
     for path in sorted((paths.checkpoints_dir() / "generators").glob("*.pt")):
         try:
-            found.append((path, checkpoint.load(path, GENERATOR_KIND, GENERATOR_VERSION)["meta"]))
+            found.append((path, checkpoint.load_meta(path, GENERATOR_KIND, GENERATOR_VERSION)))
         except checkpoint.CheckpointError as e:
             found.append((path, str(e)))
     return found

@@ -1,8 +1,12 @@
-"""atomic_write: the new file replaces the old one whole, and the rename itself reaches the disk."""
+"""atomic_write: the new file replaces the old one whole, and the rename itself reaches the disk. load_meta:
+a checkpoint's metadata, read again whenever the file changes."""
 import os
 import stat
 
-from mgr.checkpoint import atomic_write_text
+import pytest
+import torch
+
+from mgr.checkpoint import CheckpointError, atomic_write_text, load, load_meta, save
 
 
 def test_atomic_write_fsyncs_the_file_and_then_its_directory(tmp_path, monkeypatch):
@@ -69,3 +73,21 @@ def test_step_weights_round_trip_and_a_damaged_or_foreign_file_is_refused(tmp_pa
     checkpoint.save(other, "mgr-classifier", 1, {"step": 6}, model=s.model.state_dict())
     with pytest.raises(checkpoint.CheckpointError, match="is a 'mgr-classifier' checkpoint, expected a 'mgr-step-weights'"):
         load_step_weights(other)
+
+
+def test_load_meta_reads_a_changed_file_again_and_its_answer_cannot_be_altered_by_a_caller(tmp_path):
+    path = tmp_path / "g.pt"
+    save(path, "mgr-generator", 1, {"ratio": 0.1, "classes": ["a", "b"]}, w=torch.zeros(2))
+    meta = load_meta(path, "mgr-generator", 1)
+    assert meta == load(path, "mgr-generator", 1)["meta"]
+    meta["classes"].append("c")  # a caller's change stays its own
+    assert load_meta(path, "mgr-generator", 1)["classes"] == ["a", "b"]
+    save(path, "mgr-generator", 1, {"ratio": 0.25, "classes": ["a", "b"]}, w=torch.zeros(2))  # replaced in place
+    assert load_meta(path, "mgr-generator", 1)["ratio"] == 0.25
+    with pytest.raises(CheckpointError, match="expected a 'mgr-generator-training-state'"):
+        load_meta(path, "mgr-generator-training-state", 1)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable weights-only checkpoint"):
+        load_meta(path, "mgr-generator", 1)
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_meta(tmp_path / "gone.pt", "mgr-generator", 1)

@@ -206,7 +206,7 @@ def checked_generator(cfg: TrainConfig) -> tuple[str, dict]:
     any data is loaded, when it is unreadable or was made for another val_fraction. The trainer and the
     app's pre-launch check both ask this."""
     path = find_generator(cfg)
-    meta = checkpoint.load(path, "mgr-generator", 1)["meta"]
+    meta = checkpoint.load_meta(path, "mgr-generator", 1)
     if not cfg.leaky_generator:  # another split's generator saw images this run must not (the leakage demo)
         check_val_fraction(path, meta, cfg.data)
     return path, meta
