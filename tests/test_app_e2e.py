@@ -291,11 +291,11 @@ def test_every_page_shows_its_first_figure_after_a_few_words(server_on_app_runs,
         driver.get(f"{url}/{page}{query}")
         deadline, idle = time.time() + 120, 0
         while time.time() < deadline:  # read the page once its script run has ended (no "Running…" widget)
-            time.sleep(0.4)
+            time.sleep(0.25)
             busy = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
             idle = 0 if busy else idle + 1
             found, text = driver.execute_script(WORDS_BEFORE_FIRST_FIGURE)
-            if idle >= 3 and found:  # idle at three reads in a row, 0.8 s apart at the ends
+            if idle >= 3 and found:  # idle at three reads in a row, 0.5 s apart at the ends
                 break
         counts[page or "home"] = len(text.split())
         assert found, (page, text)
