@@ -3,6 +3,7 @@ core the first time, then loads them from numba's disk cache; imported lazily), 
 points on a fitted map."""
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
@@ -30,12 +31,13 @@ def project(x: np.ndarray, method: str, n_neighbors: int = 15, min_dist: float =
                      init="pca").fit_transform(x)
 
 
+@functools.cache  # once per process: the kernels' dispatchers are module globals
 def _umap():
     """The umap module, its numba kernels cached on disk. umap-learn compiles most of them without numba's
     cache=True, so every process paid about 12 s of a core (2-core AMD EPYC) to compile them again; with the
-    cache, numba compiles them once per installation and later processes load them in about 0.2 s. numba
-    keeps the cache beside umap's sources, or in the user's cache folder when those are read-only, and
-    recompiles a kernel whose source changed."""
+    cache, numba compiles them once per installation, and a later process's warm-up, the import included,
+    takes about 1 s. numba keeps the cache beside umap's sources, or in the user's cache folder when those
+    are read-only, and recompiles a kernel whose source changed."""
     import umap  # lazily: numba compilation is slow, and the trainer never needs it
     from numba.core.dispatcher import Dispatcher
     for name, module in list(sys.modules.items()):
