@@ -225,16 +225,23 @@ def tiny_config(method: str, **kw) -> TrainConfig:
                                  batch_size=32, probes_per_class=4, probe_real=100, device="cpu"), **kw})
 
 
+# The app_runs fixture's paused trainer per runs folder: (process, file with its stderr), for held_trainer
+_HELD: dict[Path, tuple[subprocess.Popen, Path]] = {}
+
+
 @pytest.fixture(scope="session")
 def app_runs(tmp_path_factory):
     """A runs folder with finished base, pcr, mgr and mgr-under-MLTP-with-co-learner runs, a failed run and a running one
     (a real trainer process, paused with SIGSTOP after its first evaluation so it costs no CPU)."""
     d = tmp_path_factory.mktemp("app-runs")
-    proc = subprocess.Popen(  # started first: its start-up overlaps the trainings below
-        [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--method", "mgr",
-         "--steps", "100000", "--eval-every", "5", "--batch-size", "16", "--probes-per-class", "4",
-         "--probe-real", "100", "--device", "cpu", "--runs-dir", str(d), "--run-id", "t-running", "--quiet"],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    err = d.parent / f"{d.name}-t-running.stderr"  # beside the runs folder, not in it: the pages list what is in it
+    with open(err, "wb") as err_file:
+        proc = subprocess.Popen(  # started first: its start-up overlaps the trainings below
+            [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--method", "mgr",
+             "--steps", "100000", "--eval-every", "5", "--batch-size", "16", "--probes-per-class", "4",
+             "--probe-real", "100", "--device", "cpu", "--runs-dir", str(d), "--run-id", "t-running", "--quiet"],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file)
+    _HELD[d] = proc, err
     for method in ("base", "pcr", "mgr"):
         train(tiny_config(method), d, f"t-{method}", quiet=True)
     # MLTP around mgr with the co-learner: α, both gradient cosines and the co-learner's scalars are logged
@@ -243,13 +250,32 @@ def app_runs(tmp_path_factory):
     with pytest.raises(FloatingPointError):
         train(tiny_config("pcr", lr=1e12), d, "t-failed", quiet=True)
     running = Run(d / "t-running")
-    wait_for(lambda: running.metrics() and running.probe_steps() and (running.path / "last.pt").exists(),
+    wait_for(lambda: proc.poll() is None and running.metrics() and running.probe_steps()
+             and (running.path / "last.pt").exists(),
              "the running fixture's trainer to write its first evaluation", proc=proc)
     os.kill(proc.pid, signal.SIGSTOP)
+    held_trainer(d)
     yield d
     os.kill(proc.pid, signal.SIGCONT)
     proc.terminate()
     proc.wait(60)
+
+
+@pytest.fixture
+def held_pid(app_runs) -> int:
+    """The pid of app_runs' paused trainer (t-running), checked to be alive: a test that needs t-running to be
+    running fails in set-up, saying how the trainer ended and what it printed, not on a page that says "killed"."""
+    return held_trainer(app_runs)
+
+
+def held_trainer(runs_dir: Path) -> int:
+    proc, err = _HELD[runs_dir]
+    if proc.poll() is None:
+        return proc.pid
+    code = proc.returncode
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    raise AssertionError(f"app_runs' paused trainer (pid {proc.pid}) is gone ({how}); its stderr: "
+                         f"{err.read_text(errors='replace')[-3000:]!r}")
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def chart_title(chart) -> str:
 
 # ----------------------------------------------------------------------------- home and data
 
-def test_home_lists_runs_with_state_and_offers_presets(app_runs, monkeypatch):
+def test_home_lists_runs_with_state_and_offers_presets(app_runs, held_pid, monkeypatch):
     at = open_page(None, app_runs, monkeypatch)
     table = at.dataframe[0].value
     assert set(table["run"]) == {"t-base", "t-pcr", "t-mgr", "t-mltp", "t-failed", "t-running"}
@@ -277,7 +277,7 @@ def test_compare_groups_seeds_of_one_configuration_into_one_curve(app_runs, tmp_
 # ----------------------------------------------------------------------------- running, failed
 
 @pytest.mark.parametrize("page", PAGES)
-def test_each_page_shows_a_running_run(page, app_runs, monkeypatch):
+def test_each_page_shows_a_running_run(page, app_runs, held_pid, monkeypatch):
     at = open_page(page, app_runs, monkeypatch, run="t-running", runs="t-running")
     if page == "pages/train.py":
         assert any("running" in str(p.proto.text) for p in at.get("progress"))
@@ -563,7 +563,7 @@ def test_pages_stay_fast_with_200_runs(page, many, monkeypatch):
         assert sorted(at.dataframe[0].value["seeds"]) == [2, 2, 2, 2]  # 4 configurations, 2 seeds each
 
 
-def test_two_sessions_watching_a_running_trainer_both_see_it_advance(app_runs, monkeypatch):
+def test_two_sessions_watching_a_running_trainer_both_see_it_advance(app_runs, held_pid, monkeypatch):
     """Two browser tabs on a run whose trainer is really running: both show the same progress while it
     stands still, both see its step and curves advance while it trains, never going backwards, and
     neither session's reruns disturb it (the app only reads the run directory)."""
@@ -577,7 +577,8 @@ def test_two_sessions_watching_a_running_trainer_both_see_it_advance(app_runs, m
 
     from mgr.runstore import Run
     run = Run(app_runs / "t-running")
-    pid = run.status()["pid"]  # the fixture's trainer, paused (SIGSTOP) until now
+    pid = held_pid  # the fixture's trainer, paused (SIGSTOP) until now
+    assert run.status()["pid"] == pid
 
     def shown(at):
         at.run()

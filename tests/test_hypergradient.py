@@ -25,14 +25,20 @@ from mgr.trainer.steps import batches, latents, mps_grads, step_finder, train_st
 DIGITS = DataConfig("digits", ratio=0.1)
 
 
-def trained_state(model="smallcnn", steps=8, batch_size=128, **kw):
-    """A real mgr run's state after a few steps (the finder has left the identity)."""
-    s = build(TrainConfig(data=DIGITS, method="mgr", model=model, steps=100, batch_size=batch_size, device="cpu",
+def trained_state(model="smallcnn", steps=8, batch_size=128, total=100, **kw):
+    """A real mgr run's state after `steps` of its `total` steps (the finder has left the identity)."""
+    s = build(TrainConfig(data=DIGITS, method="mgr", model=model, steps=total, batch_size=batch_size, device="cpu",
                           **kw))
     for _ in range(steps):
         train_step(s)
         s.step += 1
     return s
+
+
+def decayed_state():
+    """A state well into the cosine decay, past the warm-up (1 step of 20): 12 of 20 steps, η/η_peak = 0.38, as
+    at step 60 of 100; the schedules' properties hold at any batch size, so a small one keeps it quick."""
+    return trained_state(steps=12, total=20, batch_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +186,7 @@ def test_lam_kl_schedule_lr_scales_the_kl_pull_like_the_learning_rate_and_leaves
     """Under lam_kl_schedule "lr" the KL part of the hypergradient is λ_KL η/η_peak ∇KL: at a step where
     the cosine schedule has decayed η, it is that fraction of the constant schedule's, and the
     lookahead part is the same, so the two keep the ratio they have at η_peak."""
-    s = trained_state(steps=60)  # past the 5-step warm-up, well into the decay
+    s = decayed_state()
     d = draw(s)
     ratio = s.sched.get_last_lr()[0] / s.sched.base_lrs[0]
     assert 0.2 < ratio < 0.8
@@ -197,7 +203,7 @@ def test_lam_kl_schedule_lr_scales_the_kl_pull_like_the_learning_rate_and_leaves
 def test_finder_lr_schedule_lr_scales_the_finders_step_like_the_learning_rate():
     """Under finder_lr_schedule "lr" the finder's Adam step is finder_lr η/η_peak: from the same state and
     hypergradient its update is that fraction of the constant schedule's (Adam's step is linear in its lr)."""
-    s = trained_state(steps=60)  # well into the cosine decay
+    s = decayed_state()
     ratio = s.sched.get_last_lr()[0] / s.sched.base_lrs[0]
     assert 0.2 < ratio < 0.8
     g = mps_grads(s, *draw(s))
@@ -226,6 +232,7 @@ def test_finder_lr_schedule_changes_a_run_exactly_when_the_learning_rate_moves(c
     the constant one, bit for bit; under a cosine one the finder ends elsewhere."""
     finders = []
     for schedule in ("constant", "lr"):
-        s = trained_state(steps=12, schedule=classifier_schedule, warmup_steps=0, finder_lr_schedule=schedule)
+        s = trained_state(steps=12, batch_size=32, schedule=classifier_schedule, warmup_steps=0,
+                          finder_lr_schedule=schedule)
         finders.append(torch.cat([p.detach().flatten() for p in s.finder.parameters()]))
     assert torch.equal(finders[0], finders[1]) == same
