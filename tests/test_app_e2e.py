@@ -64,6 +64,13 @@ def screenshot(driver, tmp_path, name: str) -> None:
         shutil.copy(tmp_path / name, Path(shots) / name)
 
 
+def settle_for_docs(seconds: float = 1.0) -> None:
+    """With $MGR_SCREENSHOTS set, give the page's last redraw time to finish before a screenshot for the docs;
+    the tests' own checks wait for conditions, never for time."""
+    if os.environ.get("MGR_SCREENSHOTS"):
+        time.sleep(seconds)
+
+
 def scroll_to_heading(driver, text: str) -> None:
     """Bring the heading that contains `text` to the top of the window (a screenshot shows the window)."""
     driver.execute_script("""
@@ -136,7 +143,7 @@ def test_launch_a_run_in_the_browser_and_watch_its_accuracy_chart(server, browse
                 }
                 return 0;""")
         wait.until(lambda d: accuracy_points(d) >= 3)  # train, val and test accuracy at the first evaluation
-        time.sleep(1.0)
+        settle_for_docs()
         screenshot(driver, tmp_path, "train-e2e.png")
     finally:
         for run in list_runs(runs_dir):  # the trainer outlives the app by design: end it here
@@ -212,7 +219,7 @@ def test_launch_a_sweep_from_home_and_watch_its_curve_and_why_panel_fill_in(serv
         assert all(r["run_id"] in compare for r in m["runs"])
         latents = next(h for t, h in links.items() if "Latents of" in t)
         assert "/latents?run=" in latents and any(r["run_id"] in latents for r in m["runs"])
-        time.sleep(2.5)  # the charts of the last refresh
+        settle_for_docs(2.5)  # the charts of the last refresh
         scroll_to_heading(driver, "Do wrong-class samples hurt?")
         screenshot(driver, tmp_path, "home-sweep.png")
     finally:
@@ -281,9 +288,9 @@ def test_every_page_shows_its_first_figure_after_a_few_words(server_on_app_runs,
 
     url, _ = server_on_app_runs
     driver = browser
-    driver.get(url)  # the entry page first: the app's navigation is then set for the whole server
-    # Feature space and Explore last: opening either starts UMAP's numba compilation in the server (tens of CPU
-    # seconds), which this walk never needs and which would otherwise slow every page after them
+    # Home, the entry page, first: the app's navigation is then set for the whole server. Feature space and
+    # Explore last: opening either starts UMAP in the server (its numba kernels compile in about 12 s of a core on
+    # a fresh installation), which this walk never needs and which would otherwise slow every page after them
     pages = {"": "", "train": "?run=t-mgr", "latents": "?run=t-mgr", "consistency": "?run=t-mgr",
              "compare": "?runs=t-mgr", "data": "", "feature_space": "?run=t-mgr", "explore": "?run=t-mgr"}
     counts = {}
