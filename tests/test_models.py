@@ -73,3 +73,29 @@ def test_gan_shapes_range_and_class_conditioning(channels, res):
         if hasattr(m, "class_gain"):
             nn.init.normal_(m.class_gain.weight)
     assert not torch.allclose(G(z[:1], y[:1]), G(z[:1], y[1:2]))
+
+
+def test_an_evaluation_in_cpu_slices_gives_the_numbers_of_whole_batches():
+    """evaluate_by_class forwards a CPU batch in slices (the faster way there): accuracy, per-class accuracy and
+    loss are those of one forward per batch, to the bit, including a last batch shorter than a slice."""
+    import torch.nn.functional as F
+
+    from mgr.models.classifier import CPU_SLICE, evaluate_by_class
+    torch.manual_seed(0)
+    model = build_classifier("smallcnn", 10, 1, width=16).to(memory_format=torch.channels_last)
+    model.train()
+    with torch.no_grad():  # running statistics of its own, as a trained model has
+        for _ in range(3):
+            model(torch.randn(64, 1, 28, 28))
+    n, batch = 2 * CPU_SLICE + 37, 2 * CPU_SLICE  # two batches: two whole slices, then a short one
+    x = torch.randn(n, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (n,))
+    model.eval()
+    with torch.no_grad():
+        logits = [model(x[i:i + batch]) for i in range(0, n, batch)]
+    loss = sum(F.cross_entropy(out, y[i * batch:(i + 1) * batch], reduction="sum").item() for i, out in enumerate(logits))
+    hit = torch.cat(logits).argmax(1) == y
+    per_class = [round((hit & (y == c)).sum().item() / (y == c).sum().item(), 6) for c in range(10)]
+    model.train()
+    assert evaluate_by_class(model, x, y, 10, batch_size=batch) == (hit.sum().item() / n, loss / n, per_class)
+    assert model.training  # its mode is given back
