@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, paths
+from . import checkpoint, optim, paths
 from .augment import hflip, translation
 from .data import Data, DataConfig, load
 from .models.classifier import SmallCNN, accuracy
@@ -40,7 +40,7 @@ def train_extractor(dataset: str, out: str | Path | None = None, steps: int = 30
     data = load(cfg, device=dev)
     seed_everything(seed)
     model = SmallCNN(data.num_classes, data.channels).to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=steps, pct_start=0.15)
     bar = Progress(steps, desc=f"extractor {dataset}", disable=quiet)
     for step in range(steps):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, optim
 from .augment import diff_augment, parse_policy
 from .data import VAL_FRACTION, Data, DataConfig, load
 from .models.generator import Discriminator, Generator, layout
@@ -202,8 +202,8 @@ def train_generator(data_cfg: DataConfig, cfg: GanConfig, out: str | Path, work_
     G = Generator(data.num_classes, data.resolution, data.channels, cfg.z_dim, cfg.g_width).to(dev)
     D = Discriminator(data.num_classes, data.resolution, data.channels, cfg.d_width).to(dev)
     G_ema = copy.deepcopy(G).requires_grad_(False)
-    opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=(0.0, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(0.0, 0.999))
+    opt_g = optim.Adam(G.parameters(), cfg.lr_g, betas=(0.0, 0.999))
+    opt_d = optim.Adam(D.parameters(), cfg.lr_d, betas=(0.0, 0.999))
     meta = {**split_meta(data_cfg, data), "z_dim": cfg.z_dim, "g_width": cfg.g_width, "recipe": asdict(cfg)}
     # what must not change across --resume (the step budget and save cadence may)
     fixed = {"dataset": meta["dataset"], "split_hash": meta["split_hash"],

@@ -240,7 +240,8 @@ def app_runs(tmp_path_factory):
             [sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--method", "mgr",
              "--steps", "100000", "--eval-every", "5", "--batch-size", "16", "--probes-per-class", "4",
              "--probe-real", "100", "--device", "cpu", "--runs-dir", str(d), "--run-id", "t-running", "--quiet"],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file)
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # a crash in native code prints its Python stack there
     _HELD[d] = proc, err
     for method in ("base", "pcr", "mgr"):
         train(tiny_config(method), d, f"t-{method}", quiet=True)

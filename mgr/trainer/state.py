@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import checkpoint, paths
+from .. import checkpoint, optim, paths
 from ..augment import Augment
 from ..data import load
 from ..finder import Finder
@@ -258,7 +258,7 @@ def build(cfg: TrainConfig) -> State:
     alpha = mltp_steps(cfg, model, device) if cfg.procedure == "mltp" else {}
     if alpha:  # α ← α − r ∂J/∂α: plain SGD at the weights' scheduled rate r (the same scheduler)
         groups.append({"params": list(alpha.values()), "momentum": 0.0, "nesterov": False, "weight_decay": 0.0})
-    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+    opt = optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     s = State(cfg, device, data, model, torch.compile(model) if cfg.compile else model, opt, sched,
@@ -282,12 +282,12 @@ def build(cfg: TrainConfig) -> State:
         with torch.random.fork_rng(devices=[]):  # its init draws nothing from the run's stream: pcr and mgr stay paired
             torch.manual_seed(cfg.seed)
             s.finder = Finder(s.G.z_dim, cfg.finder, activation=cfg.finder_activation).to(device)
-        s.finder_opt = torch.optim.Adam(s.finder.parameters(), lr=cfg.finder_lr)
+        s.finder_opt = optim.Adam(s.finder.parameters(), lr=cfg.finder_lr)
     if cfg.co_learner:
         with torch.random.fork_rng(devices=[]):  # same init and batches as the run without it: a paired comparison
             torch.manual_seed(cfg.seed)
             s.co_learner = CoLearner(model.feature_dim, data.num_classes, cfg.co_learner_arch).to(device)
         s.co_learner = s.co_learner.to(memory_format=torch.channels_last)
-        s.co_opt = torch.optim.Adam(s.co_learner.parameters(), lr=cfg.co_learner_lr)
+        s.co_opt = optim.Adam(s.co_learner.parameters(), lr=cfg.co_learner_lr)
     reseed(s)  # the models above are the same on every rank (same seed); the data each draws is not
     return s
