@@ -241,7 +241,11 @@ def app_runs(tmp_path_factory):
              "--steps", "100000", "--eval-every", "5", "--batch-size", "16", "--probes-per-class", "4",
              "--probe-real", "100", "--device", "cpu", "--runs-dir", str(d), "--run-id", "t-running", "--quiet"],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
-            env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # a crash in native code prints its Python stack there
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # a crash in native code prints its Python stack there
+            # A session of its own: a stopped process in the suite's process group gets SIGHUP (and dies) when
+            # that group is orphaned, e.g. when the shell that started `pytest &` in the background exits (POSIX;
+            # seen once: t-running gone at the step it was stopped at, its status still "running")
+            start_new_session=True)
     _HELD[d] = proc, err
     for method in ("base", "pcr", "mgr"):
         train(tiny_config(method), d, f"t-{method}", quiet=True)
