@@ -6,8 +6,8 @@ imports torch._dynamo: 1.0 s of CPU on a 2-core AMD EPYC, a third of a small tra
 every trainer and demo worker although none compiles its optimizer (`--compile` compiles the classifier's
 forward only). These subclasses call the very same implementations (each wrapper's `__wrapped__`), so a step
 is bitwise torch.optim's, its state dict the same, and LambdaLR drives them as it drives torch.optim's.
-tests/test_cli.py checks that a trainer never imports torch._dynamo; tests/test_train.py that a run's numbers
-are those of torch.optim's classes.
+tests/test_cli.py checks that a trainer never imports torch._dynamo; tests/test_optim.py that the steps and
+state dicts are torch.optim's, to the bit.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ class _Eager:
 
     def load_state_dict(self, state_dict: dict) -> None:
         _Optimizer.load_state_dict.__wrapped__(self, state_dict)
-
 
     def _no_grad_step(self, step, closure):
         """`step` under no_grad, as torch.optim runs it unless the optimizer is `differentiable`."""
