@@ -51,10 +51,8 @@ def test_trainer_never_imports_the_app_packages(tmp_path):
     # scikit-learn, even to load digits (mgr/data.py reads its file: the import cost each trainer 1.8 s); nor,
     # training and resuming an eager run (SGD, the finder's and the co-learner's Adam, their state dicts),
     # torch.compile's tracer torch._dynamo (mgr/optim.py: 1.0 s of each trainer's start)
-    code = ("import sys, mgr.trainer, mgr.gan, mgr.fid, mgr.__main__; from mgr.data import DataConfig, load; "
-            "from mgr.runstore import Run; from mgr.trainer.checkpoints import load_checkpoint; "
-            "from mgr.trainer.state import build; "
-            "load(DataConfig('digits', ratio=0.1)); "
+    code = ("import sys, mgr.trainer, mgr.gan, mgr.fid, mgr.__main__; from mgr.data import DataConfig; "
+            "from mgr.trainer.checkpoints import load_checkpoint; from mgr.trainer.state import build; "
             "cfg = mgr.trainer.TrainConfig(data=DataConfig('digits', ratio=0.1), method='mgr', co_learner=True, "
             "steps=2, eval_every=2, batch_size=8, probes_per_class=1, probe_real=10, device='cpu'); "
             f"run = mgr.trainer.train(cfg, {str(tmp_path)!r}, 'r', quiet=True); load_checkpoint(run, build(cfg)); "
