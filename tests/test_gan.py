@@ -204,3 +204,23 @@ def test_soft_labels_mix_the_class_embeddings_and_bad_shapes_are_refused(saved):
         G(z, torch.ones(1, 9))
     with pytest.raises(ValueError, match=r"class indices must have shape \(1,\)"):
         G(z, torch.tensor([1, 2]))
+
+
+def test_a_channels_last_generator_gives_the_same_images_and_feeds_its_convolutions_channels_last(saved):
+    """The trainer puts G in channels_last: its images are the same up to the convolutions' rounding, and no
+    convolution gets an input it has to reorder first (on a CPU a copy per convolution)."""
+    _, G, _ = saved
+    G = copy.deepcopy(G).eval()
+    z, y = torch.randn(8, G.z_dim), torch.arange(8) % G.num_classes
+    with torch.no_grad():
+        nchw = G(z, y)
+        G = G.to(memory_format=torch.channels_last)
+        layouts = []
+        convs = [m for m in G.modules() if isinstance(m, torch.nn.Conv2d)]
+        hooks = [c.register_forward_pre_hook(
+            lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))) for c in convs]
+        nhwc = G(z, y)
+        for h in hooks:
+            h.remove()
+    torch.testing.assert_close(nhwc, nchw, rtol=0, atol=1e-5)
+    assert layouts == [True] * len(convs)

@@ -150,3 +150,18 @@ def test_dose_pilot_pairs_each_dose_with_its_reference_on_seeds_the_demos_never_
     assert ("lam", "ref", 99) in refs and ("psi", "gda", 99) in refs and ("psi", "pcr", 100) in refs
     with pytest.raises(SystemExit):
         pilot.main(["--dials", "volume"])
+
+
+def test_generator_layout_finds_the_same_images_and_the_reorders_gone(tmp_path):
+    """research/generator_layout.py on two short rounds: both forwards give the same images, and the one that
+    reorders its first feature map once makes fewer copies than the one whose convolutions reorder it."""
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        rec = load("generator_layout").main(["--rounds", "2", "--reps", "2", "--out", str(tmp_path / "g.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((tmp_path / "g.json").read_text()) == rec
+    assert rec["bitwise_same_images"] and len(rec["rounds"]) == 2
+    assert rec["copies_after"]["calls"] < rec["copies_before"]["calls"]
+    assert rec["command"].startswith("python research/generator_layout.py --rounds 2")

@@ -84,9 +84,17 @@ class Generator(nn.Module):
         (N × num_classes, float; rows are class weights, e.g. a mix of two classes)."""
         self.check_labels(z, y)
         h = self.linear(z).view(len(z), -1, self.bottom, self.bottom)
+        # in its convolutions' layout (channels_last in the trainer): else each convolution reorders its input, on a
+        # CPU a copy that took a third of a demo generator's forward (docs/trainer.md#memory-layout)
+        h = h.contiguous(memory_format=self.memory_format())
         for block in self.blocks:
             h = block(h, y)
         return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
+
+    def memory_format(self) -> torch.memory_format:
+        """channels_last once `.to(memory_format=torch.channels_last)` has put its convolutions' weights in it."""
+        w = self.blocks[0].conv1.weight
+        return torch.channels_last if w.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
     def check_labels(self, z: torch.Tensor, y: torch.Tensor) -> None:
         """Shapes only (no value check, so no host sync in the training step)."""
