@@ -105,6 +105,21 @@ class AppInBrowser:
                     pass
         return total
 
+    def page_cpu_s(self) -> dict:
+        """CPU seconds (user + system) used so far by the app's server process alone (what it starts, such as a demo's
+        supervisor and its trainers, is not counted) and by the browser with all its children."""
+        import psutil
+
+        def used(proc) -> float:
+            try:
+                t = proc.cpu_times()
+                return t.user + t.system
+            except psutil.NoSuchProcess:
+                return 0.0
+        browser = psutil.Process(self.driver.service.process.pid)
+        return {"server": used(psutil.Process(self.server.pid)),
+                "browser": used(browser) + sum(used(c) for c in browser.children(recursive=True))}
+
     def close(self) -> None:
         self.driver.quit()
         stop_app(self.server)

@@ -7,8 +7,9 @@
 With several --app-dir (other checkouts of this repository, e.g. `git worktree add /tmp/old <commit>`, each with
 a .venv or this one's), each round times every checkout once, one after the other, in the same order: A B A B…
 Each launch gets a fresh app server and an empty runs folder, with the Home page's default settings (Fashion-MNIST
-1%, 5 seeds). Records, per checkout, its commit and each round's seconds, and each round's ratio to the first
-checkout, in bench/results/demo_from_home.json. Needs Debian's chromium and chromium-driver.
+1%, 5 seeds). Records, per checkout, its commit and each round's seconds (with the CPU seconds the app's server process and
+the browser used meanwhile, taken from the trainers), and each round's ratio to the first checkout, in
+bench/results/demo_from_home.json. Needs Debian's chromium and chromium-driver.
 """
 from __future__ import annotations
 
@@ -62,13 +63,15 @@ def click_to_verdict(app_dir: Path, demo: str, timeout: float) -> dict:
                 if time.time() > deadline:
                     raise RuntimeError(f"no launch button for demo {demo!r} on Home of {app_dir}")
                 time.sleep(0.2)
-            t0, runs = time.time(), seeds * arms
+            t0, runs, cpu0 = time.time(), seeds * arms, app.page_cpu_s()
             done = f"{runs} of {runs} runs ended"
             while done not in app.text_of('[data-testid="stProgress"]'):  # the panel's "N of M runs ended"
                 if time.time() - t0 > timeout:
                     raise RuntimeError(f"{demo} from Home of {app_dir}: not every run ended within {timeout:.0f} s")
                 time.sleep(1.0)
-            return {"seconds": round(time.time() - t0, 1), "runs": runs, "seeds": seeds}
+            seconds, cpu = round(time.time() - t0, 1), app.page_cpu_s()
+            return {"seconds": seconds, "runs": runs, "seeds": seeds,  # and what the open page cost meanwhile:
+                    **{f"{k}_cpu_s": round(cpu[k] - cpu0[k], 1) for k in cpu}}
         finally:
             app.close()
 
@@ -92,7 +95,9 @@ def main(argv=None) -> dict:
     for i in range(a.rounds):
         for d, c in zip(dirs, checkouts):
             c["rounds"].append(click_to_verdict(d, a.demo, a.timeout))
-            print(f"round {i}: {c['commit']}: {c['rounds'][-1]['seconds']} s", flush=True)
+            r = c["rounds"][-1]
+            print(f"round {i}: {c['commit']}: {r['seconds']} s (server {r['server_cpu_s']}, browser "
+                  f"{r['browser_cpu_s']} CPU s)", flush=True)
     for c in checkouts:
         c["median_s"] = statistics.median(r["seconds"] for r in c["rounds"])
         c["ratio_to_first"] = [round(r["seconds"] / r0["seconds"], 3)
