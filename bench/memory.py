@@ -6,8 +6,8 @@
 
 Each method runs in a fresh child process (`python bench/memory.py --child METHOD ...`), so peaks
 never mix: the child builds the trainer's state (data, classifier, generator, finder), takes
---steps training steps and reports its ru_maxrss (peak resident set size over its whole life,
-the imports included) and torch.cuda.max_memory_allocated / max_memory_reserved. `import_rss_mib`
+--steps training steps and reports its peak resident set size (over its whole life, the imports
+included: Linux's VmHWM, else ru_maxrss) and torch.cuda.max_memory_allocated / max_memory_reserved. `import_rss_mib`
 is the child's peak after importing torch and the trainer, before any work: the fixed cost that
 every method pays. Writes bench/results/memory.json.
 """
@@ -30,8 +30,14 @@ MiB = 2 ** 20
 
 
 def peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MiB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+    """This process's peak resident set size. On Linux its VmHWM: ru_maxrss survives exec, so a child started
+    from a large process (a test run) would report its parent's size as its own peak."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # KiB
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / MiB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 def child(a) -> dict:

@@ -126,7 +126,7 @@ def seed_number(demo: demos.Demo, va, vb) -> float | None:
     return None if d is None else demo.statistic.shown(d)
 
 
-PANEL_EVERY = 2.0  # s between polls of a running demo's progress (at 5 s, one ~67 s demo took 2 s less: within spread)
+PANEL_EVERY = 2.0  # s between redraws of a running demo's panel (at 5 s, one ~67 s demo took 2 s less: within spread)
 
 
 def launch_over(m: dict, out: demo_queue.Outcome) -> bool:
@@ -134,17 +134,7 @@ def launch_over(m: dict, out: demo_queue.Outcome) -> bool:
     return out.done or (m["stopped"] and not any(s in demo_queue.ACTIVE for s in out.states))
 
 
-def results_read(m: dict, out: demo_queue.Outcome) -> tuple:
-    """What the panel's results (verdict, charts, the Why tabs) are drawn from: which runs have ended, and which arms
-    have a first evaluation (the Why tabs' synthetic images). They are drawn again only when this changes."""
-    evaluated = {r["arm"] for r in m["runs"] if (runs_dir() / r["run_id"] / "metrics.jsonl").exists()}
-    return tuple(s in demo_queue.DONE for s in out.states), tuple(sorted(evaluated))
-
-
-def demo_progress(launch_id: str, live: bool, drawn: tuple) -> None:
-    """The polled part of a running demo's panel: its progress and buttons. The results below it are drawn with the
-    page, once per change of what they read (a run ends), not at every poll: their charts and images cost the app
-    and the browser CPU that the demo's trainers need."""
+def verdict_panel(launch_id: str, live: bool) -> None:
     try:
         m = demo_queue.read_manifest(runs_dir(), launch_id)
         running = demo_queue.ensure_supervisor(runs_dir(), launch_id)  # restarts a queue whose supervisor died
@@ -152,8 +142,10 @@ def demo_progress(launch_id: str, live: bool, drawn: tuple) -> None:
         st.error(str(e))
         return
     out = demo_queue.outcome(runs_dir(), m)
-    if live and (launch_over(m, out) or results_read(m, out) != drawn):
-        st.rerun(scope="app")  # the results drawn again; once the demo is over, the page stops polling
+    if live and launch_over(m, out):
+        st.rerun(scope="app")  # drawn once more by the whole page, which then stops polling
+    demo = out.demo
+    st.markdown(f"#### {demo.question}")
     ended = sum(s in demo_queue.DONE for s in out.states)
     counts = {s: out.states.count(s) for s in dict.fromkeys(out.states)}
     st.progress(ended / len(out.states), text=f"{ended} of {len(out.states)} runs ended · " +
@@ -169,9 +161,6 @@ def demo_progress(launch_id: str, live: bool, drawn: tuple) -> None:
     c.page_link("pages/compare.py", label="Compare these runs", icon="📊",
                 query_params={"runs": ",".join(r["run_id"] for r in m["runs"])})
 
-
-def demo_results(m: dict, out: demo_queue.Outcome, launch_id: str) -> None:
-    demo = out.demo
     finding(live_finding(demo, out.summary, out.done, out.seeds, out.summaries))
     if out.guard_stops:
         st.warning(f"The finder's guard stopped {len(out.guard_stops)} run(s): the latents left the generator's "
@@ -213,15 +202,10 @@ if launches:
     with st.container(border=True):
         try:
             shown_m = demo_queue.read_manifest(runs_dir(), st.session_state["demo_launch"])
-        except launch.LaunchError as e:
-            st.error(str(e))
-        else:
-            shown = demo_queue.outcome(runs_dir(), shown_m)
-            live = not launch_over(shown_m, shown)
-            st.markdown(f"#### {shown.demo.question}")
-            st.fragment(run_every=PANEL_EVERY if live else None)(demo_progress)(
-                st.session_state["demo_launch"], live, results_read(shown_m, shown))
-            demo_results(shown_m, shown, st.session_state["demo_launch"])
+            live = not launch_over(shown_m, demo_queue.outcome(runs_dir(), shown_m))
+        except launch.LaunchError:
+            live = False
+        st.fragment(run_every=PANEL_EVERY if live else None)(verdict_panel)(st.session_state["demo_launch"], live)
 
 # ----------------------------------------------------------------------------- runs
 

@@ -77,7 +77,9 @@ def test_memory_quick_measures_each_method_in_its_own_process(quick):
     assert result == quick["memory"]
     assert [r["method"] for r in result["results"]] == ["base", "mgr"]
     for r in result["results"]:
-        assert 0 < r["import_rss_mib"] <= r["peak_rss_mib"]
+        # its own peaks: building and training grow the child beyond its imports (a peak inherited from the test
+        # process, as ru_maxrss would be across exec, reads the same before and after)
+        assert 0 < r["import_rss_mib"] < r["peak_rss_mib"]
     assert {"machine", "date", "command", "device", "dataset", "model", "batch_size"} <= set(result)
 
 

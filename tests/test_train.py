@@ -183,7 +183,8 @@ def _train_cli(tmp_path, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("sig, state", [(signal.SIGTERM, "stopped"), (signal.SIGKILL, "running")])
+@pytest.mark.parametrize("sig, state", [(signal.SIGTERM, "stopped"), (signal.SIGHUP, "stopped"),
+                                        (signal.SIGKILL, "running")])
 def test_stop_or_kill_then_resume_keeps_every_metric_line_once(tmp_path, sig, state):
     # held between two evaluations (10, 15), after a scalar line (12) that a resume from step 10 must not repeat
     p = _train_cli(tmp_path, "--method", "pcr", "--steps", "60", "--eval-every", "5", "--log-every", "2",
@@ -204,6 +205,21 @@ def test_stop_or_kill_then_resume_keeps_every_metric_line_once(tmp_path, sig, st
     assert run.status()["state"] == "finished" and run.probe_steps() == steps
     # training scalars: a line every 2 steps and at every evaluation, none lost or repeated by the stop
     assert [r["step"] for r in run.scalars()] == [k for k in range(1, 61) if k % 2 == 0 or k % 5 == 0]
+
+
+def test_a_trainer_started_under_nohup_keeps_training_through_a_hangup(tmp_path, capsys):
+    """nohup hands the trainer SIGHUP ignored: a closed terminal must not stop it (without nohup, SIGHUP saves the
+    run `stopped`, as SIGTERM does: the test above)."""
+    p = subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device",
+                          "cpu", "--runs-dir", str(tmp_path), "--quiet", "--batch-size", "32", "--method", "base",
+                          "--steps", "8", "--eval-every", "4", "--pause-at", "2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # what nohup does
+    run = wait_paused(Run(p.stdout.readline().strip()), p)
+    p.send_signal(signal.SIGHUP)
+    assert main(["continue", str(run.path)]) == 0
+    assert p.wait(600) == 0, p.stderr.read()
+    assert run.status()["state"] == "finished" and run.status()["step"] == 8
 
 
 def test_a_held_run_goes_on_to_the_numbers_of_a_run_never_held(tmp_path, capsys):

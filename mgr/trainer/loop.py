@@ -96,7 +96,12 @@ def _loop(run: Run, s: State, quiet: bool, pause_at: int | None = None) -> Run:
     def on_signal(signum, _frame):
         stop["signal"] = signal.Signals(signum).name
 
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stops = [signal.SIGTERM, signal.SIGINT]
+    # a closed terminal or a dropped ssh session (SIGHUP) saves the run as Stop does, instead of ending it unsaved;
+    # a trainer started under nohup inherits SIGHUP ignored and keeps it so
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stops.append(signal.SIGHUP)
+    old = {sig: signal.signal(sig, on_signal) for sig in stops}
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit then fails a write (a clear WriteError), not the process
         old[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if lead:
