@@ -24,16 +24,22 @@ def command(script: str, argv: list[str] | None) -> str:
 
 
 def machine() -> str:
-    """e.g. 'vm: AMD EPYC, 2 cores'. The CPU model is what makes CPU timings comparable."""
-    cpu = platform.processor() or platform.machine()
+    """e.g. 'vm: AMD EPYC (family 25, model 1), 2 cores, AVX2'. The CPU is what makes CPU timings comparable, and its
+    widest vector instructions pick oneDNN's and ATen's kernels: the same run rounds differently, so trains to other
+    per-seed numbers, on an AVX2 and on an AVX-512 CPU. A hypervisor may name every EPYC alike; family and model tell
+    the generations apart."""
+    cpu, info = platform.processor() or platform.machine(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores"
+    if "model name" in info:
+        cpu = info["model name"] + (f" (family {info['cpu family']}, model {info['model']})" if "cpu family" in info else "")
+    flags = set(info.get("flags", "").split())
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sse4_2", "SSE4.2")) if flag in flags), "")
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores" + (f", {isa}" if isa else "")
 
 
 def stamp(script: str, argv: list[str] | None) -> dict:

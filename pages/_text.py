@@ -112,10 +112,12 @@ def demo_finding(demo: demos.Demo, record: dict | None, data: str = demos.DEFAUL
                        f"The record compares seeds as a {record_compare(record)}, the demo as a "
                        f"{demo.statistic.compare}: `python bench/demos.py --resummarize` recomputes it.")
     rerun = f"`python bench/demos.py --data {data} --demos {demo.id}`"
+    where = record["machine"].split(": ", 1)[-1] if record.get("machine") else f"{record.get('cores', '?')} cores"
     details = (f"{record['dataset']} {record['ratio']:g}, {record['seeds']} seeds over data seeds "
                f"{sorted(set(record.get('data_seeds', [0])))}, {record['steps']} steps, {demo.statistic.label}: "
-               f"{headline(demo, record)}. {record.get('seconds', '?')} s on {record.get('cores', '?')} cores. "
-               f"How a demo is judged: `{DEMO_DOC}`.")
+               f"{headline(demo, record)}. {record.get('seconds', '?')} s on {where}; on another CPU the same seeds "
+               f"train to other per-seed values (`{DEMO_DOC}#reproducing-on-another-cpu`). How a demo is judged: "
+               f"`{DEMO_DOC}`.")
     if not same_arms(record.get("arms"), arm_configs(demo, data)):
         return Finding("out of date", "gray", "Out of date: the demo's configuration has changed since it was "
                                               "measured.", f"Re-run {rerun}. The record: {details}")

@@ -73,7 +73,8 @@ SLOW = {
                        "test_a_launched_trainer_gets_the_cores_the_running_trainers_leave"},
     "test_train.py": {"test_stop_or_kill_then_resume_keeps_every_metric_line_once",
                       "test_a_held_run_goes_on_to_the_numbers_of_a_run_never_held",
-                      "test_mgr_pause_holds_a_running_trainer_and_a_signal_still_stops_it"},
+                      "test_mgr_pause_holds_a_running_trainer_and_a_signal_still_stops_it",
+                      "test_a_trainer_started_under_nohup_keeps_training_through_a_hangup"},
     "test_threads.py": "*",  # fresh app processes
     "test_hypergradient.py": {"test_finder_lr_schedule_lr_scales_the_finders_step_like_the_learning_rate",
                               "test_lam_kl_schedule_lr_scales_the_kl_pull_like_the_learning_rate_and_leaves_the_lookahead_part",

@@ -288,3 +288,22 @@ def test_demo_from_home_refuses_a_bad_round_count_or_a_folder_without_the_app_be
         err = capsys.readouterr().err
         assert "--rounds must be positive; --app-dir must be a checkout with app.py" in err
     assert f"(not: {tmp_path})" in err and not (tmp_path / "x.json").exists()
+
+
+def test_the_app_in_a_browser_counts_the_cpu_its_server_and_its_browser_use(tmp_path):
+    """bench/demo_from_home.py charges the open page with this: the server process alone (what it starts, such as a
+    demo's supervisor and trainers, is not counted) and the browser's whole tree; both grow as pages are drawn."""
+    app_browser = sys.modules.get("app_browser") or load("app_browser")
+    if not app_browser.have_browser():
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    app = app_browser.AppInBrowser(tmp_path / "runs", tmp_path)
+    try:
+        first = app.page_cpu_s()
+        assert first["server"] > 0 and first["browser"] > 0  # it served Home, the browser drew it
+        app.open("train")
+        app.text_of("h1")
+        after = app.page_cpu_s()
+        assert after["server"] >= first["server"] and after["browser"] >= first["browser"]
+        assert app.cpu_s() >= after["server"] + after["browser"] - 0.1  # the trees hold at least these processes
+    finally:
+        app.close()
