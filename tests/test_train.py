@@ -1,5 +1,6 @@
 """The trainer end to end on digits: every method writes a valid run directory; stop, kill and
 resume keep the metrics whole; bad options fail before any work."""
+import contextlib
 import json
 import os
 import signal
@@ -176,11 +177,23 @@ def test_mps_step_updates_batchnorm_exactly_as_a_plain_forward(tmp_path):
             assert not torch.equal(b, reference[n])
 
 
-def _train_cli(tmp_path, *args):
-    return subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1",
-                             "--device", "cpu", "--runs-dir", str(tmp_path), "--quiet", "--batch-size", "32",
-                             "--probes-per-class", "2", "--probe-real", "40", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def sighup_in_children(disposition):
+    """A child inherits SIGHUP ignored or default through exec: set it around the child's start, whatever this
+    process has (a suite started under nohup ignores SIGHUP, and its trainers would too)."""
+    old = signal.signal(signal.SIGHUP, disposition)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
+def _train_cli(tmp_path, *args, sighup=signal.SIG_DFL):
+    with sighup_in_children(sighup):
+        return subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1",
+                                 "--device", "cpu", "--runs-dir", str(tmp_path), "--quiet", "--batch-size", "32",
+                                 "--probes-per-class", "2", "--probe-real", "40", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("sig, state", [(signal.SIGTERM, "stopped"), (signal.SIGHUP, "stopped"),
@@ -210,11 +223,8 @@ def test_stop_or_kill_then_resume_keeps_every_metric_line_once(tmp_path, sig, st
 def test_a_trainer_started_under_nohup_keeps_training_through_a_hangup(tmp_path, capsys):
     """nohup hands the trainer SIGHUP ignored: a closed terminal must not stop it (without nohup, SIGHUP saves the
     run `stopped`, as SIGTERM does: the test above)."""
-    p = subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1", "--device",
-                          "cpu", "--runs-dir", str(tmp_path), "--quiet", "--batch-size", "32", "--method", "base",
-                          "--steps", "8", "--eval-every", "4", "--pause-at", "2"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # what nohup does
+    p = _train_cli(tmp_path, "--method", "base", "--steps", "8", "--eval-every", "4", "--pause-at", "2",
+                   sighup=signal.SIG_IGN)  # what nohup does
     run = wait_paused(Run(p.stdout.readline().strip()), p)
     p.send_signal(signal.SIGHUP)
     assert main(["continue", str(run.path)]) == 0
