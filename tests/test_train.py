@@ -188,12 +188,28 @@ def sighup_in_children(disposition):
         signal.signal(signal.SIGHUP, old)
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_trainer_left_running():
+    """A test that fails while its trainer is held or training must not leave that trainer behind the suite."""
+    yield
+    while _STARTED:
+        p = _STARTED.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait(60)
+
+
 def _train_cli(tmp_path, *args, sighup=signal.SIG_DFL):
     with sighup_in_children(sighup):
-        return subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1",
-                                 "--device", "cpu", "--runs-dir", str(tmp_path), "--quiet", "--batch-size", "32",
-                                 "--probes-per-class", "2", "--probe-real", "40", *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen([sys.executable, "-m", "mgr", "train", "--dataset", "digits", "--ratio", "0.1",
+                              "--device", "cpu", "--runs-dir", str(tmp_path), "--quiet", "--batch-size", "32",
+                              "--probes-per-class", "2", "--probe-real", "40", *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _STARTED.append(p)
+    return p
 
 
 @pytest.mark.parametrize("sig, state", [(signal.SIGTERM, "stopped"), (signal.SIGHUP, "stopped"),
