@@ -68,6 +68,24 @@ def headless_chromium(user_data_dir: Path, extra_flags: tuple = ()):
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
 
 
+def _cpu_s(pid: int, children: bool) -> float:
+    """CPU seconds (user + system) process `pid` has used, with its children's if asked; 0 for one that is gone."""
+    import psutil
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True) if children else []
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 class AppInBrowser:
     """The app's server on `runs_dir`, served from `app_dir` (a checkout; this one by default), and a headless
     Chromium that has opened its entry page, as a user arrives."""
@@ -89,36 +107,13 @@ class AppInBrowser:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the app's server and the browser, with all their children, have used."""
-        import psutil
-        total = 0.0
-        for root in (self.server.pid, self.driver.service.process.pid):
-            try:
-                procs = [psutil.Process(root)]
-                procs += procs[0].children(recursive=True)
-            except psutil.NoSuchProcess:
-                continue
-            for proc in procs:
-                try:
-                    t = proc.cpu_times()
-                    total += t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
-        return total
+        return _cpu_s(self.server.pid, children=True) + _cpu_s(self.driver.service.process.pid, children=True)
 
     def page_cpu_s(self) -> dict:
         """CPU seconds (user + system) used so far by the app's server process alone (what it starts, such as a demo's
         supervisor and its trainers, is not counted) and by the browser with all its children."""
-        import psutil
-
-        def used(proc) -> float:
-            try:
-                t = proc.cpu_times()
-                return t.user + t.system
-            except psutil.NoSuchProcess:
-                return 0.0
-        browser = psutil.Process(self.driver.service.process.pid)
-        return {"server": used(psutil.Process(self.server.pid)),
-                "browser": used(browser) + sum(used(c) for c in browser.children(recursive=True))}
+        return {"server": _cpu_s(self.server.pid, children=False),
+                "browser": _cpu_s(self.driver.service.process.pid, children=True)}
 
     def close(self) -> None:
         self.driver.quit()

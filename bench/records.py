@@ -36,9 +36,11 @@ def machine() -> str:
     except OSError:
         pass
     if "model name" in info:
-        cpu = info["model name"] + (f" (family {info['cpu family']}, model {info['model']})" if "cpu family" in info else "")
+        generation = f" (family {info['cpu family']}, model {info['model']})" if "cpu family" in info else ""
+        cpu = info["model name"] + generation
     flags = set(info.get("flags", "").split())
-    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sse4_2", "SSE4.2")) if flag in flags), "")
+    widest = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sse4_2", "SSE4.2"))
+    isa = next((name for flag, name in widest if flag in flags), "")
     return f"{platform.node()}: {cpu}, {os.cpu_count()} cores" + (f", {isa}" if isa else "")
 
 
