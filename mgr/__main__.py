@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"state is at most {KEEP_WEIGHTS_AUTO_MIB} MiB (SmallCNN yes, ResNet-18 no)")
     t.add_argument("--probes-per-class", type=int, default=16)
     t.add_argument("--probe-real", type=int, default=1000, help="real images whose features each probe keeps")
+    t.add_argument("--train-acc-images", type=int, default=2000,
+                   help="training images each evaluation's train accuracy is measured on (0: none)")
     t.add_argument("--seed", type=int, default=0, help="training seed (the subset has --data-seed)")
     t.add_argument("--device", default="auto")
     t.add_argument("--compile", action="store_true", help="torch.compile the plain forwards")

@@ -143,6 +143,8 @@ def form_fields() -> list[Field]:
         Field("device", "device", "select", "auto", DEVICES, "auto: CUDA when present", "run"),
         Field("probes_per_class", "probes per class", "int", 16, (), "probe latents per class (Latents, Feature space)", "run"),
         Field("probe_real", "real probe images", "int", 1000, (), "real images whose features each probe keeps", "run"),
+        Field("train_acc_images", "train accuracy images", "int", 2000, (),
+              "training images each evaluation's train accuracy is measured on (0: none)", "run"),
         Field("run_id", "run id", "text", "", (), "empty: generated (time, dataset, method); letters, digits, '.', "
               "'_' and '-' only: a run id is never a path", "run"),
     ]

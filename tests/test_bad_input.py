@@ -35,6 +35,7 @@ TRAIN = [  # (options, what the message must say)
     (["--log-every", "-1"], "log_every=-1 is not allowed; it must be a positive integer"),
     (["--probes-per-class", "0"], "probes_per_class=0 is not allowed; it must be a positive integer"),
     (["--probe-real", "-1"], "probe_real=-1 is not allowed; it must be a number >= 0"),
+    (["--train-acc-images", "-1"], "train_acc_images=-1 is not allowed; it must be a whole number of images >= 0"),
     (["--ratio", "0"], "ratio=0.0 is outside (0, 1]"),
     (["--ratio", "-0.1"], "ratio=-0.1 is outside (0, 1]"),
     (["--ratio", "1.5"], "ratio=1.5 is outside (0, 1]"),

@@ -90,7 +90,7 @@ def test_every_train_config_field_round_trips_through_the_command_line():
     changed = dict(method="gda-mps", model="smallcnn", width=8, steps=77, batch_size=33, lr=0.02, momentum=0.8,
                    weight_decay=1e-3, schedule="step", warmup_steps=3, lam=0.5, lam_kl=0.2, lam_kl_schedule="lr", finder="mlp",
                    finder_lr=3e-4, finder_lr_schedule="lr", finder_activation="silu", syn_per_real=2, meta_every=1, meta_val="full", meta_precision="bf16", pcr_aug="translation,color", eval_every=7,
-                   log_every=3, probes_per_class=5, probe_real=90, seed=4, device="cpu", compile=True,
+                   log_every=3, probes_per_class=5, probe_real=90, train_acc_images=50, seed=4, device="cpu", compile=True,
                    generator="x.pt", procedure="mltp", mltp_variant="full", mltp_eta=0.7, mltp_alpha=0.01,
                    co_learner=True, co_learner_arch="linear", co_learner_gamma=0.3, co_learner_lr=2e-3,
                    keep_weights="last", latent_psi=0.5, syn_label_noise=0.2, leaky_generator=True)

@@ -163,6 +163,19 @@ def test_seeded_cpu_runs_are_identical(tmp_path):
     assert drop(a) != drop(c)
 
 
+def test_train_acc_images_sets_what_train_acc_measures_and_0_leaves_every_other_number_as_it_was(tmp_path):
+    """The demos set train_acc_images=0 (no demo view reads train_acc); their per-seed values must not move."""
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "elapsed", "train_acc")}  # noqa: E731
+                         for r in rows]
+    full = train(tiny(method="gda"), tmp_path, quiet=True).metrics()
+    few = train(tiny(method="gda", train_acc_images=10), tmp_path, quiet=True).metrics()
+    none = train(tiny(method="gda", train_acc_images=0), tmp_path, quiet=True).metrics()
+    assert all("train_acc" in r for r in full) and not any("train_acc" in r for r in none)
+    assert all(round(r["train_acc"] * 10) == r["train_acc"] * 10 for r in few)  # a share of 10 images
+    assert [r["train_acc"] for r in few] != [r["train_acc"] for r in full]
+    assert drop(none) == drop(full) == drop(few)
+
+
 def test_mps_step_updates_batchnorm_exactly_as_a_plain_forward(tmp_path):
     s = build(tiny(method="mgr"))
     x, y, x_val, y_val = batches(s)

@@ -17,7 +17,7 @@ from ..runstore import Run, default_runs_dir, list_runs
 
 # Fields that do not change what is trained: runs differing only in these are seeds of one configuration.
 NOT_CONFIG = ("seed", "device", "compile", "eval_every", "log_every", "probes_per_class", "probe_real",
-              "keep_weights")
+              "train_acc_images", "keep_weights")
 NOT_CONFIG_DATA = ("root", "download")
 # data fields that are part of the configuration only where they differ from these values (their default,
 # which runs made before the field existed also had): val_fraction, as a generator's split records it

@@ -89,6 +89,7 @@ class TrainConfig:
     log_every: int = 10  # steps between training-scalar lines (scalars.jsonl): one host sync each
     probes_per_class: int = 16
     probe_real: int = 1000  # real images whose features each probe stores
+    train_acc_images: int = 2000  # training images each evaluation's train_acc is measured on; 0: no train_acc
     seed: int = 0
     device: str = "auto"
     compile: bool = False
@@ -131,6 +132,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, "it must be a number > 0")
+        if isinstance(self.train_acc_images, bool) or not isinstance(self.train_acc_images, int) \
+                or self.train_acc_images < 0:
+            raise bad("train_acc_images", "it must be a whole number of images >= 0 (0: no train accuracy)")
         for name in ("lam", "lam_kl", "weight_decay", "probe_real", "seed", "mltp_eta", "mltp_alpha",
                      "co_learner_gamma"):
             v = getattr(self, name)

@@ -236,10 +236,11 @@ def _eval_record(s: State, steps: int, elapsed: float) -> dict:
     d = s.data
     val_acc, val_loss = evaluate(s.forward, d.x_val, d.y_val)
     test_acc, test_loss, test_class_acc = evaluate_by_class(s.forward, d.x_test, d.y_test, d.num_classes)
-    train_acc, _ = evaluate(s.forward, d.x_train[:2000], d.y_train[:2000])
+    n_train = s.cfg.train_acc_images
+    train_acc = evaluate(s.forward, d.x_train[:n_train], d.y_train[:n_train])[0] if n_train else None
     record = {"step": s.step, "epoch": round(s.step * s.images_per_step / len(d.y_train), 3),
               "lr": s.sched.get_last_lr()[0], **{k: round(v, 6) for k, v in means.items()},
-              "train_acc": train_acc, "val_acc": val_acc, "val_loss": round(val_loss, 6),
+              **({"train_acc": train_acc} if n_train else {}), "val_acc": val_acc, "val_loss": round(val_loss, 6),
               "test_acc": test_acc, "test_loss": round(test_loss, 6), "test_class_acc": test_class_acc,
               "img_per_s": round(steps * s.images_per_step / max(elapsed, 1e-9), 1), "elapsed": round(elapsed, 3)}
     return record
