@@ -35,7 +35,7 @@ from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paired
+from . import demo_standby, paired
 from .checkpoint import atomic_write_text
 from .demo_pool import LOST_S, end_broken_workers, lost_runs, new_pool, stop_inflight, train_one
 from .demos import (DEMOS, Demo, arm_values, check_data, check_seeds, get_demo, overall_verdict, statistic_value,
@@ -131,7 +131,7 @@ def launch(demo_id: str, seeds: int = 5, runs_dir=None, overrides: dict | None =
     m = {"id": launch_id, "demo": demo.id, "seeds": seeds, "parallel": parallel, "overrides": overrides or {},
          "stopped": False, "resumed": None, "created": time.time(), "runs": runs}
     _write_manifest(runs_dir, m)
-    if start:
+    if start and demo_standby.hand_over(runs_dir, launch_id, parallel) is None:
         start_supervisor(runs_dir, launch_id)
     return launch_id
 
@@ -149,9 +149,26 @@ def start_supervisor(runs_dir, launch_id: str) -> subprocess.Popen:
     return p
 
 
+def ensure_standby(runs_dir, owner: int) -> None:
+    """Start the folder's warm standby (mgr/demo_standby.py) unless one lives or MGR_DEMO_STANDBY=0: detached,
+    ending with process `owner` (the app's server). The app calls this while nothing runs, so its workers'
+    start-up never takes cores from a demo."""
+    if not demo_standby.enabled() or demo_standby.lock_held(runs_dir):
+        return
+    runs_dir = Path(runs_dir).resolve()
+    demos_dir(runs_dir).mkdir(parents=True, exist_ok=True)
+    with open(demos_dir(runs_dir) / "standby.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "mgr.demo_supervisor", "standby", str(runs_dir), str(owner)],
+                         cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
 def supervisor_alive(runs_dir, launch_id: str) -> bool:
-    """Whether a supervisor holds the launch's lock (probed without waiting, released at once), or the
-    last one started is still alive (it may not have reached the lock yet)."""
+    """Whether a supervisor holds the launch's lock (probed without waiting, released at once), the warm standby
+    has been handed the launch, or the last supervisor started is still alive (it may not have reached the lock
+    yet)."""
+    if demo_standby.holds(runs_dir, launch_id):
+        return True
     path = manifest_path(runs_dir, launch_id)
     try:
         with open(path.with_suffix(".lock"), "a") as f:

@@ -1,5 +1,7 @@
 """Home: what MGR is, the runs found, and the teaching demos: paired experiments over seeds whose
 verdict panel fills in as the seeds finish."""
+import os
+
 import numpy as np
 import streamlit as st
 
@@ -126,7 +128,12 @@ def seed_number(demo: demos.Demo, va, vb) -> float | None:
     return None if d is None else demo.statistic.shown(d)
 
 
-PANEL_EVERY = 2.0  # s between redraws of a running demo's panel (at 5 s, one ~67 s demo took 2 s less: within spread)
+# A running demo's panel polls in two parts: its progress bar every 2 s, and its verdict, charts and images (which
+# change only as runs end or evaluate) every 6 s. In headless Chromium beside a running demo, redrawing the whole
+# panel every 2 s cost the browser 0.16 CPU s a second and the server 0.05, taken from the trainers
+# (docs/demos.md#what-an-open-home-page-costs).
+PROGRESS_EVERY = 2.0
+PANEL_EVERY = 6.0
 
 
 def launch_over(m: dict, out: demo_queue.Outcome) -> bool:
@@ -134,18 +141,27 @@ def launch_over(m: dict, out: demo_queue.Outcome) -> bool:
     return out.done or (m["stopped"] and not any(s in demo_queue.ACTIVE for s in out.states))
 
 
-def verdict_panel(launch_id: str, live: bool) -> None:
+def read_launch(launch_id: str, supervise: bool) -> tuple[dict, demo_queue.Outcome, bool] | None:
+    """The launch's manifest, its outcome so far, and (with `supervise`) whether its supervisor runs, restarting a
+    queue whose supervisor died; None, with the error shown, for a launch that cannot be read."""
     try:
         m = demo_queue.read_manifest(runs_dir(), launch_id)
-        running = demo_queue.ensure_supervisor(runs_dir(), launch_id)  # restarts a queue whose supervisor died
+        running = supervise and demo_queue.ensure_supervisor(runs_dir(), launch_id)
     except launch.LaunchError as e:
         st.error(str(e))
+        return None
+    return m, demo_queue.outcome(runs_dir(), m), running
+
+
+def demo_progress(launch_id: str, live: bool) -> None:
+    """The launch's question, progress bar and Stop / Resume: the part of the panel that polls fastest."""
+    read = read_launch(launch_id, supervise=True)
+    if read is None:
         return
-    out = demo_queue.outcome(runs_dir(), m)
+    m, out, running = read
     if live and launch_over(m, out):
         st.rerun(scope="app")  # drawn once more by the whole page, which then stops polling
-    demo = out.demo
-    st.markdown(f"#### {demo.question}")
+    st.markdown(f"#### {out.demo.question}")
     ended = sum(s in demo_queue.DONE for s in out.states)
     counts = {s: out.states.count(s) for s in dict.fromkeys(out.states)}
     st.progress(ended / len(out.states), text=f"{ended} of {len(out.states)} runs ended · " +
@@ -161,6 +177,14 @@ def verdict_panel(launch_id: str, live: bool) -> None:
     c.page_link("pages/compare.py", label="Compare these runs", icon="📊",
                 query_params={"runs": ",".join(r["run_id"] for r in m["runs"])})
 
+
+def verdict_panel(launch_id: str) -> None:
+    """The verdict so far, the per-seed chart, the why panel and the per-seed values."""
+    read = read_launch(launch_id, supervise=False)
+    if read is None:
+        return
+    m, out, _ = read
+    demo = out.demo
     finding(live_finding(demo, out.summary, out.done, out.seeds, out.summaries))
     if out.guard_stops:
         st.warning(f"The finder's guard stopped {len(out.guard_stops)} run(s): the latents left the generator's "
@@ -205,7 +229,8 @@ if launches:
             live = not launch_over(shown_m, demo_queue.outcome(runs_dir(), shown_m))
         except launch.LaunchError:
             live = False
-        st.fragment(run_every=PANEL_EVERY if live else None)(verdict_panel)(st.session_state["demo_launch"], live)
+        st.fragment(run_every=PROGRESS_EVERY if live else None)(demo_progress)(st.session_state["demo_launch"], live)
+        st.fragment(run_every=PANEL_EVERY if live else None)(verdict_panel)(st.session_state["demo_launch"])
 
 # ----------------------------------------------------------------------------- runs
 
@@ -244,6 +269,8 @@ def any_running(states: tuple) -> bool:
 
 seen = runs_states(runs_dir())
 st.session_state["home-runs-seen"] = seen
+if not any_running(seen):  # a warm supervisor for the next demo, its workers' start-up paid while nothing runs
+    demo_queue.ensure_standby(runs_dir(), os.getpid())
 st.fragment(run_every=5.0 if any_running(seen) else None)(runs_table)()
 
 

@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 # the suite runs trainers side by side on 2 cores, where two threads per process thrash (10-100x slower).
 os.environ["MGR_THREADS"] = "1"
 torch.set_num_threads(1)
+# No warm demo standby (mgr/demo_standby.py) behind the app a test opens: each would keep a supervisor and a worker
+# per core, torch loaded, until its test process ends. tests/test_demo_standby.py turns it on where it tests it.
+os.environ["MGR_DEMO_STANDBY"] = "0"
 
 
 # ----------------------------------------------------------------------------- parallel runs (pytest-xdist)

@@ -89,3 +89,32 @@ def test_the_supervisor_takes_a_run_whose_trainer_is_gone_while_its_task_never_e
     assert first == {"gone": 100.0}
     assert lost_runs(tmp_path, inflight, first, now=170.0) == {"gone": 100.0}  # since when, not since the last look
 
+
+
+def test_a_supervisors_early_pool_starts_every_worker_before_its_first_run(tmp_path):
+    """The supervisor starts its pool before importing torch so that the workers load theirs meanwhile: all
+    `parallel` of them, not one (a spawn pool starts a worker per task that finds none idle), or the second
+    run started ~2 s after the first, once the supervisor had loaded torch and submitted it."""
+    import json
+
+    import psutil
+
+    from mgr.demo_supervisor import early_pool, manifest_parallel
+    manifest = tmp_path / "launch.json"
+    manifest.write_text(json.dumps({"parallel": 2}))
+
+    def cmdline(p) -> str:
+        try:
+            return " ".join(p.cmdline())
+        except psutil.Error:  # gone, or a zombie another test's process left
+            return ""
+
+    before = {p.pid for p in psutil.Process().children()}
+
+    def workers():
+        return [p for p in psutil.Process().children() if p.pid not in before and "spawn_main" in cmdline(p)]
+    pool = early_pool(manifest_parallel(str(manifest)))
+    try:
+        wait_for(lambda: len(workers()) == 2, "both workers to start", timeout=120)
+    finally:
+        pool.shutdown(wait=True)
