@@ -7,8 +7,10 @@
 With several --app-dir (other checkouts of this repository, e.g. `git worktree add /tmp/old <commit>`, each with
 a .venv or this one's), each round times every checkout once, one after the other, in the same order: A B A B…
 Each launch gets a fresh app server and an empty runs folder, with the Home page's default settings (Fashion-MNIST
-1%, 5 seeds). Records, per checkout, its commit and each round's seconds (with the CPU seconds the app's server process and
-the browser used meanwhile, taken from the trainers), and each round's ratio to the first checkout, in
+1%, 5 seeds), clicked as soon as the button shows. Records, per checkout, its commit and each round's seconds (with
+the CPU seconds the app's server process and the browser used meanwhile, taken from the trainers; the seconds from
+the click to the first run's first step, and whether Home's warm standby took the launch), and each round's ratio
+to the first checkout, in
 bench/results/demo_from_home.json. Needs Debian's chromium and chromium-driver.
 """
 from __future__ import annotations
@@ -43,6 +45,16 @@ def python_of(app_dir: Path) -> str:
     return str(own) if own.exists() else sys.executable
 
 
+def start_fields(runs_dir: Path, t0: float) -> dict:
+    """How the launch started: seconds from the click to its first run's first step (status.json's `started`), and
+    whether the app's warm standby supervised it (mgr/demo_standby.py; its log says so; checkouts before it: no)."""
+    import json
+    started = [json.loads(p.read_text()).get("started") for p in runs_dir.glob("*/status.json")]
+    logs = " ".join(p.read_text() for p in (runs_dir / ".demos").glob("*.log"))
+    return {"first_run_s": round(min(s for s in started if s) - t0, 1) if any(started) else None,
+            "warm_standby": "the warm standby" in logs}
+
+
 def click_to_verdict(app_dir: Path, demo: str, timeout: float) -> dict:
     """One launch of `demo` from a fresh app's Home: seconds from the click until every run has ended."""
     from selenium.common.exceptions import StaleElementReferenceException
@@ -71,7 +83,7 @@ def click_to_verdict(app_dir: Path, demo: str, timeout: float) -> dict:
                 time.sleep(1.0)
             seconds, cpu = round(time.time() - t0, 1), app.page_cpu_s()
             return {"seconds": seconds, "runs": runs, "seeds": seeds,  # and what the open page cost meanwhile:
-                    **{f"{k}_cpu_s": round(cpu[k] - cpu0[k], 1) for k in cpu}}
+                    **{f"{k}_cpu_s": round(cpu[k] - cpu0[k], 1) for k in cpu}, **start_fields(Path(tmp) / "runs", t0)}
         finally:
             app.close()
 

@@ -222,6 +222,7 @@ def verdict_panel(launch_id: str) -> None:
 
 # The live parts poll only while something runs, so an open Home page showing a finished demo leaves the trainers
 # alone. watch_runs, below, redraws the page when a run starts or ends, which turns the polling on or off.
+live = False  # the demo launch shown is still going
 if launches:
     with st.container(border=True):
         try:
@@ -269,7 +270,7 @@ def any_running(states: tuple) -> bool:
 
 seen = runs_states(runs_dir())
 st.session_state["home-runs-seen"] = seen
-if not any_running(seen):  # a warm supervisor for the next demo, its workers' start-up paid while nothing runs
+if not any_running(seen) and not live:  # a warm supervisor for the next demo, its start-up paid while nothing runs
     demo_queue.ensure_standby(runs_dir(), os.getpid())
 st.fragment(run_every=5.0 if any_running(seen) else None)(runs_table)()
 

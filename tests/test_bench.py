@@ -307,3 +307,11 @@ def test_the_app_in_a_browser_counts_the_cpu_its_server_and_its_browser_use(tmp_
         assert app.cpu_s() >= after["server"] + after["browser"] - 0.1  # the trees hold at least these processes
     finally:
         app.close()
+
+
+def test_demo_from_home_reads_how_a_launch_started_from_its_runs(tiny_demo):
+    """The start-up fields of a from-Home round, read from a real launch's runs folder: one a supervisor started for
+    the launch ran (the tests turn the warm standby off), with its first run started after the launch."""
+    runs_dir, m, _ = tiny_demo
+    fields = load("demo_from_home").start_fields(runs_dir, m["created"])
+    assert fields["warm_standby"] is False and 0 < fields["first_run_s"] < 600
