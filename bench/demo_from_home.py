@@ -3,11 +3,13 @@
 
     python bench/demo_from_home.py                                   # gda-hurts, this checkout, 1 round
     python bench/demo_from_home.py --app-dir /tmp/old --app-dir . --rounds 2   # two checkouts, paired, in turn
+    python bench/demo_from_home.py --settle 20 --out /tmp/settled.json        # the click 20 s after Home shows
 
 With several --app-dir (other checkouts of this repository, e.g. `git worktree add /tmp/old <commit>`, each with
 a .venv or this one's), each round times every checkout once, one after the other, in the same order: A B A B…
 Each launch gets a fresh app server and an empty runs folder, with the Home page's default settings (Fashion-MNIST
-1%, 5 seeds), clicked as soon as the button shows. Records, per checkout, its commit and each round's seconds (with
+1%, 5 seeds), clicked as soon as the button shows (`--settle S`: S seconds later, as a teacher who first
+introduces the demo). Records, per checkout, its commit and each round's seconds (with
 the CPU seconds the app's server process and the browser used meanwhile, taken from the trainers; the seconds from
 the click to the first run's first step, and whether Home's warm standby took the launch), and each round's ratio
 to the first checkout, in
@@ -55,7 +57,7 @@ def start_fields(runs_dir: Path, t0: float) -> dict:
             "warm_standby": "the warm standby" in logs}
 
 
-def click_to_verdict(app_dir: Path, demo: str, timeout: float) -> dict:
+def click_to_verdict(app_dir: Path, demo: str, timeout: float, settle: float = 0.0) -> dict:
     """One launch of `demo` from a fresh app's Home: seconds from the click until every run has ended."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
@@ -68,6 +70,10 @@ def click_to_verdict(app_dir: Path, demo: str, timeout: float) -> dict:
                     (button,) = app.driver.find_elements(By.CSS_SELECTOR, f".st-key-demo-{demo} button") or [None]
                     if button is not None and LAUNCH.search(button.text):
                         seeds, arms = map(int, LAUNCH.search(button.text).groups())
+                        if settle:  # the teacher's first sentence, then the click
+                            time.sleep(settle)
+                            settle = 0.0
+                            continue
                         button.click()
                         break
                 except StaleElementReferenceException:
@@ -95,18 +101,21 @@ def main(argv=None) -> dict:
                                                                    "default: this one)")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--timeout", type=float, default=1200, help="seconds one launch may take")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="seconds on Home between the launch button showing and the click (default 0: at once)")
     p.add_argument("--out", default=str(REPO / "bench/results/demo_from_home.json"))
     a = p.parse_args(argv)
     dirs = [d.resolve() for d in (a.app_dir or [REPO])]
     bad = [str(d) for d in dirs if not (d / "app.py").exists()]
-    if a.rounds < 1 or bad:
-        p.error(f"--rounds must be positive; --app-dir must be a checkout with app.py (not: {', '.join(bad)})")
+    if a.rounds < 1 or a.settle < 0 or bad:
+        p.error(f"--rounds must be positive, --settle not negative; --app-dir must be a checkout with app.py "
+                f"(not: {', '.join(bad)})")
     if not have_browser():
         p.error("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
     checkouts = [{"app_dir": str(d), "commit": commit_of(d), "rounds": []} for d in dirs]
     for i in range(a.rounds):
         for d, c in zip(dirs, checkouts):
-            c["rounds"].append(click_to_verdict(d, a.demo, a.timeout))
+            c["rounds"].append(click_to_verdict(d, a.demo, a.timeout, a.settle))
             r = c["rounds"][-1]
             print(f"round {i}: {c['commit']}: {r['seconds']} s (server {r['server_cpu_s']}, browser "
                   f"{r['browser_cpu_s']} CPU s)", flush=True)
@@ -114,7 +123,7 @@ def main(argv=None) -> dict:
         c["median_s"] = statistics.median(r["seconds"] for r in c["rounds"])
         c["ratio_to_first"] = [round(r["seconds"] / r0["seconds"], 3)
                                for r, r0 in zip(c["rounds"], checkouts[0]["rounds"])]
-    result = {"demo": a.demo, "checkouts": checkouts, "cores": os.cpu_count(),
+    result = {"demo": a.demo, "settle_s": a.settle, "checkouts": checkouts, "cores": os.cpu_count(),
               **stamp("demo_from_home.py", sys.argv[1:] if argv is None else argv)}
     write_json(a.out, result)
     print(f"-> {a.out}")

@@ -15,6 +15,17 @@ from pages._ui import CHART_CONFIG, LEAKY_MARK, STATE_ICON, finding, launcher, o
 
 through_app(__file__)  # a page's URL opened first still goes through app.py's navigation (pages/_ui.py)
 
+
+def any_running(states: tuple) -> bool:
+    return any(state == "running" for _, state, _ in states)
+
+
+# A warm supervisor for the next demo (docs/demos.md#the-warm-standby), started first thing so that it loads
+# torch while the page draws, and only while nothing runs, so that its start-up never takes a trainer's core.
+seen = runs_states(runs_dir())
+if not any_running(seen):
+    demo_queue.ensure_standby(runs_dir(), os.getpid())
+
 st.title("🧪 MGR Lab")
 st.markdown("**Generative data augmentation** adds a generator's images to a small training set. **Meta Generative "
             "Regularization** (Yamaguchi et al., NeurIPS 2023) uses them only where they help the classifier on "
@@ -134,6 +145,7 @@ def seed_number(demo: demos.Demo, va, vb) -> float | None:
 # (docs/demos.md#what-an-open-home-page-costs).
 PROGRESS_EVERY = 2.0
 PANEL_EVERY = 6.0
+RUNS_EVERY_IN_DEMO = 10.0  # s between redraws of the runs list below a running demo (5 s otherwise)
 
 
 def launch_over(m: dict, out: demo_queue.Outcome) -> bool:
@@ -264,18 +276,12 @@ def runs_table() -> None:
                     st.error(str(e))
 
 
-def any_running(states: tuple) -> bool:
-    return any(state == "running" for _, state, _ in states)
-
-
-seen = runs_states(runs_dir())
 st.session_state["home-runs-seen"] = seen
-if not any_running(seen) and not live:  # a warm supervisor for the next demo, its start-up paid while nothing runs
-    demo_queue.ensure_standby(runs_dir(), os.getpid())
-st.fragment(run_every=5.0 if any_running(seen) else None)(runs_table)()
+# below a running demo's panel the runs list polls less often: each poll of a fragment costs the browser a redraw,
+# taken from the trainers
+st.fragment(run_every=(RUNS_EVERY_IN_DEMO if live else 5.0) if any_running(seen) else None)(runs_table)()
 
 
-@st.fragment(run_every=3.0)
 def watch_runs() -> None:
     """Draws nothing. While nothing runs, a change of the runs (one appears, starts, ends, dies or is held: their
     status.json, not their metrics) draws the whole page again; once the last running run has ended, so does that.
@@ -285,4 +291,4 @@ def watch_runs() -> None:
         st.rerun(scope="app")
 
 
-watch_runs()
+st.fragment(run_every=3.0)(watch_runs)()

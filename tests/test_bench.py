@@ -282,11 +282,11 @@ def test_trainer_beside_app_refuses_a_bad_round_count_before_any_work(tmp_path, 
 
 
 def test_demo_from_home_refuses_a_bad_round_count_or_a_folder_without_the_app_before_any_work(tmp_path, capsys):
-    for argv in (["--rounds", "0"], ["--app-dir", str(tmp_path)]):
+    for argv in (["--rounds", "0"], ["--settle", "-1"], ["--app-dir", str(tmp_path)]):
         with pytest.raises(SystemExit):
             load("demo_from_home").main([*argv, "--out", str(tmp_path / "x.json")])
         err = capsys.readouterr().err
-        assert "--rounds must be positive; --app-dir must be a checkout with app.py" in err
+        assert "--rounds must be positive, --settle not negative; --app-dir must be a checkout with app.py" in err
     assert f"(not: {tmp_path})" in err and not (tmp_path / "x.json").exists()
 
 
