@@ -10,8 +10,8 @@ One standby per runs folder, in its .demos/ folder:
     standby.taken  the claim once the standby has taken it (a rename: taken once, by one standby)
 
 The app's Home page starts one while nothing runs (mgr/demo_queue.py's ensure_standby); it supervises one launch
-and ends, and ends with its owner, the app's server. MGR_DEMO_STANDBY=0 turns it off (no idle processes: about
-0.8 GB of memory for a standby and two workers). This module imports nothing heavy: the standby takes its lock
+and ends, and ends with its owner, the app's server. MGR_DEMO_STANDBY=0 turns it off (no idle processes: a standby
+and two workers hold 0.85 GB of memory of their own). This module imports nothing heavy: the standby takes its lock
 before it starts its pool.
 """
 from __future__ import annotations

@@ -140,9 +140,9 @@ def seed_number(demo: demos.Demo, va, vb) -> float | None:
 
 
 # A running demo's panel polls in two parts: its progress bar every 2 s, and its verdict, charts and images (which
-# change only as runs end or evaluate) every 6 s. In headless Chromium beside a running demo, redrawing the whole
-# panel every 2 s cost the browser 0.16 CPU s a second and the server 0.05, taken from the trainers
-# (docs/demos.md#what-an-open-home-page-costs).
+# change only as runs end or evaluate) every 6 s. Each poll makes the browser redraw the page: beside a running
+# demo, the whole panel redrawn every 2 s cost headless Chromium 0.14-0.16 CPU s a second, taken from the trainers,
+# against 0.09 with only the progress polled (docs/demos.md#what-an-open-home-page-costs).
 PROGRESS_EVERY = 2.0
 PANEL_EVERY = 6.0
 RUNS_EVERY_IN_DEMO = 10.0  # s between redraws of the runs list below a running demo (5 s otherwise)
