@@ -42,7 +42,7 @@ from .demos import (DEMOS, Demo, arm_values, check_data, check_seeds, get_demo, 
                     stopped_by_guard, summarize_pairs)
 from .launch import LAUNCHES, LaunchError, Launcher, build_config, cli_args
 from .paths import REPO
-from .processes import runs_command
+from .processes import lock_held, runs_command
 from .runstore import Run, RunError, check_run_id, default_runs_dir, ensure_writable, run_path
 
 DEMOS_DIR = ".demos"
@@ -170,15 +170,8 @@ def supervisor_alive(runs_dir, launch_id: str) -> bool:
     if demo_standby.holds(runs_dir, launch_id):
         return True
     path = manifest_path(runs_dir, launch_id)
-    try:
-        with open(path.with_suffix(".lock"), "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-    except OSError:
-        pass
+    if lock_held(path.with_suffix(".lock")):
+        return True
     try:
         pid = int(path.with_suffix(".pid").read_text())
     except (OSError, ValueError):

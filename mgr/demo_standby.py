@@ -21,6 +21,8 @@ import json
 import os
 from pathlib import Path
 
+from . import processes
+
 LOCK, INFO, CLAIM, TAKEN = "standby.lock", "standby.json", "standby.claim", "standby.taken"
 
 
@@ -60,17 +62,8 @@ def take_lock(runs_dir):
 
 
 def lock_held(runs_dir) -> bool:
-    """Whether a live standby holds the folder's lock (probed without waiting, released at once)."""
-    try:
-        with open(_dir(runs_dir) / LOCK, "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-    except OSError:
-        pass
-    return False
+    """Whether a live standby holds the folder's lock."""
+    return processes.lock_held(_dir(runs_dir) / LOCK)
 
 
 def announce(runs_dir, parallel: int, owner: int) -> None:

@@ -7,6 +7,22 @@ where a reader asks whether a run's trainer is alive.
 from __future__ import annotations
 
 
+def lock_held(path) -> bool:
+    """Whether a live process holds the flock on file `path` (probed without waiting, released at once; the OS
+    drops a lock however its holder ends)."""
+    import fcntl
+    try:
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        pass
+    return False
+
+
 def start_and_argv(pid) -> tuple[float, list[str]] | None:
     """(Unix start time, command line) of the live process `pid`; None if there is none (gone, a
     zombie, which has finished, or not ours to inspect)."""
