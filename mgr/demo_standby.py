@@ -86,9 +86,16 @@ def hand_over(runs_dir, launch_id: str, parallel: int) -> int | None:
     """In a launch: hand the launch to the waiting standby if it runs `parallel` workers and no other launch
     is handed to it; the standby's pid, or None (the launch then starts its own supervisor)."""
     info = waiting(runs_dir)
-    if info is None or info.get("parallel") != parallel or (_dir(runs_dir) / CLAIM).exists():
+    if info is None or info.get("parallel") != parallel:
         return None
-    _write(_dir(runs_dir) / CLAIM, launch_id)
+    tmp = _dir(runs_dir) / f".{CLAIM}.{os.getpid()}.tmp"
+    tmp.write_text(launch_id)
+    try:
+        os.link(tmp, _dir(runs_dir) / CLAIM)  # whole, and only if no other launch has claimed it first
+    except FileExistsError:
+        return None
+    finally:
+        tmp.unlink()
     return info.get("pid")
 
 

@@ -124,3 +124,10 @@ def test_home_starts_the_standby_while_nothing_runs(tmp_path, monkeypatch):
     finally:
         if demo_standby.waiting(tmp_path):
             os.kill(demo_standby.waiting(tmp_path)["pid"], signal.SIGKILL)
+
+
+def test_of_two_launches_handed_over_at_once_one_gets_the_standby(tmp_path, owner):
+    info = start_standby(tmp_path, owner)
+    first = demo_standby.hand_over(tmp_path, "launch-a", info["parallel"])
+    second = demo_standby.hand_over(tmp_path, "launch-b", info["parallel"])  # before the standby has taken the first
+    assert first == info["pid"] and second is None  # the second launch starts a supervisor of its own
