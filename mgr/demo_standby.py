@@ -5,9 +5,10 @@ after the ~3 s a new supervisor and its workers spend loading torch (docs/demos.
 One standby per runs folder, in its .demos/ folder:
 
     standby.lock   flock held by the live standby (the OS drops it however the standby ends)
-    standby.json   {"pid", "parallel", "owner"}, written (atomically) as it starts, removed as it takes a launch
-    standby.claim  a launch id, written (atomically) by the launch that hands itself over
-    standby.taken  the claim once the standby has taken it (a rename: taken once, by one standby)
+    standby.json   {"pid", "parallel", "owner"}, written (atomically) as it starts, removed as it ends
+    standby.claim  a launch id, written whole by the launch that hands itself over (a hard link: one claim)
+    standby.taken  the claim once the standby has taken it (a rename: taken once, by one standby); from then on
+                   no launch sees the standby waiting
 
 The app's Home page starts one while nothing runs (mgr/demo_queue.py's ensure_standby); it supervises one launch
 and ends, and ends with its owner, the app's server. MGR_DEMO_STANDBY=0 turns it off (no idle processes: a standby

@@ -51,11 +51,11 @@ def standby(runs_dir: str, owner: int) -> int:
     demo_standby.announce(runs_dir, parallel, owner)
     pool = early_pool(parallel)
     from .demo_queue import manifest_path, supervise  # torch, while the workers load theirs
+    from .runstore import pid_alive
     try:
-        while _alive(owner):
+        while pid_alive(owner):
             launch_id = demo_standby.take(runs_dir)
-            if launch_id is not None:
-                demo_standby.retire(runs_dir)
+            if launch_id is not None:  # from here on no launch sees it waiting (demo_standby.waiting)
                 path = manifest_path(runs_dir, launch_id)
                 _log_to(path.with_suffix(".log"))
                 path.with_suffix(".pid").write_text(str(os.getpid()))
@@ -66,16 +66,6 @@ def standby(runs_dir: str, owner: int) -> int:
         return 0
     finally:
         demo_standby.retire(runs_dir)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        pass
-    return True
 
 
 def _log_to(path) -> None:

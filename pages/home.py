@@ -282,6 +282,7 @@ st.session_state["home-runs-seen"] = seen
 st.fragment(run_every=(RUNS_EVERY_IN_DEMO if live else 5.0) if any_running(seen) else None)(runs_table)()
 
 
+@st.fragment(run_every=3.0)
 def watch_runs() -> None:
     """Draws nothing. While nothing runs, a change of the runs (one appears, starts, ends, dies or is held: their
     status.json, not their metrics) draws the whole page again; once the last running run has ended, so does that.
@@ -291,4 +292,4 @@ def watch_runs() -> None:
         st.rerun(scope="app")
 
 
-st.fragment(run_every=3.0)(watch_runs)()
+watch_runs()
